@@ -1,0 +1,183 @@
+//! postgres-store: the default storage strategy.
+//!
+//! Tasks live in the `tasks` table (see `migrations/`). Every statement goes
+//! through the host's `sql` import and so runs inside the transaction the host
+//! opened for this call; updates lock their row with `SELECT … FOR UPDATE`
+//! before reading it, so concurrent writers of different fields of one task
+//! never lose each other's changes.
+
+mod list;
+mod row;
+
+wit_bindgen::generate!({
+    world: "storage",
+    path: "../../wit",
+});
+
+use exports::todo::plugin::task_store::{
+    BatchAction, BatchOp, DeleteOp, Guest, PageRequest, StoreError, TaskFilter, TaskPage,
+    UpdateOp,
+};
+use todo::plugin::sql::{self, Value};
+use todo::plugin::types::{CallContext, NewTask, Task};
+
+use row::{Failure, TASK_COLUMNS};
+
+struct PostgresStore;
+
+impl Guest for PostgresStore {
+    fn create(ctx: CallContext, task: NewTask) -> Result<Task, StoreError> {
+        create(&ctx, task).map_err(Failure::into_error)
+    }
+
+    fn get(_ctx: CallContext, owner_scope: Option<String>, id: String) -> Result<Task, StoreError> {
+        get(owner_scope, id).map_err(Failure::into_error)
+    }
+
+    fn list(
+        _ctx: CallContext,
+        owner_scope: Option<String>,
+        filter: TaskFilter,
+        page: PageRequest,
+    ) -> Result<TaskPage, StoreError> {
+        list::list(owner_scope, filter, page).map_err(Failure::into_error)
+    }
+
+    fn update(ctx: CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, StoreError> {
+        update(&ctx, owner_scope, op).map_err(Failure::into_error)
+    }
+
+    fn delete(_ctx: CallContext, owner_scope: Option<String>, op: DeleteOp) -> Result<Task, StoreError> {
+        delete(owner_scope, op).map_err(Failure::into_error)
+    }
+
+    fn apply_batch(
+        ctx: CallContext,
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for (index, op) in ops.into_iter().enumerate() {
+            let outcome = match op.action {
+                BatchAction::Create(task) => create(&ctx, task),
+                BatchAction::Update(update_op) => update(&ctx, op.owner_scope, update_op),
+                BatchAction::Delete(delete_op) => delete(op.owner_scope, delete_op),
+            };
+            match outcome {
+                Ok(task) => results.push(Ok(task)),
+                // A failed statement aborts the whole PostgreSQL transaction:
+                // nothing after it could run, so the batch as a whole fails.
+                Err(failure) if failure.aborted_transaction => {
+                    return Err(failure.error.in_operation(index));
+                }
+                Err(failure) => results.push(Err(failure.error)),
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn create(ctx: &CallContext, new: NewTask) -> Result<Task, Failure> {
+    let task = Task {
+        id: new.id,
+        owner_id: new.owner_id,
+        title: new.title,
+        description: new.description,
+        status: new.status,
+        priority: new.priority,
+        due_at: new.due_at,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        version: 1,
+    };
+    sql::execute(
+        "INSERT INTO tasks (id, owner_id, title, description, status, priority, due_at, \
+         created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &row::task_params(&task),
+    )?;
+    Ok(task)
+}
+
+fn get(owner_scope: Option<String>, id: String) -> Result<Task, Failure> {
+    let statement = scoped(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), &owner_scope, "");
+    let rows = sql::query(&statement, &id_params(id, owner_scope))?;
+    row::single_task(rows)
+}
+
+fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, Failure> {
+    let statement = scoped(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+        &owner_scope,
+        " FOR UPDATE",
+    );
+    let mut task = row::single_task(sql::query(&statement, &id_params(op.id, owner_scope))?)?;
+    if let Some(expected) = op.expected_version
+        && expected != task.version
+    {
+        return Err(Failure::rejected(StoreError::VersionMismatch(task.version)));
+    }
+    let patch = op.patch;
+    if let Some(title) = patch.title {
+        task.title = title;
+    }
+    if let Some(description) = patch.description {
+        task.description = description;
+    }
+    if let Some(status) = patch.status {
+        task.status = status;
+    }
+    if let Some(priority) = patch.priority {
+        task.priority = priority;
+    }
+    if let Some(due_at) = patch.due_at {
+        task.due_at = due_at;
+    }
+    if let Some(owner_id) = patch.owner_id {
+        task.owner_id = owner_id;
+    }
+    task.updated_at = ctx.now;
+    task.version += 1;
+    sql::execute(
+        "UPDATE tasks SET owner_id = $2, title = $3, description = $4, status = $5, \
+         priority = $6, due_at = $7, created_at = $8, updated_at = $9, version = $10 \
+         WHERE id = $1",
+        &row::task_params(&task),
+    )?;
+    Ok(task)
+}
+
+fn delete(owner_scope: Option<String>, op: DeleteOp) -> Result<Task, Failure> {
+    let scope_clause = if owner_scope.is_some() { " AND owner_id = $3" } else { "" };
+    let statement = format!(
+        "DELETE FROM tasks WHERE id = $1 AND ($2::int8 IS NULL OR version = $2){scope_clause} \
+         RETURNING {TASK_COLUMNS}"
+    );
+    let mut params = vec![Value::Uuid(Some(op.id.clone())), Value::Int(op.expected_version)];
+    if let Some(owner) = owner_scope.clone() {
+        params.push(Value::Uuid(Some(owner)));
+    }
+    match row::single_task(sql::query(&statement, &params)?) {
+        // Nothing deleted: tell a missing task from a stale version.
+        Err(failure) if matches!(failure.error, StoreError::NotFound) && op.expected_version.is_some() => {
+            let current = get(owner_scope, op.id)?;
+            Err(Failure::rejected(StoreError::VersionMismatch(current.version)))
+        }
+        outcome => outcome,
+    }
+}
+
+/// Appends the owner restriction (`AND owner_id = $2`) when the caller is
+/// scoped, then `suffix`.
+fn scoped(statement: &str, owner_scope: &Option<String>, suffix: &str) -> String {
+    match owner_scope {
+        Some(_) => format!("{statement} AND owner_id = $2{suffix}"),
+        None => format!("{statement}{suffix}"),
+    }
+}
+
+fn id_params(id: String, owner_scope: Option<String>) -> Vec<Value> {
+    let mut params = vec![Value::Uuid(Some(id))];
+    params.extend(owner_scope.map(|owner| Value::Uuid(Some(owner))));
+    params
+}
+
+export!(PostgresStore);
