@@ -30,10 +30,16 @@ pub fn list(
         query.condition("owner_id = {}", Value::Uuid(Some(owner)));
     }
     if let Some(status) = filter.status {
-        query.condition("status = {}", Value::Text(Some(row::status_name(status).into())));
+        query.condition(
+            "status = {}",
+            Value::Text(Some(row::status_name(status).into())),
+        );
     }
     if let Some(priority) = filter.priority {
-        query.condition("priority = {}", Value::Int(Some(row::priority_rank(priority))));
+        query.condition(
+            "priority = {}",
+            Value::Int(Some(row::priority_rank(priority))),
+        );
     }
     if let Some(before) = filter.due_before {
         query.condition("due_at < {}", Value::Timestamp(Some(before)));
@@ -42,7 +48,10 @@ pub fn list(
         query.condition("due_at > {}", Value::Timestamp(Some(after)));
     }
     if let Some(text) = filter.title_contains {
-        query.condition("title ILIKE {} ESCAPE '\\'", Value::Text(Some(like_pattern(&text))));
+        query.condition(
+            "title ILIKE {} ESCAPE '\\'",
+            Value::Text(Some(like_pattern(&text))),
+        );
     }
 
     let key = SortKey::new(page.sort);
@@ -82,7 +91,9 @@ pub fn list(
         .collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|last| encode_cursor(key.of(last), &last.id))
+        items
+            .last()
+            .map(|last| encode_cursor(key.of(last), &last.id))
     } else {
         None
     };

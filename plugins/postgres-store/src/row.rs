@@ -18,7 +18,10 @@ pub struct Failure {
 impl Failure {
     /// A failure the plugin decided on without a failing statement.
     pub fn rejected(error: StoreError) -> Self {
-        Self { error, aborted_transaction: false }
+        Self {
+            error,
+            aborted_transaction: false,
+        }
     }
 
     pub fn into_error(self) -> StoreError {
@@ -49,7 +52,10 @@ impl From<SqlError> for Failure {
             }
             Some(code) => StoreError::Internal(format!("{code}: {message}")),
         };
-        Self { error, aborted_transaction: true }
+        Self {
+            error,
+            aborted_transaction: true,
+        }
     }
 }
 

@@ -1,0 +1,50 @@
+//! Accounts and access tokens: argon2id passwords, HS256 JWTs, the users
+//! table, and the middleware that turns a bearer token into an `Actor`.
+
+pub mod middleware;
+mod password;
+mod service;
+mod tokens;
+mod users;
+
+pub use middleware::Authenticated;
+pub use service::{Accounts, AuthError, Credentials, Registration};
+pub use tokens::{Claims, TokenKeys};
+pub use users::{User, UserRepository};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub role: Role,
+}

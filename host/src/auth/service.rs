@@ -1,0 +1,179 @@
+//! Registration, login and account creation.
+
+use serde::Deserialize;
+
+use super::Role;
+use super::password::{PasswordHasher, PasswordPolicyError};
+use super::users::{NewUser, User, UserError, UserRepository};
+use crate::validation::FieldError;
+
+pub const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+/// The body of `POST /auth/register`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// The body of `POST /auth/login`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the request breaks {} rule(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("the email or the password is wrong")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<UserError> for AuthError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::EmailTaken => AuthError::EmailTaken,
+            UserError::Database(error) => AuthError::Internal(error.into()),
+        }
+    }
+}
+
+/// Accounts: creation under the password policy, and password checks.
+#[derive(Clone)]
+pub struct Accounts {
+    users: UserRepository,
+    hasher: PasswordHasher,
+}
+
+impl Accounts {
+    pub fn new(users: UserRepository) -> Self {
+        Self {
+            users,
+            hasher: PasswordHasher::new(),
+        }
+    }
+
+    /// Self-service sign-up: always the `user` role.
+    pub async fn register(&self, registration: Registration) -> Result<User, AuthError> {
+        self.create_user(registration, Role::User).await
+    }
+
+    /// Creates an account of any role (the `user create` command).
+    pub async fn create_user(
+        &self,
+        registration: Registration,
+        role: Role,
+    ) -> Result<User, AuthError> {
+        let email = normalize_email(&registration.email);
+        let mut errors = Vec::new();
+        if let Err(detail) = check_email(&email) {
+            errors.push(FieldError::new("/email", detail));
+        }
+        if let Err(PasswordPolicyError(broken)) =
+            PasswordHasher::check_policy(&registration.password, &email)
+        {
+            errors.extend(
+                broken
+                    .into_iter()
+                    .map(|rule| FieldError::new("/password", rule)),
+            );
+        }
+        let display_name = registration
+            .display_name
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty());
+        if display_name
+            .as_ref()
+            .is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS)
+        {
+            errors.push(FieldError::new(
+                "/display_name",
+                format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Invalid(errors));
+        }
+        let password_hash = self.hasher.hash(registration.password).await?;
+        Ok(self
+            .users
+            .insert(NewUser {
+                email,
+                password_hash,
+                display_name,
+                role,
+            })
+            .await?)
+    }
+
+    /// The account these credentials open; the same error whether the
+    /// email is unknown or the password wrong.
+    pub async fn authenticate(&self, credentials: Credentials) -> Result<User, AuthError> {
+        let email = normalize_email(&credentials.email);
+        let account = self
+            .users
+            .find_by_email(&email)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let (user, hash) = match account {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let matches = self.hasher.verify(credentials.password, hash).await?;
+        user.filter(|_| matches)
+            .ok_or(AuthError::InvalidCredentials)
+    }
+}
+
+fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn check_email(email: &str) -> Result<(), String> {
+    let valid_shape = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    });
+    if !valid_shape || email.chars().any(char::is_whitespace) {
+        return Err("must be an email address".into());
+    }
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(normalize_email("  Ann@Example.COM "), "ann@example.com");
+        assert!(check_email("ann@example.com").is_ok());
+        for bad in [
+            "ann",
+            "@example.com",
+            "ann@",
+            "a b@example.com",
+            "ann@x@y",
+            "ann@.com",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+}

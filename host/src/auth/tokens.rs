@@ -1,0 +1,106 @@
+//! Access tokens: HS256 JWTs carrying sub, role, iat, exp, jti and iss.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Role;
+
+/// The `iss` of every token this host signs, and the only one it accepts.
+pub const ISSUER: &str = "todo-host";
+/// Clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub iss: String,
+}
+
+/// The signing and verification keys, and the rules a token must meet.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, user_id: Uuid, role: Role) -> anyhow::Result<String> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id,
+            role,
+            iat: now,
+            exp: now + self.ttl.as_secs() as i64,
+            jti: Uuid::now_v7(),
+            iss: ISSUER.to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| anyhow::anyhow!("cannot sign a token: {e}"))
+    }
+
+    /// Checks signature, algorithm (HS256 only: `none` and every other
+    /// algorithm are refused), expiry and issuer.
+    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &str) -> TokenKeys {
+        TokenKeys::new(secret.as_bytes(), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let keys = keys("a secret of at least thirty-two bytes");
+        let user = Uuid::now_v7();
+        let claims = keys
+            .verify(&keys.issue(user, Role::Viewer).unwrap())
+            .unwrap();
+        assert_eq!((claims.sub, claims.role), (user, Role::Viewer));
+        assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    #[test]
+    fn another_key_is_refused() {
+        let token = keys("a secret of at least thirty-two bytes")
+            .issue(Uuid::now_v7(), Role::Admin)
+            .unwrap();
+        assert!(
+            keys("another secret of thirty-two bytes!!")
+                .verify(&token)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The command line: `serve`, `migrate`, `user create`.
+
+use std::io::BufRead;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{Accounts, AuthError, Registration, Role, UserRepository};
+use crate::config::{DatabaseConfig, ServeConfig};
+use crate::db;
+use crate::startup::Application;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "todo-host",
+    version,
+    about = "Task REST API with WebAssembly storage and event plugins"
+)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "json",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (applies pending migrations first).
+    Serve(Box<ServeConfig>),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account of any role (e.g. the first admin).
+    Create(UserCreate),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreate {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long, value_enum, default_value = "user")]
+    pub role: Role,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Read the password from the first line of standard input (otherwise a
+    /// random one is generated and printed).
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(config) => Application::build(*config).await?.run().await,
+            Command::Migrate(database) => {
+                let pool = db::connect(&database).await?;
+                db::migrate(&pool).await?;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            Command::User {
+                command: UserCommand::Create(args),
+            } => create_user(args).await,
+        }
+    }
+}
+
+async fn create_user(args: UserCreate) -> anyhow::Result<()> {
+    let (password, generated) = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        (line.trim_end_matches(['\r', '\n']).to_string(), false)
+    } else {
+        (generate_password(), true)
+    };
+    let pool = db::connect(&args.database).await?;
+    db::migrate(&pool).await?;
+    let accounts = Accounts::new(UserRepository::new(pool));
+    let registration = Registration {
+        email: args.email,
+        password: password.clone(),
+        display_name: args.display_name,
+    };
+    let user = match accounts.create_user(registration, args.role).await {
+        Ok(user) => user,
+        Err(AuthError::Invalid(errors)) => {
+            let rules: Vec<String> = errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.pointer, e.detail))
+                .collect();
+            anyhow::bail!("the account breaks these rules: {}", rules.join("; "));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    println!(
+        "created {} account {} ({})",
+        user.role.as_str(),
+        user.email,
+        user.id
+    );
+    if generated {
+        println!("password: {password}");
+    }
+    Ok(())
+}
+
+fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    // Always at least one digit, so the policy holds.
+    let mut password: String = (0..19)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    password.push(char::from(b'2' + rng.random_range(0..8)));
+    password
+}

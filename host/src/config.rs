@@ -1,0 +1,123 @@
+//! Configuration: every setting is a command-line flag and an environment
+//! variable, with its default declared once, here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings of the `serve` command.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "TODO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub plugins: PluginConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Largest number of pooled PostgreSQL connections.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a pooled connection, in milliseconds.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Server-side limit on one SQL statement (statement_timeout and
+    /// lock_timeout), in milliseconds; the host-call timeout of the `sql` import.
+    #[arg(long, env = "SQL_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub sql_statement_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginConfig {
+    /// Directory holding NAME.wasm + NAME.toml plugins.
+    #[arg(long, env = "PLUGIN_DIR", default_value = "/var/lib/todo-host/plugins")]
+    pub plugin_dir: PathBuf,
+
+    /// Directory for compiled plugins, keyed by content hash (default: a
+    /// directory under the system's temporary directory).
+    #[arg(long, env = "PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
+
+    /// The storage plugin serving tasks (a name in PLUGIN_DIR).
+    #[arg(long, env = "STORAGE_PLUGIN", default_value = "postgres-store")]
+    pub storage_plugin: String,
+
+    /// Plugin instances alive at once; further calls wait for a free slot.
+    #[arg(long, env = "PLUGIN_MAX_INSTANCES", default_value_t = 128)]
+    pub plugin_max_instances: u32,
+}
+
+impl PluginConfig {
+    pub fn cache_dir(&self) -> PathBuf {
+        self.plugin_cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("todo-host-plugin-cache"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HS256 signing secret for access tokens, at least 32 bytes. Required
+    /// unless TODO_DEV_MODE is set.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Development mode: without JWT_SECRET, sign tokens with a random
+    /// per-process secret (tokens die with the process).
+    #[arg(long, env = "TODO_DEV_MODE", default_value_t = false)]
+    pub dev_mode: bool,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per user (or per client IP when
+    /// anonymous) on every route but /auth/*.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests allowed in a burst above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Sustained requests per minute per client IP on /auth/*.
+    #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 20)]
+    pub auth_rate_limit_per_minute: u32,
+
+    /// Burst allowance on /auth/*.
+    #[arg(long, env = "AUTH_RATE_LIMIT_BURST", default_value_t = 10)]
+    pub auth_rate_limit_burst: u32,
+}

@@ -1,0 +1,115 @@
+//! The HTTP surface: routes, their middleware, and the mapping of errors to
+//! problem+json.
+//!
+//! Layers, outermost first: request id → tracing → panic catcher → identify
+//! (bearer token → identity) → rate limit (per route group) → require auth
+//! (all but /auth/* and /health/*) → handler.
+
+mod auth;
+mod errors;
+pub mod extract;
+mod health;
+mod tasks;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::middleware::{identify, require_auth};
+use crate::auth::{Accounts, TokenKeys};
+use crate::plugins::PluginRegistry;
+use crate::problem::Problem;
+use crate::ratelimit::{self, Quota};
+use crate::tasks::TaskService;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub tasks: TaskService,
+    pub accounts: Accounts,
+    pub keys: TokenKeys,
+    pub plugins: Arc<PluginRegistry>,
+    pub pool: PgPool,
+}
+
+/// Quotas and limits the router applies.
+pub struct HttpLimits {
+    pub api_quota: Quota,
+    pub auth_quota: Quota,
+    pub max_body_bytes: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let auth_routes = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .layer(ratelimit::layer("auth", limits.auth_quota));
+
+    let task_routes = Router::new()
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/batch", post(tasks::batch))
+        .route(
+            "/tasks/{id}",
+            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+        )
+        .route_layer(middleware::from_fn(require_auth));
+
+    let open_routes = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready));
+
+    let api = task_routes
+        .merge(open_routes)
+        .layer(ratelimit::layer("api", limits.api_quota));
+
+    Router::new()
+        .merge(auth_routes)
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.keys.clone(), identify))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                }).on_response(DefaultOnResponse::new().level(Level::INFO)))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    tracing::error!("a handler panicked");
+                    axum::response::IntoResponse::into_response(Problem::internal())
+                })),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+        .detail("no route matches this path")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .detail("this route does not answer this method")
+}

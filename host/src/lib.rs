@@ -1,0 +1,15 @@
+//! todo-host: a task REST API whose storage and event handling are
+//! WebAssembly components. See docs/ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod plugins;
+pub mod problem;
+pub mod ratelimit;
+pub mod startup;
+pub mod tasks;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,241 @@
+//! One plugin call: a fresh store and instance with its limits, and how the
+//! call ends — commit on `ok`, roll back on `err`, a trap or a deadline,
+//! and a precise account of why a call failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use super::PluginIdentity;
+use super::capabilities::config::PluginSettings;
+use super::capabilities::log::PluginLog;
+use super::capabilities::sql::SqlSession;
+use super::engine::{EPOCH_TICK, PluginEngine};
+use super::manifest::Limits;
+
+/// Whether a call may change data: a write runs in one transaction the host
+/// commits after the export returns `ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Read,
+    Write,
+}
+
+/// What every plugin call shares: the engine, the database and the instance
+/// slots of the pooling allocator.
+pub struct PluginRuntime {
+    pub(super) engine: PluginEngine,
+    pub(super) pool: PgPool,
+    slots: Arc<Semaphore>,
+}
+
+impl PluginRuntime {
+    pub fn new(engine: PluginEngine, pool: PgPool, max_instances: u32) -> Self {
+        Self {
+            engine,
+            pool,
+            slots: Arc::new(Semaphore::new(max_instances as usize)),
+        }
+    }
+}
+
+/// The data of a call's `Store`: one field per capability, plus limits.
+pub struct CallState {
+    pub(super) sql: SqlSession,
+    pub(super) log: PluginLog,
+    pub(super) settings: PluginSettings,
+    limits: MemoryLimit,
+}
+
+/// Why a plugin call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFailure {
+    #[error("plugin `{plugin}` did not finish within its {deadline_ms} ms deadline")]
+    DeadlineExceeded { plugin: String, deadline_ms: u64 },
+    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB")]
+    MemoryExhausted { plugin: String, limit_mib: u64 },
+    #[error("plugin `{plugin}` trapped: {reason}")]
+    Trapped { plugin: String, reason: String },
+    #[error("plugin `{plugin}` failed: {reason}")]
+    Failed { plugin: String, reason: String },
+    #[error("the database did not commit the call of plugin `{plugin}`: {reason}")]
+    CommitFailed { plugin: String, reason: String },
+}
+
+impl PluginFailure {
+    pub fn plugin(&self) -> &str {
+        match self {
+            Self::DeadlineExceeded { plugin, .. }
+            | Self::MemoryExhausted { plugin, .. }
+            | Self::Trapped { plugin, .. }
+            | Self::Failed { plugin, .. }
+            | Self::CommitFailed { plugin, .. } => plugin,
+        }
+    }
+}
+
+/// What `run` needs to know about the plugin being called.
+pub(super) struct CallTarget<'a> {
+    pub identity: &'a PluginIdentity,
+    pub limits: &'a Limits,
+    pub settings: &'a PluginSettings,
+    pub runtime: &'a PluginRuntime,
+}
+
+/// Runs `body` (instantiate + call an export) in a fresh store and ends the
+/// call's transaction by its outcome. `Ok(Err(_))` is the export's own
+/// error: the transaction is rolled back and the error handed on.
+pub(super) async fn run<R, E>(
+    target: CallTarget<'_>,
+    request_id: &str,
+    kind: CallKind,
+    body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+) -> Result<Result<R, E>, PluginFailure> {
+    let CallTarget {
+        identity,
+        limits,
+        settings,
+        runtime,
+    } = target;
+    let plugin = || identity.name.clone();
+    let _slot = runtime
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| PluginFailure::Failed {
+            plugin: plugin(),
+            reason: "the runtime is shutting down".into(),
+        })?;
+
+    let state = CallState {
+        sql: SqlSession::new(runtime.pool.clone(), kind),
+        log: PluginLog {
+            plugin: identity.name.clone(),
+            version: identity.version.clone(),
+            request_id: request_id.to_string(),
+        },
+        settings: settings.clone(),
+        limits: MemoryLimit::new(limits.memory_bytes()),
+    };
+    let mut store = Store::new(runtime.engine.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    let deadline = limits.deadline();
+    store.set_epoch_deadline(deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
+
+    // The epoch deadline fires only while guest code runs; this bounds a
+    // call whose host calls (e.g. a statement) outlast it.
+    let outcome =
+        tokio::time::timeout(deadline + Duration::from_millis(250), body(&mut store)).await;
+    let state = store.into_data();
+    let failure = match outcome {
+        Ok(Ok(Ok(value))) => {
+            return match state.sql.finish(true).await {
+                Ok(()) => Ok(Ok(value)),
+                Err(error) => Err(PluginFailure::CommitFailed {
+                    plugin: plugin(),
+                    reason: error.to_string(),
+                }),
+            };
+        }
+        Ok(Ok(Err(error))) => {
+            rollback(state.sql, identity).await;
+            return Ok(Err(error));
+        }
+        Ok(Err(error)) => classify(error, identity, limits, &state.limits),
+        Err(_) => PluginFailure::DeadlineExceeded {
+            plugin: plugin(),
+            deadline_ms: limits.deadline_ms,
+        },
+    };
+    rollback(state.sql, identity).await;
+    tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
+    Err(failure)
+}
+
+async fn rollback(sql: SqlSession, identity: &PluginIdentity) {
+    if let Err(error) = sql.finish(false).await {
+        // The connection is discarded by the pool; nothing was committed.
+        tracing::warn!(plugin = %identity.name, %error, "rollback failed");
+    }
+}
+
+fn classify(
+    error: wasmtime::Error,
+    identity: &PluginIdentity,
+    limits: &Limits,
+    memory: &MemoryLimit,
+) -> PluginFailure {
+    let plugin = identity.name.clone();
+    if memory.denied {
+        return PluginFailure::MemoryExhausted {
+            plugin,
+            limit_mib: limits.memory_mib,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginFailure::DeadlineExceeded {
+            plugin,
+            deadline_ms: limits.deadline_ms,
+        },
+        Some(Trap::StackOverflow) => PluginFailure::Trapped {
+            plugin,
+            reason: "stack overflow".into(),
+        },
+        Some(Trap::UnreachableCodeReached) => PluginFailure::Trapped {
+            plugin,
+            reason: "unreachable code reached (a Rust guest panicked or aborted)".into(),
+        },
+        Some(trap) => PluginFailure::Trapped {
+            plugin,
+            reason: trap.to_string(),
+        },
+        None => PluginFailure::Failed {
+            plugin,
+            reason: format!("{error:#}"),
+        },
+    }
+}
+
+/// Caps an instance's linear memory and remembers whether the cap was hit,
+/// so that the trap that follows (a Rust guest aborts on OOM) is reported
+/// as what it is.
+struct MemoryLimit {
+    limit: usize,
+    denied: bool,
+}
+
+impl MemoryLimit {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            denied: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

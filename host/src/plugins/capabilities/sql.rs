@@ -1,0 +1,252 @@
+//! `sql`: parameterised statements against PostgreSQL, inside the one
+//! transaction the host owns for the call.
+//!
+//! The connection is taken lazily, at the plugin's first statement. A write
+//! call (`CallKind::Write`) opens a transaction there and the host commits or
+//! rolls it back when the export returns (see `call`). A read call runs its
+//! statements on one pooled connection without BEGIN/COMMIT: under READ
+//! COMMITTED each statement sees its own snapshot either way, so a read
+//! transaction would only cost two round trips.
+
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Column, PgConnection, PgPool, Postgres, Row, Transaction, TypeInfo, ValueRef};
+use uuid::Uuid;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
+use crate::plugins::call::{CallKind, CallState};
+
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+    sql::add_to_linker::<_, HasSelf<SqlSession>>(linker, |state| &mut state.sql)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Per-call state: the pool, and the connection or transaction the call's
+/// statements run on once the first one has been issued.
+pub struct SqlSession {
+    pool: PgPool,
+    kind: CallKind,
+    held: Option<Held>,
+}
+
+enum Held {
+    Transaction(Transaction<'static, Postgres>),
+    Connection(PoolConnection<Postgres>),
+}
+
+impl SqlSession {
+    pub fn new(pool: PgPool, kind: CallKind) -> Self {
+        Self {
+            pool,
+            kind,
+            held: None,
+        }
+    }
+
+    /// Ends the call's transaction, if it opened one: commit when the export
+    /// succeeded, roll back otherwise.
+    pub async fn finish(self, commit: bool) -> Result<(), sqlx::Error> {
+        match self.held {
+            Some(Held::Transaction(transaction)) if commit => transaction.commit().await,
+            Some(Held::Transaction(transaction)) => transaction.rollback().await,
+            Some(Held::Connection(_)) | None => Ok(()),
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut PgConnection, SqlError> {
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => match self.kind {
+                CallKind::Write => Held::Transaction(self.pool.begin().await.map_err(sql_error)?),
+                CallKind::Read => Held::Connection(self.pool.acquire().await.map_err(sql_error)?),
+            },
+        };
+        let held = self.held.insert(held);
+        Ok(match held {
+            Held::Transaction(transaction) => &mut **transaction,
+            Held::Connection(connection) => &mut **connection,
+        })
+    }
+}
+
+impl sql::Host for SqlSession {
+    async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
+        let params = params
+            .into_iter()
+            .enumerate()
+            .map(Param::try_from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let connection = self.connection().await?;
+        let rows = bind(sqlx::query(&statement), params)
+            .fetch_all(connection)
+            .await
+            .map_err(sql_error)?;
+        decode_rows(&rows)
+    }
+
+    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
+        let params = params
+            .into_iter()
+            .enumerate()
+            .map(Param::try_from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let connection = self.connection().await?;
+        let done = bind(sqlx::query(&statement), params)
+            .execute(connection)
+            .await
+            .map_err(sql_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A parameter, checked and converted before anything reaches the server.
+enum Param {
+    Bool(Option<bool>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Text(Option<String>),
+    Timestamp(Option<DateTime<Utc>>),
+    Uuid(Option<Uuid>),
+    Json(Option<serde_json::Value>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl Param {
+    fn try_from_value((index, value): (usize, Value)) -> Result<Self, SqlError> {
+        let invalid = |what: &str| SqlError {
+            code: None,
+            message: format!("parameter ${} is not {what}", index + 1),
+        };
+        Ok(match value {
+            Value::Bool(v) => Param::Bool(v),
+            Value::Int(v) => Param::Int(v),
+            Value::Float(v) => Param::Float(v),
+            Value::Text(v) => Param::Text(v),
+            Value::Timestamp(v) => Param::Timestamp(
+                v.map(|micros| {
+                    DateTime::from_timestamp_micros(micros)
+                        .ok_or_else(|| invalid("a representable timestamp"))
+                })
+                .transpose()?,
+            ),
+            Value::Uuid(v) => Param::Uuid(
+                v.map(|text| Uuid::parse_str(&text).map_err(|_| invalid("a UUID")))
+                    .transpose()?,
+            ),
+            Value::Json(v) => Param::Json(
+                v.map(|text| serde_json::from_str(&text).map_err(|_| invalid("valid JSON")))
+                    .transpose()?,
+            ),
+            Value::Bytes(v) => Param::Bytes(v),
+        })
+    }
+}
+
+fn bind<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    params: Vec<Param>,
+) -> Query<'q, Postgres, PgArguments> {
+    for param in params {
+        query = match param {
+            Param::Bool(v) => query.bind(v),
+            Param::Int(v) => query.bind(v),
+            Param::Float(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+            Param::Timestamp(v) => query.bind(v),
+            Param::Uuid(v) => query.bind(v),
+            Param::Json(v) => query.bind(v.map(sqlx::types::Json)),
+            Param::Bytes(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+fn decode_rows(rows: &[PgRow]) -> Result<Rows, SqlError> {
+    let columns = rows
+        .first()
+        .map(|row| row.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|index| decode_value(row, index))
+                .collect()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
+fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
+    let raw = row.try_get_raw(index).map_err(sql_error)?;
+    let type_name = raw.type_info().name().to_string();
+    let value = match type_name.as_str() {
+        "BOOL" => Value::Bool(row.try_get(index).map_err(sql_error)?),
+        "INT2" => Value::Int(
+            row.try_get::<Option<i16>, _>(index)
+                .map_err(sql_error)?
+                .map(i64::from),
+        ),
+        "INT4" => Value::Int(
+            row.try_get::<Option<i32>, _>(index)
+                .map_err(sql_error)?
+                .map(i64::from),
+        ),
+        "INT8" => Value::Int(row.try_get(index).map_err(sql_error)?),
+        "FLOAT4" => Value::Float(
+            row.try_get::<Option<f32>, _>(index)
+                .map_err(sql_error)?
+                .map(f64::from),
+        ),
+        "FLOAT8" => Value::Float(row.try_get(index).map_err(sql_error)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+            Value::Text(row.try_get(index).map_err(sql_error)?)
+        }
+        "TIMESTAMPTZ" => Value::Timestamp(
+            row.try_get::<Option<DateTime<Utc>>, _>(index)
+                .map_err(sql_error)?
+                .map(|instant| instant.timestamp_micros()),
+        ),
+        "UUID" => Value::Uuid(
+            row.try_get::<Option<Uuid>, _>(index)
+                .map_err(sql_error)?
+                .map(|id| id.to_string()),
+        ),
+        "JSON" | "JSONB" => Value::Json(
+            row.try_get::<Option<serde_json::Value>, _>(index)
+                .map_err(sql_error)?
+                .map(|json| json.to_string()),
+        ),
+        "BYTEA" => Value::Bytes(row.try_get(index).map_err(sql_error)?),
+        other => {
+            return Err(SqlError {
+                code: None,
+                message: format!(
+                    "column `{}` has type {other}, which the sql interface does not carry; cast it in the statement (e.g. `::text`)",
+                    row.column(index).name()
+                ),
+            });
+        }
+    };
+    Ok(value)
+}
+
+fn sql_error(error: sqlx::Error) -> SqlError {
+    match error {
+        sqlx::Error::Database(error) => SqlError {
+            code: error.code().map(|code| code.into_owned()),
+            message: error.message().to_string(),
+        },
+        sqlx::Error::PoolTimedOut => SqlError {
+            code: None,
+            message: "no database connection became free in time".into(),
+        },
+        other => SqlError {
+            code: None,
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,119 @@
+//! The wasmtime engine shared by every plugin, and the on-disk cache of
+//! compiled components.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; plugin deadlines are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The largest linear memory any plugin may be granted; a manifest asking
+/// for more gets this much.
+pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
+
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    cache_dir: PathBuf,
+    /// Distinguishes artifacts of different wasmtime builds and settings.
+    compatibility: String,
+}
+
+impl PluginEngine {
+    /// Builds the engine with a pooling allocator sized for
+    /// `max_instances` concurrent instances (falling back to on-demand
+    /// allocation where the pool's address space cannot be reserved) and
+    /// starts the epoch ticker.
+    pub fn new(max_instances: u32, cache_dir: &Path) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 << 10);
+        config.async_stack_size(2 << 20);
+
+        let mut pool = PoolingAllocationConfig::default();
+        // A wit-bindgen component holds one memory, a few tables and a few
+        // core instances (the guest plus the adapter shims).
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 8)
+            .total_memories(max_instances)
+            .total_tables(max_instances * 4)
+            .total_stacks(max_instances)
+            .max_memory_size(MAX_PLUGIN_MEMORY);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(error) => {
+                tracing::warn!(%error, "pooling allocator unavailable; instances are allocated on demand");
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config)
+                    .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?
+            }
+        };
+
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch ticker")?;
+
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(Self {
+            compatibility: format!("{:016x}", hasher.finish()),
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `wasm` (whose SHA-256 is `sha256`), or loads the native code
+    /// compiled earlier for the same bytes by the same engine build.
+    pub fn compile(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
+        let cached = self
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compatibility));
+        if cached.exists() {
+            // SAFETY: the cache directory is written only by this host, with
+            // artifacts `precompile_component` produced for this engine build
+            // (the file name carries the compatibility hash).
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(error) => {
+                    tracing::warn!(path = %cached.display(), %error, "discarding an unreadable compiled plugin");
+                    let _ = std::fs::remove_file(&cached);
+                }
+            }
+        }
+        let native = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))?;
+        // SAFETY: `native` was produced just now by this engine.
+        let component = unsafe { Component::deserialize(&self.engine, &native) }
+            .map_err(|e| anyhow::anyhow!("cannot load the compiled component: {e:#}"))?;
+        if let Err(error) = write_atomically(&self.cache_dir, &cached, &native) {
+            tracing::warn!(path = %cached.display(), %error, "cannot cache a compiled plugin");
+        }
+        Ok(component)
+    }
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,89 @@
+//! Loading a plugin: `NAME.toml` + `NAME.wasm` → a verified, compiled,
+//! import-checked and linked `InstancePre`, ready for per-call instances.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{InstancePre, Linker};
+
+use super::PluginIdentity;
+use super::call::{CallState, PluginRuntime};
+use super::capabilities::{self, config::PluginSettings};
+use super::manifest::{Manifest, PluginKind};
+
+/// A plugin ready to be instantiated, whatever its world.
+pub(super) struct LoadedPlugin {
+    pub identity: PluginIdentity,
+    pub manifest: Manifest,
+    pub settings: PluginSettings,
+    pub pre: InstancePre<CallState>,
+}
+
+/// Loads plugin `name` of `kind` from `dir`. Every failure says which step
+/// failed and why.
+pub(super) fn load(
+    runtime: &PluginRuntime,
+    dir: &Path,
+    name: &str,
+    kind: PluginKind,
+) -> anyhow::Result<LoadedPlugin> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
+    }
+    let manifest_path = dir.join(format!("{name}.toml"));
+    let manifest_text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
+    let manifest = Manifest::parse(&manifest_text)
+        .with_context(|| format!("the manifest {} is invalid", manifest_path.display()))?;
+    if manifest.kind != kind {
+        bail!(
+            "plugin `{name}` is a {:?} plugin, not a {kind:?} plugin",
+            manifest.kind
+        );
+    }
+
+    let wasm_path = dir.join(format!("{name}.wasm"));
+    let wasm = std::fs::read(&wasm_path)
+        .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    let sha256 = hex::encode(Sha256::digest(&wasm));
+    if let Some(expected) = &manifest.sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        bail!(
+            "{} has SHA-256 {sha256}, but its manifest requires {expected}",
+            wasm_path.display()
+        );
+    }
+
+    let engine = &runtime.engine;
+    let component = engine
+        .compile(&wasm, &sha256)
+        .with_context(|| format!("cannot compile {}", wasm_path.display()))?;
+    capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
+    let mut linker = Linker::new(engine.engine());
+    capabilities::link(&mut linker, &manifest.grants)?;
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .map_err(|e| anyhow::anyhow!("cannot stub the WASI imports: {e}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("the component does not fit the host's interfaces: {e:#}"))?;
+
+    Ok(LoadedPlugin {
+        identity: PluginIdentity {
+            name: name.to_string(),
+            version: manifest.version.clone(),
+            sha256,
+            loaded_at: Utc::now(),
+        },
+        settings: PluginSettings(std::sync::Arc::new(manifest.settings_as_strings())),
+        manifest,
+        pre,
+    })
+}

@@ -1,0 +1,133 @@
+//! `NAME.toml`: what a plugin is, what it may touch, and its settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub kind: PluginKind,
+    pub version: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// When given, the `.wasm` file must hash to it (hex SHA-256).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Free-form settings, readable through the `config` import.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Storage,
+}
+
+/// Host interfaces beyond `log` and `config` (which every plugin gets). An
+/// interface not granted here is not linked, and a component importing it
+/// fails to load.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub sql: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock budget of one call, host calls included.
+    #[serde(default = "Limits::default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Largest linear memory of one instance.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+impl Limits {
+    fn default_deadline_ms() -> u64 {
+        1000
+    }
+
+    fn default_memory_mib() -> u64 {
+        64
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline_ms: Self::default_deadline_ms(),
+            memory_mib: Self::default_memory_mib(),
+        }
+    }
+}
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Settings as the strings the `config` import hands out: strings as
+    /// they are, other values in their TOML spelling.
+    pub fn settings_as_strings(&self) -> BTreeMap<String, String> {
+        self.settings
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (key.clone(), text)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_manifest_gets_default_limits_and_no_grants() {
+        let manifest = Manifest::parse("kind = \"storage\"\nversion = \"1.0.0\"\n").unwrap();
+        assert_eq!(manifest.kind, PluginKind::Storage);
+        assert!(!manifest.grants.sql);
+        assert_eq!(manifest.limits.deadline_ms, 1000);
+        assert_eq!(manifest.limits.memory_bytes(), 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_grant_is_refused() {
+        let error =
+            Manifest::parse("kind = \"storage\"\nversion = \"1\"\n[grants]\nfilesystem = true\n")
+                .unwrap_err();
+        assert!(error.to_string().contains("filesystem"), "{error}");
+    }
+
+    #[test]
+    fn settings_become_strings() {
+        let manifest = Manifest::parse(
+            "kind = \"storage\"\nversion = \"1\"\n[settings]\nmode = \"fast\"\nretries = 3\n",
+        )
+        .unwrap();
+        let settings = manifest.settings_as_strings();
+        assert_eq!(settings["mode"], "fast");
+        assert_eq!(settings["retries"], "3");
+    }
+}

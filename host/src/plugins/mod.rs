@@ -1,0 +1,42 @@
+//! The plugin runtime: loading Wasm components from PLUGIN_DIR, linking the
+//! host interfaces their manifest grants, and running each call in a fresh,
+//! limited instance.
+//!
+//! - `engine`: the wasmtime engine (pooling allocator, epoch ticker) and the
+//!   compiled-artifact cache.
+//! - `manifest`: `NAME.toml`.
+//! - `capabilities`: one module per host interface of `wit/`.
+//! - `loader`: file → verified, type-checked, linked `InstancePre`.
+//! - `call`: per-call store, limits, and how a call ends (commit, rollback,
+//!   trap classification).
+//! - `storage`: the `storage` world.
+//! - `registry`: the plugins in service, swappable atomically.
+
+mod bindings;
+mod call;
+pub mod capabilities;
+mod engine;
+mod loader;
+mod manifest;
+mod registry;
+mod storage;
+
+pub use bindings::exports::todo::plugin::task_store;
+pub use bindings::todo::plugin::types as wit_types;
+pub use call::{CallKind, PluginFailure, PluginRuntime};
+pub use engine::PluginEngine;
+pub use manifest::{Manifest, PluginKind};
+pub use registry::PluginRegistry;
+pub use storage::StoragePlugin;
+
+use chrono::{DateTime, Utc};
+
+/// What identifies one loaded version of a plugin.
+#[derive(Debug, Clone)]
+pub struct PluginIdentity {
+    pub name: String,
+    pub version: String,
+    /// Hex SHA-256 of the `.wasm` file.
+    pub sha256: String,
+    pub loaded_at: DateTime<Utc>,
+}

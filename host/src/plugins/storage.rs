@@ -1,0 +1,70 @@
+//! The `storage` world: a loaded storage plugin and calls into its
+//! `task-store` export.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use super::PluginIdentity;
+use super::bindings::StoragePre;
+use super::bindings::exports::todo::plugin::task_store::Guest as TaskStore;
+use super::call::{self, CallKind, CallState, CallTarget, PluginFailure, PluginRuntime};
+use super::capabilities::config::PluginSettings;
+use super::loader;
+use super::manifest::{Limits, PluginKind};
+
+pub struct StoragePlugin {
+    identity: PluginIdentity,
+    limits: Limits,
+    settings: PluginSettings,
+    pre: StoragePre<CallState>,
+    runtime: Arc<PluginRuntime>,
+}
+
+impl StoragePlugin {
+    /// Loads `dir/NAME.wasm` and checks that it exports `task-store`.
+    pub fn load(runtime: Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let loaded = loader::load(&runtime, dir, name, PluginKind::Storage)?;
+        let pre = StoragePre::new(loaded.pre)
+            .map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
+        Ok(Self {
+            identity: loaded.identity,
+            limits: loaded.manifest.limits,
+            settings: loaded.settings,
+            pre,
+            runtime,
+        })
+    }
+
+    pub fn identity(&self) -> &PluginIdentity {
+        &self.identity
+    }
+
+    /// Calls one `task-store` function in a fresh instance. A `Write`
+    /// call's statements share one transaction, committed only when `body`
+    /// answers `Ok(Ok(_))`.
+    pub async fn call<R, E>(
+        &self,
+        request_id: &str,
+        kind: CallKind,
+        body: impl AsyncFnOnce(&TaskStore, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+    ) -> Result<Result<R, E>, PluginFailure> {
+        let target = CallTarget {
+            identity: &self.identity,
+            limits: &self.limits,
+            settings: &self.settings,
+            runtime: &self.runtime,
+        };
+        call::run(
+            target,
+            request_id,
+            kind,
+            async |store: &mut Store<CallState>| {
+                let instance = self.pre.instantiate_async(&mut *store).await?;
+                body(instance.todo_plugin_task_store(), store).await
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,119 @@
+//! Per-process rate limiting with tower-governor (GCRA): keyed by user when
+//! the request carries a valid token, by client IP otherwise. Over quota →
+//! 429 problem+json with `Retry-After` and `RateLimit-*` headers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::response::IntoResponse;
+use governor::middleware::NoOpMiddleware;
+use tower_governor::GovernorError;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+use uuid::Uuid;
+
+use crate::auth::middleware::Identity;
+use crate::problem::Problem;
+
+pub type RateLimitLayer = tower_governor::GovernorLayer<ClientKeyExtractor, NoOpMiddleware, Body>;
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    /// One request's worth of quota comes back every `period`.
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl Quota {
+    pub fn per_second(rate: u32, burst: u32) -> Self {
+        Self {
+            period: Duration::from_secs(1) / rate.max(1),
+            burst: burst.max(1),
+        }
+    }
+
+    pub fn per_minute(rate: u32, burst: u32) -> Self {
+        Self {
+            period: Duration::from_secs(60) / rate.max(1),
+            burst: burst.max(1),
+        }
+    }
+}
+
+/// Who a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    User(Uuid),
+    Ip(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKeyExtractor;
+
+impl KeyExtractor for ClientKeyExtractor {
+    type Key = ClientKey;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<Self::Key, GovernorError> {
+        if let Some(Identity::Actor(actor)) = request.extensions().get::<Identity>() {
+            return Ok(ClientKey::User(actor.user_id));
+        }
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| ClientKey::Ip(peer.ip()))
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+/// A limiter for one group of routes (`policy` names it in the headers).
+/// Its state is pruned every minute so idle clients cost no memory.
+pub fn layer(policy: &'static str, quota: Quota) -> RateLimitLayer {
+    let config: Arc<GovernorConfig<ClientKeyExtractor, NoOpMiddleware>> = Arc::new(
+        GovernorConfigBuilder::default()
+            .key_extractor(ClientKeyExtractor)
+            .period(quota.period)
+            .burst_size(quota.burst)
+            .finish()
+            .expect("a quota has a positive period and burst"),
+    );
+    let limiter = config.limiter().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.retain_recent();
+        }
+    });
+    tower_governor::GovernorLayer::new(config)
+        .error_handler(move |error| too_many_requests(error, policy, quota).into_response())
+}
+
+fn too_many_requests(error: GovernorError, policy: &str, quota: Quota) -> Problem {
+    match error {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            // governor rounds the wait down to whole seconds; never tell a
+            // client to come back before its quota has.
+            let retry_after = wait_time + 1;
+            let window = (quota.period * quota.burst).as_secs().max(1);
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+                .detail(format!(
+                    "this client used its quota of {} requests per {window} s on these routes; retry in {retry_after} s",
+                    quota.burst
+                ))
+                .header(header::RETRY_AFTER, retry_after)
+                .header(HeaderName::from_static("ratelimit-limit"), quota.burst)
+                .header(HeaderName::from_static("ratelimit-remaining"), 0)
+                .header(HeaderName::from_static("ratelimit-reset"), retry_after)
+                .header(HeaderName::from_static("ratelimit-policy"), format!("{};w={window};policy=\"{policy}\"", quota.burst))
+        }
+        GovernorError::UnableToExtractKey | GovernorError::Other { .. } => {
+            tracing::error!(%error, "rate limiter could not classify a request");
+            Problem::internal()
+        }
+    }
+}

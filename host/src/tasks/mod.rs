@@ -1,0 +1,12 @@
+//! Tasks: the model (plain types and validation), the typed client of the
+//! storage plugin, and the service that applies roles and scopes.
+
+pub mod cursor;
+mod error;
+pub mod model;
+mod service;
+mod store;
+
+pub use error::{BatchFailure, TaskError};
+pub use service::{BatchOutcome, ListQuery, RequestContext, TaskService};
+pub use store::TaskStore;

@@ -1,0 +1,81 @@
+# Shared by scripts/*: installing what is missing, and starting throw-away
+# services as local processes on free ports. Source it; do not run it.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# One build cache per machine, shared by every clone (and by CI runs).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-host/target}"
+PLUGINS_TARGET_DIR="${PLUGINS_TARGET_DIR:-$HOME/.cache/todo-host/plugins-target}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install PACKAGE...: installs the Debian packages that are missing.
+apt_install() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { log "cargo is missing: install Rust with rustup first"; exit 1; }
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+}
+
+ensure_postgres() {
+  apt_install postgresql postgresql-contrib
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_bin() {
+  find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort -V | tail -n 1
+}
+
+# PostgreSQL refuses to run as root: run its tools as the `postgres` user.
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# start_postgres DATA_DIR [durable]: initialises a cluster in DATA_DIR, starts
+# it on a free port and exports PG_PORT, PG_DATA and PG_URL (superuser
+# `postgres`, database `postgres`). Without `durable`, fsync is off: fast,
+# and fine for data that dies with the run.
+start_postgres() {
+  local data_dir=$1 mode=${2:-}
+  local bin
+  bin=$(pg_bin)
+  PG_PORT=$(free_port)
+  PG_DATA=$data_dir
+  mkdir -p "$data_dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$data_dir"
+  as_postgres "$bin/initdb" -D "$data_dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  local options="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$data_dir -c max_connections=300"
+  if [ "$mode" != durable ]; then
+    options="$options -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
+  as_postgres "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -o "$options" -w start >/dev/null
+  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  export PG_PORT PG_DATA PG_URL
+}
+
+stop_postgres() {
+  [ -n "${PG_DATA:-}" ] && [ -f "$PG_DATA/postmaster.pid" ] || return 0
+  as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# build_host [cargo args...]: builds the todo-host binary.
+build_host() {
+  (cd "$ROOT" && cargo build --locked -p todo-host "$@")
+}
