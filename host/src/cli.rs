@@ -12,20 +12,10 @@ use crate::startup::Application;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "todo-host",
-    version,
-    about = "Task REST API with WebAssembly storage and event plugins"
-)]
+#[command(name = "todo-host", version, about = "Task REST API with WebAssembly storage and event plugins")]
 pub struct Cli {
     /// Log line format.
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_enum,
-        default_value = "json",
-        global = true
-    )]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -77,9 +67,7 @@ impl Cli {
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            Command::User {
-                command: UserCommand::Create(args),
-            } => create_user(args).await,
+            Command::User { command: UserCommand::Create(args) } => create_user(args).await,
         }
     }
 }
@@ -87,10 +75,7 @@ impl Cli {
 async fn create_user(args: UserCreate) -> anyhow::Result<()> {
     let (password, generated) = if args.password_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from stdin")?;
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
         (line.trim_end_matches(['\r', '\n']).to_string(), false)
     } else {
         (generate_password(), true)
@@ -98,28 +83,16 @@ async fn create_user(args: UserCreate) -> anyhow::Result<()> {
     let pool = db::connect(&args.database).await?;
     db::migrate(&pool).await?;
     let accounts = Accounts::new(UserRepository::new(pool));
-    let registration = Registration {
-        email: args.email,
-        password: password.clone(),
-        display_name: args.display_name,
-    };
+    let registration = Registration { email: args.email, password: password.clone(), display_name: args.display_name };
     let user = match accounts.create_user(registration, args.role).await {
         Ok(user) => user,
         Err(AuthError::Invalid(errors)) => {
-            let rules: Vec<String> = errors
-                .into_iter()
-                .map(|e| format!("{}: {}", e.pointer, e.detail))
-                .collect();
+            let rules: Vec<String> = errors.into_iter().map(|e| format!("{}: {}", e.pointer, e.detail)).collect();
             anyhow::bail!("the account breaks these rules: {}", rules.join("; "));
         }
         Err(other) => return Err(other.into()),
     };
-    println!(
-        "created {} account {} ({})",
-        user.role.as_str(),
-        user.email,
-        user.id
-    );
+    println!("created {} account {} ({})", user.role.as_str(), user.email, user.id);
     if generated {
         println!("password: {password}");
     }
@@ -131,9 +104,7 @@ fn generate_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
     // Always at least one digit, so the policy holds.
-    let mut password: String = (0..19)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let mut password: String = (0..19).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     password.push(char::from(b'2' + rng.random_range(0..8)));
     password
 }

@@ -79,9 +79,7 @@ pub struct PluginConfig {
 
 impl PluginConfig {
     pub fn cache_dir(&self) -> PathBuf {
-        self.plugin_cache_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("todo-host-plugin-cache"))
+        self.plugin_cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("todo-host-plugin-cache"))
     }
 }
 

@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: the body of every error this server answers.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -12,9 +12,9 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// occurrence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    #[serde(rename = "type", serialize_with = "type_uri")]
+    pub slug: &'static str,
+    pub title: &'static str,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -22,19 +22,17 @@ pub struct Problem {
     #[serde(flatten)]
     pub extensions: Map<String, Value>,
     #[serde(skip)]
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The `type` member: a relative URI reference per problem kind.
+pub fn type_uri<S: serde::Serializer>(slug: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("/problems/{slug}"))
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, title: impl Into<String>) -> Self {
-        Self {
-            kind: format!("/problems/{slug}"),
-            title: title.into(),
-            status: status.as_u16(),
-            detail: None,
-            extensions: Map::new(),
-            headers: HeaderMap::new(),
-        }
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
+        Self { slug, title, status: status.as_u16(), detail: None, extensions: Map::new(), headers: Vec::new() }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -50,7 +48,7 @@ impl Problem {
 
     pub fn header(mut self, name: HeaderName, value: impl ToString) -> Self {
         if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
-            self.headers.insert(name, value);
+            self.headers.push((name, value));
         }
         self
     }
@@ -60,12 +58,8 @@ impl Problem {
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal server error",
-        )
-        .detail("the server failed to answer this request; it has been logged")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+            .detail("the server failed to answer this request; it has been logged")
     }
 }
 
@@ -74,10 +68,8 @@ impl IntoResponse for Problem {
         let status = self.status();
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        response.headers_mut().extend(self.headers);
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response.headers_mut().extend(self.headers.into_iter().map(|(name, value)| (Some(name), value)));
         response
     }
 }

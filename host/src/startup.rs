@@ -29,35 +29,17 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, loads the storage plugin and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
-        let keys = TokenKeys::new(
-            &signing_secret(&config.auth)?,
-            Duration::from_secs(config.auth.access_token_ttl_secs),
-        );
+        let keys =
+            TokenKeys::new(&signing_secret(&config.auth)?, Duration::from_secs(config.auth.access_token_ttl_secs));
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool).await?;
 
-        let engine = PluginEngine::new(
-            config.plugins.plugin_max_instances,
-            &config.plugins.cache_dir(),
-        )?;
-        let runtime = Arc::new(PluginRuntime::new(
-            engine,
-            pool.clone(),
-            config.plugins.plugin_max_instances,
-        ));
+        let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
+        let runtime = Arc::new(PluginRuntime::new(engine, pool.clone(), config.plugins.plugin_max_instances));
         let plugins = Arc::new(
-            PluginRegistry::load(
-                runtime,
-                config.plugins.plugin_dir.clone(),
-                config.plugins.storage_plugin.clone(),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot load the storage plugin `{}`",
-                    config.plugins.storage_plugin
-                )
-            })?,
+            PluginRegistry::load(runtime, config.plugins.plugin_dir.clone(), config.plugins.storage_plugin.clone())
+                .await
+                .with_context(|| format!("cannot load the storage plugin `{}`", config.plugins.storage_plugin))?,
         );
 
         let state = AppState {
@@ -68,23 +50,16 @@ impl Application {
             pool,
         };
         let limits = HttpLimits {
-            api_quota: Quota::per_second(
-                config.rate_limit.rate_limit_per_second,
-                config.rate_limit.rate_limit_burst,
-            ),
+            api_quota: Quota::per_second(config.rate_limit.rate_limit_per_second, config.rate_limit.rate_limit_burst),
             auth_quota: Quota::per_minute(
                 config.rate_limit.auth_rate_limit_per_minute,
                 config.rate_limit.auth_rate_limit_burst,
             ),
             max_body_bytes: config.max_body_bytes,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self {
-            listener,
-            router: http::router(state, limits),
-        })
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Self { listener, router: http::router(state, limits) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -95,14 +70,10 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server failed")
     }
 }
 
@@ -111,9 +82,7 @@ fn signing_secret(config: &AuthConfig) -> anyhow::Result<Vec<u8>> {
         Some(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret.as_bytes().to_vec()),
         Some(_) => bail!("JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"),
         None if config.dev_mode => {
-            tracing::warn!(
-                "TODO_DEV_MODE: signing tokens with a random secret; they die with this process"
-            );
+            tracing::warn!("TODO_DEV_MODE: signing tokens with a random secret; they die with this process");
             let mut secret = vec![0u8; MIN_SECRET_BYTES];
             rand::rng().fill_bytes(&mut secret);
             Ok(secret)

@@ -11,17 +11,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            pointer: pointer.into(),
-            detail: detail.into(),
-        }
+        Self { pointer: pointer.into(), detail: detail.into() }
     }
 
     /// The same error located under `prefix` (e.g. `/operations/3`).
     pub fn under(self, prefix: &str) -> Self {
-        Self {
-            pointer: format!("{prefix}{}", self.pointer),
-            detail: self.detail,
-        }
+        Self { pointer: format!("{prefix}{}", self.pointer), detail: self.detail }
     }
 }

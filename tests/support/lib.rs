@@ -1,1 +1,312 @@
+//! Test harness: spawns the real `todo-host` binary against a fresh database
+//! of the PostgreSQL cluster `scripts/test` started, and talks to it over
+//! HTTP like any client.
+//!
+//! Environment (set by `scripts/test`):
+//! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster;
+//! - `TEST_PLUGIN_DIR`: plugins built by `scripts/build-plugins --fixtures`;
+//! - `TODO_HOST_BIN` (optional): the binary; defaults to the one cargo built
+//!   next to the test executable.
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, Method, RequestBuilder, Response, Url};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The signing secret every spawned host uses, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test secret: 32+ bytes, never used in production";
+/// Meets the password policy.
+pub const PASSWORD: &str = "correct horse battery 42";
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
+}
+
+/// The `todo-host` binary under test.
+pub fn host_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TODO_HOST_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/<test> → target/<profile>/todo-host
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps").join("todo-host")
+}
+
+/// How to start a host; `Default` is a permissive host on postgres-store.
+#[derive(Clone)]
+pub struct HostOptions {
+    pub env: Vec<(String, String)>,
+    /// Variables the host must not get (removed after `env` is applied).
+    pub unset: Vec<String>,
+    /// Reuse this database instead of creating a fresh one.
+    pub database: Option<String>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        let env = [
+            ("STORAGE_PLUGIN", "postgres-store"),
+            ("RATE_LIMIT_PER_SECOND", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+            ("AUTH_RATE_LIMIT_PER_MINUTE", "100000"),
+            ("AUTH_RATE_LIMIT_BURST", "100000"),
+        ];
+        Self {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            unset: Vec::new(),
+            database: None,
+        }
+    }
+}
+
+impl HostOptions {
+    /// Sets (or overrides) one environment variable of the host.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the host without this environment variable.
+    pub fn unset(mut self, name: &str) -> Self {
+        self.unset.push(name.to_string());
+        self
+    }
+
+    /// Starts the host on an existing database.
+    pub fn database(mut self, name: &str) -> Self {
+        self.database = Some(name.to_string());
+        self
+    }
+}
+
+/// A running host process with its own database.
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    /// URL of this app's database (for assertions that look underneath).
+    pub database_url: String,
+    pub database: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// Killed when the `TestApp` is dropped.
+    _process: Child,
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(HostOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: HostOptions) -> Self {
+        let database = match &options.database {
+            Some(name) => name.clone(),
+            None => create_database().await,
+        };
+        let database_url = database_url(&database);
+        let mut command = Command::new(host_binary());
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &database_url)
+            .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
+            .env("PLUGIN_CACHE_DIR", std::env::temp_dir().join("todo-host-test-plugin-cache"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("TODO_LISTEN", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for name in &options.unset {
+            command.env_remove(name);
+        }
+        let mut child = command.spawn().expect("the todo-host binary starts (build it first)");
+
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = oneshot::channel();
+        collect_lines(child.stdout.take().unwrap(), logs.clone(), Some(address_tx));
+        collect_lines(child.stderr.take().unwrap(), logs.clone(), None);
+
+        let address = match tokio::time::timeout(Duration::from_secs(60), address_rx).await {
+            Ok(Ok(address)) => address,
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                panic!("todo-host did not start (exit: {status:?}); its output:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { address: format!("http://{address}"), client, database_url, database, logs, _process: child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Every line the host printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Creates an account through the `user create` command, then logs in.
+    pub async fn create_user(&self, role: &str) -> TestUser {
+        let email = format!("{role}-{}@example.com", Uuid::new_v4().simple());
+        let mut command = Command::new(host_binary());
+        command
+            .args(["user", "create", "--email", &email, "--role", role, "--password-stdin"])
+            .env("DATABASE_URL", &self.database_url)
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("todo-host user create starts");
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{PASSWORD}\n").as_bytes()).await.unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "user create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.login(&email).await
+    }
+
+    /// Registers a `user` through the API, then logs in.
+    pub async fn register_user(&self) -> TestUser {
+        let email = format!("user-{}@example.com", Uuid::new_v4().simple());
+        let response = self
+            .request(Method::POST, "/auth/register")
+            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        self.login(&email).await
+    }
+
+    pub async fn login(&self, email: &str) -> TestUser {
+        let response = self
+            .request(Method::POST, "/auth/login")
+            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap().to_string();
+        let claims = decode_claims(&token);
+        TestUser { id: claims["sub"].as_str().unwrap().parse().unwrap(), email: email.to_string(), token }
+    }
+
+    /// A connection to this app's database.
+    pub async fn db(&self) -> PgConnection {
+        PgConnection::connect(&self.database_url).await.expect("the test database accepts connections")
+    }
+}
+
+impl TestUser {
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+/// The claims of a JWT, without verifying it.
+pub fn decode_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A request as `user`, with a JSON body when given.
+pub async fn send(app: &TestApp, user: &TestUser, method: Method, path: &str, body: Option<Value>) -> Response {
+    let mut request = app.request(method, path).header("authorization", user.bearer());
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// The status and JSON body of a response (`Null` when it has none).
+pub async fn status_and_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+}
+
+/// Asserts a problem+json answer of `status` and `type` `/problems/<slug>`.
+pub async fn assert_problem(response: Response, status: u16, slug: &str) -> Value {
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (actual, body) = status_and_json(response).await;
+    assert_eq!(actual, status, "unexpected status; body: {body}");
+    assert_eq!(content_type, "application/problem+json", "body: {body}");
+    assert_eq!(body["type"], format!("/problems/{slug}"), "body: {body}");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string());
+    body
+}
+
+fn collect_lines<R>(stream: R, logs: Arc<Mutex<Vec<String>>>, mut address: Option<oneshot::Sender<String>>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(found) = listening_address(&line)
+                && let Some(sender) = address.take()
+            {
+                let _ = sender.send(found);
+            }
+            logs.lock().unwrap().push(line);
+        }
+    });
+}
+
+fn listening_address(line: &str) -> Option<String> {
+    let event: Value = serde_json::from_str(line).ok()?;
+    event["message"].as_str()?.starts_with("listening on").then(|| event["address"].as_str().map(String::from))?
+}
+
+fn admin_url() -> Url {
+    Url::parse(&required_env("TEST_DATABASE_URL")).expect("TEST_DATABASE_URL is a URL")
+}
+
+/// The URL of `database` on the test cluster.
+pub fn database_url(database: &str) -> String {
+    let mut url = admin_url();
+    url.set_path(database);
+    url.to_string()
+}
+
+/// A fresh, empty database on the test cluster.
+pub async fn create_database() -> String {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let mut connection = PgConnection::connect(admin_url().as_str()).await.expect("the test cluster is up");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut connection).await.unwrap();
+    name
+}

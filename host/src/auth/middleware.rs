@@ -26,10 +26,7 @@ pub async fn identify(State(keys): State<TokenKeys>, mut request: Request, next:
         let identity = match value.to_str().ok().and_then(bearer_token) {
             None => Identity::Rejected("the Authorization header must be `Bearer <access token>`"),
             Some(token) => match keys.verify(token) {
-                Ok(claims) => Identity::Actor(Actor {
-                    user_id: claims.sub,
-                    role: claims.role,
-                }),
+                Ok(claims) => Identity::Actor(Actor { user_id: claims.sub, role: claims.role }),
                 Err(error) => Identity::Rejected(match error.kind() {
                     ErrorKind::ExpiredSignature => "the access token has expired",
                     ErrorKind::InvalidSignature => "the access token's signature is not valid",
@@ -60,19 +57,14 @@ pub async fn require_auth(mut request: Request, next: Next) -> Response {
             next.run(request).await
         }
         Some(Identity::Rejected(reason)) => unauthorized(reason).into_response(),
-        None => unauthorized("this endpoint needs `Authorization: Bearer <access token>`")
-            .into_response(),
+        None => unauthorized("this endpoint needs `Authorization: Bearer <access token>`").into_response(),
     }
 }
 
 fn unauthorized(reason: &str) -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Authentication required",
-    )
-    .detail(reason)
-    .header(header::WWW_AUTHENTICATE, "Bearer realm=\"todo-host\"")
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
+        .detail(reason)
+        .header(header::WWW_AUTHENTICATE, "Bearer realm=\"todo-host\"")
 }
 
 /// The caller of a route behind `require_auth`.
@@ -87,8 +79,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
             .extensions
             .get::<Authenticated>()
             .copied()
-            .ok_or_else(|| {
-                unauthorized("this endpoint needs `Authorization: Bearer <access token>`")
-            })
+            .ok_or_else(|| unauthorized("this endpoint needs `Authorization: Bearer <access token>`"))
     }
 }

@@ -26,8 +26,7 @@ impl Default for PasswordHasher {
 
 impl PasswordHasher {
     pub fn new() -> Self {
-        let decoy_hash =
-            hash_blocking("decoy password that never matches").expect("argon2 hashes a constant");
+        let decoy_hash = hash_blocking("decoy password that never matches").expect("argon2 hashes a constant");
         Self { decoy_hash }
     }
 
@@ -50,11 +49,7 @@ impl PasswordHasher {
         if !email.is_empty() && password.to_lowercase().contains(&email.to_lowercase()) {
             broken.push("must not contain the email address".to_string());
         }
-        if broken.is_empty() {
-            Ok(())
-        } else {
-            Err(PasswordPolicyError(broken))
-        }
+        if broken.is_empty() { Ok(()) } else { Err(PasswordPolicyError(broken)) }
     }
 
     /// Hashes on the blocking pool: argon2id is deliberately slow.
@@ -68,13 +63,8 @@ impl PasswordHasher {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy_hash.clone());
         let matches = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash)
-                .map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
-            Ok::<_, anyhow::Error>(
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok(),
-            )
+            let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
+            Ok::<_, anyhow::Error>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         })
         .await??;
         Ok(known && matches)
@@ -95,8 +85,7 @@ mod tests {
 
     #[test]
     fn policy_lists_every_broken_rule() {
-        let PasswordPolicyError(broken) =
-            PasswordHasher::check_policy("short", "a@b.c").unwrap_err();
+        let PasswordPolicyError(broken) = PasswordHasher::check_policy("short", "a@b.c").unwrap_err();
         assert_eq!(broken.len(), 2, "{broken:?}"); // too short, no digit
         assert!(PasswordHasher::check_policy("correct horse 42", "a@b.c").is_ok());
         assert!(PasswordHasher::check_policy("me@example.com1", "me@example.com").is_err());
@@ -107,23 +96,8 @@ mod tests {
         let hasher = PasswordHasher::new();
         let hash = hasher.hash("correct horse 42".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            hasher
-                .verify("correct horse 42".into(), Some(hash.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("wrong horse 42".into(), Some(hash))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("decoy password that never matches".into(), None)
-                .await
-                .unwrap()
-        );
+        assert!(hasher.verify("correct horse 42".into(), Some(hash.clone())).await.unwrap());
+        assert!(!hasher.verify("wrong horse 42".into(), Some(hash)).await.unwrap());
+        assert!(!hasher.verify("decoy password that never matches".into(), None).await.unwrap());
     }
 }

@@ -58,10 +58,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(users: UserRepository) -> Self {
-        Self {
-            users,
-            hasher: PasswordHasher::new(),
-        }
+        Self { users, hasher: PasswordHasher::new() }
     }
 
     /// Self-service sign-up: always the `user` role.
@@ -70,69 +67,39 @@ impl Accounts {
     }
 
     /// Creates an account of any role (the `user create` command).
-    pub async fn create_user(
-        &self,
-        registration: Registration,
-        role: Role,
-    ) -> Result<User, AuthError> {
+    pub async fn create_user(&self, registration: Registration, role: Role) -> Result<User, AuthError> {
         let email = normalize_email(&registration.email);
         let mut errors = Vec::new();
         if let Err(detail) = check_email(&email) {
             errors.push(FieldError::new("/email", detail));
         }
-        if let Err(PasswordPolicyError(broken)) =
-            PasswordHasher::check_policy(&registration.password, &email)
-        {
-            errors.extend(
-                broken
-                    .into_iter()
-                    .map(|rule| FieldError::new("/password", rule)),
-            );
+        if let Err(PasswordPolicyError(broken)) = PasswordHasher::check_policy(&registration.password, &email) {
+            errors.extend(broken.into_iter().map(|rule| FieldError::new("/password", rule)));
         }
-        let display_name = registration
-            .display_name
-            .map(|name| name.trim().to_string())
-            .filter(|name| !name.is_empty());
-        if display_name
-            .as_ref()
-            .is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS)
-        {
-            errors.push(FieldError::new(
-                "/display_name",
-                format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
-            ));
+        let display_name =
+            registration.display_name.map(|name| name.trim().to_string()).filter(|name| !name.is_empty());
+        if display_name.as_ref().is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
+            errors
+                .push(FieldError::new("/display_name", format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
         }
         if !errors.is_empty() {
             return Err(AuthError::Invalid(errors));
         }
         let password_hash = self.hasher.hash(registration.password).await?;
-        Ok(self
-            .users
-            .insert(NewUser {
-                email,
-                password_hash,
-                display_name,
-                role,
-            })
-            .await?)
+        Ok(self.users.insert(NewUser { email, password_hash, display_name, role }).await?)
     }
 
     /// The account these credentials open; the same error whether the
     /// email is unknown or the password wrong.
     pub async fn authenticate(&self, credentials: Credentials) -> Result<User, AuthError> {
         let email = normalize_email(&credentials.email);
-        let account = self
-            .users
-            .find_by_email(&email)
-            .await
-            .map_err(anyhow::Error::from)?;
+        let account = self.users.find_by_email(&email).await.map_err(anyhow::Error::from)?;
         let (user, hash) = match account {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
         };
         let matches = self.hasher.verify(credentials.password, hash).await?;
-        user.filter(|_| matches)
-            .ok_or(AuthError::InvalidCredentials)
+        user.filter(|_| matches).ok_or(AuthError::InvalidCredentials)
     }
 }
 
@@ -165,14 +132,7 @@ mod tests {
     fn emails_are_normalised_and_checked() {
         assert_eq!(normalize_email("  Ann@Example.COM "), "ann@example.com");
         assert!(check_email("ann@example.com").is_ok());
-        for bad in [
-            "ann",
-            "@example.com",
-            "ann@",
-            "a b@example.com",
-            "ann@x@y",
-            "ann@.com",
-        ] {
+        for bad in ["ann", "@example.com", "ann@", "a b@example.com", "ann@x@y", "ann@.com"] {
             assert!(check_email(bad).is_err(), "{bad}");
         }
     }

@@ -39,12 +39,7 @@ impl TokenKeys {
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            ttl,
-        }
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation, ttl }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -68,8 +63,7 @@ impl TokenKeys {
     /// Checks signature, algorithm (HS256 only: `none` and every other
     /// algorithm are refused), expiry and issuer.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims)
     }
 }
 
@@ -85,22 +79,14 @@ mod tests {
     fn issued_tokens_verify() {
         let keys = keys("a secret of at least thirty-two bytes");
         let user = Uuid::now_v7();
-        let claims = keys
-            .verify(&keys.issue(user, Role::Viewer).unwrap())
-            .unwrap();
+        let claims = keys.verify(&keys.issue(user, Role::Viewer).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.role), (user, Role::Viewer));
         assert_eq!(claims.exp - claims.iat, 60);
     }
 
     #[test]
     fn another_key_is_refused() {
-        let token = keys("a secret of at least thirty-two bytes")
-            .issue(Uuid::now_v7(), Role::Admin)
-            .unwrap();
-        assert!(
-            keys("another secret of thirty-two bytes!!")
-                .verify(&token)
-                .is_err()
-        );
+        let token = keys("a secret of at least thirty-two bytes").issue(Uuid::now_v7(), Role::Admin).unwrap();
+        assert!(keys("another secret of thirty-two bytes!!").verify(&token).is_err());
     }
 }

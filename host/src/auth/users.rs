@@ -32,6 +32,16 @@ pub enum UserError {
     Database(#[from] sqlx::Error),
 }
 
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    display_name: Option<String>,
+    role: String,
+    created_at: DateTime<Utc>,
+    password_hash: String,
+}
+
 #[derive(Clone)]
 pub struct UserRepository {
     pool: PgPool,
@@ -56,41 +66,28 @@ impl UserRepository {
         .fetch_one(&self.pool)
         .await;
         match row {
-            Ok((created_at,)) => Ok(User {
-                id,
-                email: user.email,
-                display_name: user.display_name,
-                role: user.role,
-                created_at,
-            }),
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                Err(UserError::EmailTaken)
+            Ok((created_at,)) => {
+                Ok(User { id, email: user.email, display_name: user.display_name, role: user.role, created_at })
             }
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(UserError::EmailTaken),
             Err(error) => Err(error.into()),
         }
     }
 
     /// The account and its password hash.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<(User, String)>, sqlx::Error> {
-        let row: Option<(Uuid, String, Option<String>, String, DateTime<Utc>, String)> = sqlx::query_as(
+        let row: Option<UserRow> = sqlx::query_as(
             "SELECT id, email, display_name, role, created_at, password_hash FROM users WHERE email = $1",
         )
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(id, email, display_name, role, created_at, hash)| {
-            let role = Role::parse(&role)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown role `{role}`").into()))?;
-            Ok((
-                User {
-                    id,
-                    email,
-                    display_name,
-                    role,
-                    created_at,
-                },
-                hash,
-            ))
+        row.map(|row| {
+            let role = Role::parse(&row.role)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown role `{}`", row.role).into()))?;
+            let user =
+                User { id: row.id, email: row.email, display_name: row.display_name, role, created_at: row.created_at };
+            Ok((user, row.password_hash))
         })
         .transpose()
     }

@@ -38,8 +38,5 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 
 /// Applies every pending migration of `migrations/`.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("applying database migrations failed")
+    MIGRATOR.run(pool).await.context("applying database migrations failed")
 }

@@ -35,11 +35,7 @@ pub async fn login(
         tracing::error!(%error, "cannot sign an access token");
         Problem::internal()
     })?;
-    let body = TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: state.keys.ttl().as_secs(),
-    };
+    let body = TokenResponse { access_token, token_type: "Bearer", expires_in: state.keys.ttl().as_secs() };
     // Tokens must not linger in shared caches.
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)))
 }

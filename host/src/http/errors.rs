@@ -11,13 +11,9 @@ use crate::tasks::TaskError;
 use crate::validation::FieldError;
 
 pub fn validation_failed(errors: Vec<FieldError>) -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation-failed",
-        "Validation failed",
-    )
-    .detail("the request breaks the rules listed in `errors`")
-    .with("errors", errors)
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed")
+        .detail("the request breaks the rules listed in `errors`")
+        .with("errors", errors)
 }
 
 impl From<TaskError> for Problem {
@@ -28,31 +24,20 @@ impl From<TaskError> for Problem {
             TaskError::Forbidden(reason) => {
                 Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(reason)
             }
-            TaskError::VersionMismatch { current } => Problem::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version-mismatch",
-                "Precondition failed",
-            )
-            .detail(format!(
-                "the task is at version {current}; fetch it again before changing it"
-            ))
-            .with("current_version", current),
+            TaskError::VersionMismatch { current } => {
+                Problem::new(StatusCode::PRECONDITION_FAILED, "version-mismatch", "Precondition failed")
+                    .detail(format!("the task is at version {current}; fetch it again before changing it"))
+                    .with("current_version", current)
+            }
             TaskError::Invalid(errors) => validation_failed(errors),
-            TaskError::BadRequest(detail) => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                "Invalid query parameter",
-            )
-            .detail(detail),
+            TaskError::BadRequest(detail) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter").detail(detail)
+            }
             TaskError::Unavailable(detail) => {
                 tracing::warn!(%detail, "task store unavailable");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store-unavailable",
-                    "Service unavailable",
-                )
-                .detail("the task store is unavailable; retry shortly")
-                .header(axum::http::header::RETRY_AFTER, 1)
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Service unavailable")
+                    .detail("the task store is unavailable; retry shortly")
+                    .header(axum::http::header::RETRY_AFTER, 1)
             }
             TaskError::Plugin(failure) => plugin_failure(failure),
             TaskError::Internal(detail) => {
@@ -67,25 +52,13 @@ impl From<TaskError> for Problem {
 fn plugin_failure(failure: PluginFailure) -> Problem {
     let plugin = failure.plugin().to_string();
     let (status, slug, title) = match &failure {
-        PluginFailure::DeadlineExceeded { .. } => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "plugin-timeout",
-            "Plugin timed out",
-        ),
-        PluginFailure::CommitFailed { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Service unavailable",
-        ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "plugin-failed",
-            "Plugin failed",
-        ),
+        PluginFailure::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", "Plugin timed out"),
+        PluginFailure::CommitFailed { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Service unavailable")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed", "Plugin failed"),
     };
-    Problem::new(status, slug, title)
-        .detail(failure.to_string())
-        .with("plugin", plugin)
+    Problem::new(status, slug, title).detail(failure.to_string()).with("plugin", plugin)
 }
 
 /// An all-or-nothing batch that was rolled back: the status of the first
@@ -95,58 +68,37 @@ fn batch_failed(failures: Vec<crate::tasks::BatchFailure>) -> Problem {
     struct Failed {
         index: usize,
         status: u16,
-        #[serde(rename = "type")]
-        kind: String,
+        #[serde(rename = "type", serialize_with = "crate::problem::type_uri")]
+        slug: &'static str,
         detail: Option<String>,
     }
     let failed: Vec<Failed> = failures
         .into_iter()
         .map(|failure| {
             let problem = Problem::from(failure.error);
-            Failed {
-                index: failure.index,
-                status: problem.status,
-                kind: problem.kind,
-                detail: problem.detail,
-            }
+            Failed { index: failure.index, status: problem.status, slug: problem.slug, detail: problem.detail }
         })
         .collect();
-    let first = failed
-        .first()
-        .map_or(StatusCode::CONFLICT.as_u16(), |f| f.status);
+    let first = failed.first().map_or(StatusCode::CONFLICT.as_u16(), |f| f.status);
     let detail = match failed.first() {
-        Some(f) => format!(
-            "operation {} failed ({}); nothing was applied",
-            f.index,
-            f.detail.as_deref().unwrap_or("")
-        ),
+        Some(f) => format!("operation {} failed ({}); nothing was applied", f.index, f.detail.as_deref().unwrap_or("")),
         None => "the batch failed; nothing was applied".into(),
     };
-    Problem::new(
-        StatusCode::from_u16(first).unwrap_or(StatusCode::CONFLICT),
-        "batch-failed",
-        "Batch failed",
-    )
-    .detail(detail)
-    .with("failures", failed)
+    Problem::new(StatusCode::from_u16(first).unwrap_or(StatusCode::CONFLICT), "batch-failed", "Batch failed")
+        .detail(detail)
+        .with("failures", failed)
 }
 
 impl From<AuthError> for Problem {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Invalid(errors) => validation_failed(errors),
-            AuthError::EmailTaken => Problem::new(
-                StatusCode::CONFLICT,
-                "email-taken",
-                "Email already registered",
-            )
-            .detail("an account with this email already exists"),
-            AuthError::InvalidCredentials => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid-credentials",
-                "Invalid credentials",
-            )
-            .detail("the email or the password is wrong"),
+            AuthError::EmailTaken => Problem::new(StatusCode::CONFLICT, "email-taken", "Email already registered")
+                .detail("an account with this email already exists"),
+            AuthError::InvalidCredentials => {
+                Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials")
+                    .detail("the email or the password is wrong")
+            }
             AuthError::Internal(error) => {
                 tracing::error!(error = %format!("{error:#}"), "authentication failed internally");
                 Problem::internal()

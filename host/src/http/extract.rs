@@ -17,38 +17,23 @@ pub struct Json<T>(pub T);
 impl From<JsonRejection> for Problem {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            )
-            .detail("the body must be JSON, sent with `Content-Type: application/json`"),
+            JsonRejection::MissingJsonContentType(_) => {
+                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+                    .detail("the body must be JSON, sent with `Content-Type: application/json`")
+            }
             JsonRejection::JsonSyntaxError(error) => {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON").detail(error.body_text())
+            }
+            JsonRejection::JsonDataError(error) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid request body")
                     .detail(error.body_text())
             }
-            JsonRejection::JsonDataError(error) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "Invalid request body",
-            )
-            .detail(error.body_text()),
-            JsonRejection::BytesRejection(error)
-                if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Request body too large",
-                )
-                .detail("the body is larger than this server accepts (MAX_BODY_BYTES)")
+            JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large")
+                    .detail("the body is larger than this server accepts (MAX_BODY_BYTES)")
             }
-            other => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable-body",
-                "Unreadable request body",
-            )
-            .detail(other.body_text()),
+            other => Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable request body")
+                .detail(other.body_text()),
         }
     }
 }
@@ -59,14 +44,10 @@ pub struct Path<T>(pub T);
 
 impl From<PathRejection> for Problem {
     fn from(rejection: PathRejection) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "Invalid identifier").detail(
-            match rejection {
-                PathRejection::FailedToDeserializePathParams(_) => {
-                    "the id in the path must be a UUID".to_string()
-                }
-                other => other.body_text(),
-            },
-        )
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "Invalid identifier").detail(match rejection {
+            PathRejection::FailedToDeserializePathParams(_) => "the id in the path must be a UUID".to_string(),
+            other => other.body_text(),
+        })
     }
 }
 
@@ -76,12 +57,7 @@ pub struct Query<T>(pub T);
 
 impl From<QueryRejection> for Problem {
     fn from(rejection: QueryRejection) -> Self {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query parameter",
-        )
-        .detail(rejection.body_text())
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter").detail(rejection.body_text())
     }
 }
 
@@ -91,15 +67,9 @@ pub struct RequestId(pub String);
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let id = parts
-            .extensions
-            .get::<TowerRequestId>()
-            .and_then(|id| id.header_value().to_str().ok())
-            .unwrap_or_default();
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id =
+            parts.extensions.get::<TowerRequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default();
         Ok(RequestId(id.to_string()))
     }
 }
@@ -114,22 +84,14 @@ pub fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
         return Ok(None);
     }
     parse_etag(text).map(Some).ok_or_else(|| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-precondition",
-            "Invalid precondition",
-        )
-        .detail("If-Match must be one strong entity tag, as sent in ETag (e.g. \"3\")")
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-precondition", "Invalid precondition")
+            .detail("If-Match must be one strong entity tag, as sent in ETag (e.g. \"3\")")
     })
 }
 
 /// `If-None-Match` as a version, when it names exactly one.
 pub fn if_none_match_version(headers: &HeaderMap) -> Option<i64> {
-    let text = headers
-        .get(axum::http::header::IF_NONE_MATCH)?
-        .to_str()
-        .ok()?
-        .trim();
+    let text = headers.get(axum::http::header::IF_NONE_MATCH)?.to_str().ok()?.trim();
     parse_etag(text.strip_prefix("W/").unwrap_or(text))
 }
 
@@ -156,19 +118,13 @@ mod tests {
     fn if_match_takes_one_strong_tag_or_star() {
         assert_eq!(if_match_version(&HeaderMap::new()).unwrap(), None);
         assert_eq!(if_match_version(&headers("if-match", "*")).unwrap(), None);
-        assert_eq!(
-            if_match_version(&headers("if-match", "\"7\"")).unwrap(),
-            Some(7)
-        );
+        assert_eq!(if_match_version(&headers("if-match", "\"7\"")).unwrap(), Some(7));
         assert!(if_match_version(&headers("if-match", "W/\"7\"")).is_err());
         assert!(if_match_version(&headers("if-match", "7")).is_err());
     }
 
     #[test]
     fn if_none_match_accepts_weak_tags() {
-        assert_eq!(
-            if_none_match_version(&headers("if-none-match", "W/\"2\"")),
-            Some(2)
-        );
+        assert_eq!(if_none_match_version(&headers("if-none-match", "W/\"2\"")), Some(2));
     }
 }

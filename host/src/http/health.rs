@@ -27,18 +27,11 @@ pub struct Checks {
 }
 
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
-    let postgres = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.pool),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
+    let postgres = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool))
+        .await
+        .is_ok_and(|result| result.is_ok());
     let plugin = state.plugins.storage();
-    let status = if postgres {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if postgres { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if postgres { "ready" } else { "unavailable" },
         checks: Checks {

@@ -59,19 +59,12 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let task_routes = Router::new()
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/batch", post(tasks::batch))
-        .route(
-            "/tasks/{id}",
-            get(tasks::get).patch(tasks::update).delete(tasks::delete),
-        )
+        .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
         .route_layer(middleware::from_fn(require_auth));
 
-    let open_routes = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready));
+    let open_routes = Router::new().route("/health/live", get(health::live)).route("/health/ready", get(health::ready));
 
-    let api = task_routes
-        .merge(open_routes)
-        .layer(ratelimit::layer("api", limits.api_quota));
+    let api = task_routes.merge(open_routes).layer(ratelimit::layer("api", limits.api_quota));
 
     Router::new()
         .merge(auth_routes)
@@ -101,15 +94,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
 }
 
 async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
-        .detail("no route matches this path")
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail("no route matches this path")
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-    )
-    .detail("this route does not answer this method")
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+        .detail("this route does not answer this method")
 }

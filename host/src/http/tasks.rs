@@ -13,8 +13,7 @@ use super::extract::{Json, Path, Query, RequestId, etag, if_match_version, if_no
 use crate::auth::Authenticated;
 use crate::problem::Problem;
 use crate::tasks::model::{
-    BatchOperation, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter,
-    TaskStatus,
+    BatchOperation, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskStatus,
 };
 use crate::tasks::{BatchOutcome, ListQuery, RequestContext};
 
@@ -23,10 +22,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 const MAX_SEARCH_CHARS: usize = 200;
 
 fn context(request_id: RequestId, Authenticated(actor): Authenticated) -> RequestContext {
-    RequestContext {
-        request_id: request_id.0,
-        actor,
-    }
+    RequestContext { request_id: request_id.0, actor }
 }
 
 /// A single task, with its version as `ETag`.
@@ -44,10 +40,7 @@ pub async fn create(
     request_id: RequestId,
     Json(input): Json<NewTask>,
 ) -> Result<Response, Problem> {
-    let task = state
-        .tasks
-        .create(&context(request_id, caller), input)
-        .await?;
+    let task = state.tasks.create(&context(request_id, caller), input).await?;
     let location = format!("/tasks/{}", task.id);
     let mut response = task_response(StatusCode::CREATED, task);
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -83,10 +76,7 @@ pub async fn update(
     Json(changes): Json<TaskChanges>,
 ) -> Result<Response, Problem> {
     let expected_version = if_match_version(&headers)?;
-    let task = state
-        .tasks
-        .update(&context(request_id, caller), id, changes, expected_version)
-        .await?;
+    let task = state.tasks.update(&context(request_id, caller), id, changes, expected_version).await?;
     Ok(task_response(StatusCode::OK, task))
 }
 
@@ -98,10 +88,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, Problem> {
     let expected_version = if_match_version(&headers)?;
-    state
-        .tasks
-        .delete(&context(request_id, caller), id, expected_version)
-        .await?;
+    state.tasks.delete(&context(request_id, caller), id, expected_version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,27 +124,13 @@ pub async fn list(
 ) -> Result<axum::Json<TaskList>, Problem> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query parameter",
-        )
-        .detail(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
+            .detail(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
     }
-    let search = params
-        .q
-        .map(|q| q.trim().to_string())
-        .filter(|q| !q.is_empty());
-    if search
-        .as_ref()
-        .is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS)
-    {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query parameter",
-        )
-        .detail(format!("q must be at most {MAX_SEARCH_CHARS} characters")));
+    let search = params.q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    if search.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
+            .detail(format!("q must be at most {MAX_SEARCH_CHARS} characters")));
     }
     let query = ListQuery {
         filter: TaskFilter {
@@ -173,14 +146,8 @@ pub async fn list(
         limit,
         cursor: params.cursor,
     };
-    let page = state
-        .tasks
-        .list(&context(request_id, caller), query)
-        .await?;
-    Ok(axum::Json(TaskList {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    let page = state.tasks.list(&context(request_id, caller), query).await?;
+    Ok(axum::Json(TaskList { items: page.items, next_cursor: page.next_cursor }))
 }
 
 #[derive(Deserialize)]
@@ -200,9 +167,6 @@ pub async fn batch(
     request_id: RequestId,
     Json(request): Json<BatchRequest>,
 ) -> Result<axum::Json<BatchResponse>, Problem> {
-    let results = state
-        .tasks
-        .batch(&context(request_id, caller), request.operations)
-        .await?;
+    let results = state.tasks.batch(&context(request_id, caller), request.operations).await?;
     Ok(axum::Json(BatchResponse { results }))
 }

@@ -34,11 +34,7 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     pub fn new(engine: PluginEngine, pool: PgPool, max_instances: u32) -> Self {
-        Self {
-            engine,
-            pool,
-            slots: Arc::new(Semaphore::new(max_instances as usize)),
-        }
+        Self { engine, pool, slots: Arc::new(Semaphore::new(max_instances as usize)) }
     }
 }
 
@@ -94,21 +90,13 @@ pub(super) async fn run<R, E>(
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
 ) -> Result<Result<R, E>, PluginFailure> {
-    let CallTarget {
-        identity,
-        limits,
-        settings,
-        runtime,
-    } = target;
+    let CallTarget { identity, limits, settings, runtime } = target;
     let plugin = || identity.name.clone();
     let _slot = runtime
         .slots
         .acquire()
         .await
-        .map_err(|_| PluginFailure::Failed {
-            plugin: plugin(),
-            reason: "the runtime is shutting down".into(),
-        })?;
+        .map_err(|_| PluginFailure::Failed { plugin: plugin(), reason: "the runtime is shutting down".into() })?;
 
     let state = CallState {
         sql: SqlSession::new(runtime.pool.clone(), kind),
@@ -127,17 +115,13 @@ pub(super) async fn run<R, E>(
 
     // The epoch deadline fires only while guest code runs; this bounds a
     // call whose host calls (e.g. a statement) outlast it.
-    let outcome =
-        tokio::time::timeout(deadline + Duration::from_millis(250), body(&mut store)).await;
+    let outcome = tokio::time::timeout(deadline + Duration::from_millis(250), body(&mut store)).await;
     let state = store.into_data();
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
             return match state.sql.finish(true).await {
                 Ok(()) => Ok(Ok(value)),
-                Err(error) => Err(PluginFailure::CommitFailed {
-                    plugin: plugin(),
-                    reason: error.to_string(),
-                }),
+                Err(error) => Err(PluginFailure::CommitFailed { plugin: plugin(), reason: error.to_string() }),
             };
         }
         Ok(Ok(Err(error))) => {
@@ -145,10 +129,7 @@ pub(super) async fn run<R, E>(
             return Ok(Err(error));
         }
         Ok(Err(error)) => classify(error, identity, limits, &state.limits),
-        Err(_) => PluginFailure::DeadlineExceeded {
-            plugin: plugin(),
-            deadline_ms: limits.deadline_ms,
-        },
+        Err(_) => PluginFailure::DeadlineExceeded { plugin: plugin(), deadline_ms: limits.deadline_ms },
     };
     rollback(state.sql, identity).await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
@@ -162,40 +143,26 @@ async fn rollback(sql: SqlSession, identity: &PluginIdentity) {
     }
 }
 
-fn classify(
-    error: wasmtime::Error,
-    identity: &PluginIdentity,
-    limits: &Limits,
-    memory: &MemoryLimit,
-) -> PluginFailure {
+fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, memory: &MemoryLimit) -> PluginFailure {
     let plugin = identity.name.clone();
     if memory.denied {
-        return PluginFailure::MemoryExhausted {
-            plugin,
-            limit_mib: limits.memory_mib,
-        };
+        return PluginFailure::MemoryExhausted { plugin, limit_mib: limits.memory_mib };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginFailure::DeadlineExceeded {
-            plugin,
-            deadline_ms: limits.deadline_ms,
-        },
-        Some(Trap::StackOverflow) => PluginFailure::Trapped {
-            plugin,
-            reason: "stack overflow".into(),
-        },
+        Some(Trap::Interrupt) => PluginFailure::DeadlineExceeded { plugin, deadline_ms: limits.deadline_ms },
+        Some(Trap::StackOverflow) => PluginFailure::Trapped { plugin, reason: "stack overflow".into() },
         Some(Trap::UnreachableCodeReached) => PluginFailure::Trapped {
             plugin,
             reason: "unreachable code reached (a Rust guest panicked or aborted)".into(),
         },
-        Some(trap) => PluginFailure::Trapped {
+        Some(trap) => PluginFailure::Trapped { plugin, reason: trap.to_string() },
+        // The stubs of `define_unknown_imports_as_traps` fail with this
+        // error rather than a `Trap`; for the guest it is one all the same.
+        None if error.root_cause().to_string().starts_with("unknown import") => PluginFailure::Trapped {
             plugin,
-            reason: trap.to_string(),
+            reason: format!("it called an import plugins are not given ({})", error.root_cause()),
         },
-        None => PluginFailure::Failed {
-            plugin,
-            reason: format!("{error:#}"),
-        },
+        None => PluginFailure::Failed { plugin, reason: format!("{error:#}") },
     }
 }
 
@@ -209,20 +176,12 @@ struct MemoryLimit {
 
 impl MemoryLimit {
     fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            denied: false,
-        }
+        Self { limit, denied: false }
     }
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.denied = true;
             return Ok(false);
@@ -230,12 +189,7 @@ impl ResourceLimiter for MemoryLimit {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }

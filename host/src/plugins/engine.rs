@@ -50,8 +50,7 @@ impl PluginEngine {
             Err(error) => {
                 tracing::warn!(%error, "pooling allocator unavailable; instances are allocated on demand");
                 config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-                Engine::new(&config)
-                    .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?
+                Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?
             }
         };
 
@@ -68,11 +67,7 @@ impl PluginEngine {
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self {
-            compatibility: format!("{:016x}", hasher.finish()),
-            engine,
-            cache_dir: cache_dir.to_path_buf(),
-        })
+        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, cache_dir: cache_dir.to_path_buf() })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -82,9 +77,7 @@ impl PluginEngine {
     /// Compiles `wasm` (whose SHA-256 is `sha256`), or loads the native code
     /// compiled earlier for the same bytes by the same engine build.
     pub fn compile(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
-        let cached = self
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.compatibility));
+        let cached = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compatibility));
         if cached.exists() {
             // SAFETY: the cache directory is written only by this host, with
             // artifacts `precompile_component` produced for this engine build

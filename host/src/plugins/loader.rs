@@ -23,17 +23,8 @@ pub(super) struct LoadedPlugin {
 
 /// Loads plugin `name` of `kind` from `dir`. Every failure says which step
 /// failed and why.
-pub(super) fn load(
-    runtime: &PluginRuntime,
-    dir: &Path,
-    name: &str,
-    kind: PluginKind,
-) -> anyhow::Result<LoadedPlugin> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
+pub(super) fn load(runtime: &PluginRuntime, dir: &Path, name: &str, kind: PluginKind) -> anyhow::Result<LoadedPlugin> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
     }
     let manifest_path = dir.join(format!("{name}.toml"));
@@ -42,29 +33,21 @@ pub(super) fn load(
     let manifest = Manifest::parse(&manifest_text)
         .with_context(|| format!("the manifest {} is invalid", manifest_path.display()))?;
     if manifest.kind != kind {
-        bail!(
-            "plugin `{name}` is a {:?} plugin, not a {kind:?} plugin",
-            manifest.kind
-        );
+        bail!("plugin `{name}` is a {:?} plugin, not a {kind:?} plugin", manifest.kind);
     }
 
     let wasm_path = dir.join(format!("{name}.wasm"));
-    let wasm = std::fs::read(&wasm_path)
-        .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
     let sha256 = hex::encode(Sha256::digest(&wasm));
     if let Some(expected) = &manifest.sha256
         && !expected.eq_ignore_ascii_case(&sha256)
     {
-        bail!(
-            "{} has SHA-256 {sha256}, but its manifest requires {expected}",
-            wasm_path.display()
-        );
+        bail!("{} has SHA-256 {sha256}, but its manifest requires {expected}", wasm_path.display());
     }
 
     let engine = &runtime.engine;
-    let component = engine
-        .compile(&wasm, &sha256)
-        .with_context(|| format!("cannot compile {}", wasm_path.display()))?;
+    let component =
+        engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {}", wasm_path.display()))?;
     capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
     let mut linker = Linker::new(engine.engine());
     capabilities::link(&mut linker, &manifest.grants)?;

@@ -71,10 +71,7 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            deadline_ms: Self::default_deadline_ms(),
-            memory_mib: Self::default_memory_mib(),
-        }
+        Self { deadline_ms: Self::default_deadline_ms(), memory_mib: Self::default_memory_mib() }
     }
 }
 
@@ -114,18 +111,14 @@ mod tests {
 
     #[test]
     fn unknown_grant_is_refused() {
-        let error =
-            Manifest::parse("kind = \"storage\"\nversion = \"1\"\n[grants]\nfilesystem = true\n")
-                .unwrap_err();
+        let error = Manifest::parse("kind = \"storage\"\nversion = \"1\"\n[grants]\nfilesystem = true\n").unwrap_err();
         assert!(error.to_string().contains("filesystem"), "{error}");
     }
 
     #[test]
     fn settings_become_strings() {
-        let manifest = Manifest::parse(
-            "kind = \"storage\"\nversion = \"1\"\n[settings]\nmode = \"fast\"\nretries = 3\n",
-        )
-        .unwrap();
+        let manifest =
+            Manifest::parse("kind = \"storage\"\nversion = \"1\"\n[settings]\nmode = \"fast\"\nretries = 3\n").unwrap();
         let settings = manifest.settings_as_strings();
         assert_eq!(settings["mode"], "fast");
         assert_eq!(settings["retries"], "3");

@@ -17,25 +17,18 @@ pub struct PluginRegistry {
 
 impl PluginRegistry {
     /// Loads the storage plugin `storage_name` from `dir`.
-    pub async fn load(
-        runtime: Arc<PluginRuntime>,
-        dir: PathBuf,
-        storage_name: String,
-    ) -> anyhow::Result<Self> {
+    pub async fn load(runtime: Arc<PluginRuntime>, dir: PathBuf, storage_name: String) -> anyhow::Result<Self> {
         // Compiling is CPU-bound: keep it off the async workers.
-        let storage =
-            tokio::task::spawn_blocking(move || StoragePlugin::load(runtime, &dir, &storage_name))
-                .await
-                .context("the plugin loader panicked")??;
+        let storage = tokio::task::spawn_blocking(move || StoragePlugin::load(runtime, &dir, &storage_name))
+            .await
+            .context("the plugin loader panicked")??;
         tracing::info!(
             plugin = %storage.identity().name,
             version = %storage.identity().version,
             sha256 = %storage.identity().sha256,
             "storage plugin loaded"
         );
-        Ok(Self {
-            storage: ArcSwap::from_pointee(storage),
-        })
+        Ok(Self { storage: ArcSwap::from_pointee(storage) })
     }
 
     pub fn storage(&self) -> Arc<StoragePlugin> {

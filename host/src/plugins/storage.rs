@@ -28,13 +28,7 @@ impl StoragePlugin {
         let loaded = loader::load(&runtime, dir, name, PluginKind::Storage)?;
         let pre = StoragePre::new(loaded.pre)
             .map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
-        Ok(Self {
-            identity: loaded.identity,
-            limits: loaded.manifest.limits,
-            settings: loaded.settings,
-            pre,
-            runtime,
-        })
+        Ok(Self { identity: loaded.identity, limits: loaded.manifest.limits, settings: loaded.settings, pre, runtime })
     }
 
     pub fn identity(&self) -> &PluginIdentity {
@@ -56,15 +50,10 @@ impl StoragePlugin {
             settings: &self.settings,
             runtime: &self.runtime,
         };
-        call::run(
-            target,
-            request_id,
-            kind,
-            async |store: &mut Store<CallState>| {
-                let instance = self.pre.instantiate_async(&mut *store).await?;
-                body(instance.todo_plugin_task_store(), store).await
-            },
-        )
+        call::run(target, request_id, kind, async |store: &mut Store<CallState>| {
+            let instance = self.pre.instantiate_async(&mut *store).await?;
+            body(instance.todo_plugin_task_store(), store).await
+        })
         .await
     }
 }

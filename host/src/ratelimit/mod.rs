@@ -31,17 +31,11 @@ pub struct Quota {
 
 impl Quota {
     pub fn per_second(rate: u32, burst: u32) -> Self {
-        Self {
-            period: Duration::from_secs(1) / rate.max(1),
-            burst: burst.max(1),
-        }
+        Self { period: Duration::from_secs(1) / rate.max(1), burst: burst.max(1) }
     }
 
     pub fn per_minute(rate: u32, burst: u32) -> Self {
-        Self {
-            period: Duration::from_secs(60) / rate.max(1),
-            burst: burst.max(1),
-        }
+        Self { period: Duration::from_secs(60) / rate.max(1), burst: burst.max(1) }
     }
 }
 

@@ -24,18 +24,13 @@ pub fn fingerprint(query: &impl Serialize) -> String {
 }
 
 pub fn seal(plugin_cursor: String, fingerprint: &str) -> String {
-    let sealed = Sealed {
-        c: plugin_cursor,
-        q: fingerprint.to_string(),
-    };
+    let sealed = Sealed { c: plugin_cursor, q: fingerprint.to_string() };
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&sealed).expect("a cursor serializes"))
 }
 
 /// The plugin's cursor, if `cursor` was issued for the query `fingerprint`.
 pub fn open(cursor: &str, fingerprint: &str) -> Result<String, &'static str> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| "the cursor is malformed")?;
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| "the cursor is malformed")?;
     let sealed: Sealed = serde_json::from_slice(&bytes).map_err(|_| "the cursor is malformed")?;
     if sealed.q != fingerprint {
         return Err("the cursor belongs to a listing with other filters or another sort order");

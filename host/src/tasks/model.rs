@@ -79,9 +79,7 @@ pub struct TaskChanges {
 }
 
 /// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
@@ -106,11 +104,7 @@ impl NewTask {
             check_description(description, &mut errors);
         }
         self.due_at = self.due_at.map(|due| due.trunc_subsecs(6));
-        if errors.is_empty() {
-            Ok(self)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(self) } else { Err(errors) }
     }
 }
 
@@ -119,10 +113,7 @@ impl TaskChanges {
         let mut errors = Vec::new();
         let mut required = |field: &str, given: bool| {
             if !given {
-                errors.push(FieldError::new(
-                    format!("/{field}"),
-                    format!("`{field}` cannot be null"),
-                ));
+                errors.push(FieldError::new(format!("/{field}"), format!("`{field}` cannot be null")));
             }
         };
         if let Some(title) = &self.title {
@@ -152,16 +143,9 @@ impl TaskChanges {
             owner_id: self.owner_id.flatten(),
         };
         if patch == TaskPatch::default() && errors.is_empty() {
-            errors.push(FieldError::new(
-                "",
-                "the patch changes nothing: give at least one field",
-            ));
+            errors.push(FieldError::new("", "the patch changes nothing: give at least one field"));
         }
-        if errors.is_empty() {
-            Ok(patch)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(patch) } else { Err(errors) }
     }
 }
 
@@ -170,10 +154,7 @@ fn check_title(title: &str, errors: &mut Vec<FieldError>) {
     if title.trim().is_empty() {
         errors.push(FieldError::new("/title", "must not be empty or blank"));
     } else if length > TITLE_MAX_CHARS {
-        errors.push(FieldError::new(
-            "/title",
-            format!("must be at most {TITLE_MAX_CHARS} characters (got {length})"),
-        ));
+        errors.push(FieldError::new("/title", format!("must be at most {TITLE_MAX_CHARS} characters (got {length})")));
     }
 }
 
@@ -254,18 +235,13 @@ mod tests {
     fn blank_and_long_titles_are_refused() {
         assert!(new_task("   ").validate().is_err());
         assert!(new_task(&"x".repeat(201)).validate().is_err());
-        assert!(
-            new_task(&"é".repeat(200)).validate().is_ok(),
-            "200 characters, 400 bytes"
-        );
+        assert!(new_task(&"é".repeat(200)).validate().is_ok(), "200 characters, 400 bytes");
     }
 
     #[test]
     fn every_broken_rule_is_listed() {
-        let task: NewTask = serde_json::from_value(
-            serde_json::json!({ "title": "", "description": "d".repeat(10_001) }),
-        )
-        .unwrap();
+        let task: NewTask =
+            serde_json::from_value(serde_json::json!({ "title": "", "description": "d".repeat(10_001) })).unwrap();
         let errors = task.validate().unwrap_err();
         let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
         assert_eq!(pointers, ["/title", "/description"]);
@@ -273,8 +249,7 @@ mod tests {
 
     #[test]
     fn patch_tells_null_from_absent() {
-        let changes: TaskChanges =
-            serde_json::from_value(serde_json::json!({ "due_at": null })).unwrap();
+        let changes: TaskChanges = serde_json::from_value(serde_json::json!({ "due_at": null })).unwrap();
         let patch = changes.validate().unwrap();
         assert_eq!(patch.due_at, Some(None));
         assert_eq!(patch.title, None);
@@ -282,8 +257,7 @@ mod tests {
 
     #[test]
     fn null_for_a_required_field_is_refused() {
-        let changes: TaskChanges =
-            serde_json::from_value(serde_json::json!({ "title": null })).unwrap();
+        let changes: TaskChanges = serde_json::from_value(serde_json::json!({ "title": null })).unwrap();
         assert_eq!(changes.validate().unwrap_err()[0].pointer, "/title");
     }
 
@@ -295,8 +269,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let error =
-            serde_json::from_value::<NewTask>(serde_json::json!({ "title": "a", "colour": "red" }))
-                .unwrap_err();
+            serde_json::from_value::<NewTask>(serde_json::json!({ "title": "a", "colour": "red" })).unwrap_err();
         assert!(error.to_string().contains("colour"));
     }
 

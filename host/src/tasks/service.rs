@@ -14,8 +14,8 @@ use crate::auth::{Actor, Role};
 use super::cursor;
 use super::error::TaskError;
 use super::model::{
-    BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChanges,
-    TaskFilter, TaskPage, TaskStatus,
+    BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskPage,
+    TaskStatus,
 };
 use super::store::{Call, Creation, PageRequest, StoreOperation, TaskStore};
 
@@ -30,10 +30,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     fn call(&self) -> Call<'_> {
-        Call {
-            request_id: &self.request_id,
-            now: Utc::now(),
-        }
+        Call { request_id: &self.request_id, now: Utc::now() }
     }
 
     /// Tasks this caller may read: `None` means all.
@@ -49,18 +46,12 @@ impl RequestContext {
         match self.actor.role {
             Role::Admin => Ok(None),
             Role::User => Ok(Some(self.actor.user_id)),
-            Role::Viewer => Err(TaskError::Forbidden(
-                "viewers may read tasks but not change them",
-            )),
+            Role::Viewer => Err(TaskError::Forbidden("viewers may read tasks but not change them")),
         }
     }
 
     fn require_admin(&self, what: &'static str) -> Result<(), TaskError> {
-        if self.actor.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(TaskError::Forbidden(what))
-        }
+        if self.actor.role == Role::Admin { Ok(()) } else { Err(TaskError::Forbidden(what)) }
     }
 }
 
@@ -108,11 +99,7 @@ impl TaskService {
         self.store.get(&ctx.call(), ctx.read_scope(), id).await
     }
 
-    pub async fn list(
-        &self,
-        ctx: &RequestContext,
-        query: ListQuery,
-    ) -> Result<TaskPage, TaskError> {
+    pub async fn list(&self, ctx: &RequestContext, query: ListQuery) -> Result<TaskPage, TaskError> {
         if query.filter.owner_id.is_some() {
             ctx.require_admin("only admins may filter by owner")?;
         }
@@ -126,20 +113,9 @@ impl TaskService {
             .map(|sealed| cursor::open(sealed, &fingerprint))
             .transpose()
             .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
-        let page = PageRequest {
-            sort: query.sort,
-            order: query.order,
-            limit: query.limit,
-            cursor: plugin_cursor,
-        };
-        let (items, next) = self
-            .store
-            .list(&ctx.call(), scope, &query.filter, page)
-            .await?;
-        Ok(TaskPage {
-            items,
-            next_cursor: next.map(|next| cursor::seal(next, &fingerprint)),
-        })
+        let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
+        let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
+        Ok(TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) })
     }
 
     pub async fn update(
@@ -154,9 +130,7 @@ impl TaskService {
         if patch.owner_id.is_some() {
             ctx.require_admin("only admins may reassign a task")?;
         }
-        self.store
-            .update(&ctx.call(), scope, id, patch, expected_version)
-            .await
+        self.store.update(&ctx.call(), scope, id, patch, expected_version).await
     }
 
     pub async fn delete(
@@ -166,9 +140,7 @@ impl TaskService {
         expected_version: Option<i64>,
     ) -> Result<Task, TaskError> {
         let scope = ctx.write_scope()?;
-        self.store
-            .delete(&ctx.call(), scope, id, expected_version)
-            .await
+        self.store.delete(&ctx.call(), scope, id, expected_version).await
     }
 
     /// Applies up to `MAX_BATCH_OPERATIONS` operations in one transaction:
@@ -182,10 +154,7 @@ impl TaskService {
         if operations.is_empty() || operations.len() > MAX_BATCH_OPERATIONS {
             return Err(TaskError::Invalid(vec![FieldError::new(
                 "/operations",
-                format!(
-                    "must hold 1 to {MAX_BATCH_OPERATIONS} operations (got {})",
-                    operations.len()
-                ),
+                format!("must hold 1 to {MAX_BATCH_OPERATIONS} operations (got {})", operations.len()),
             )]));
         }
         let mut errors = Vec::new();
@@ -197,30 +166,15 @@ impl TaskService {
                     .validate()
                     .map_err(|errors| under(errors, &format!("{at}/task")))
                     .and_then(|task| Ok(StoreOperation::Create(creation(ctx, task)?))),
-                BatchOperation::Update {
-                    id,
-                    changes,
-                    expected_version,
-                } => changes
-                    .validate()
-                    .map_err(|errors| under(errors, &format!("{at}/changes")))
-                    .and_then(|patch| {
+                BatchOperation::Update { id, changes, expected_version } => {
+                    changes.validate().map_err(|errors| under(errors, &format!("{at}/changes"))).and_then(|patch| {
                         if patch.owner_id.is_some() {
                             ctx.require_admin("only admins may reassign a task")?;
                         }
-                        Ok(StoreOperation::Update {
-                            id,
-                            patch,
-                            expected_version,
-                        })
-                    }),
-                BatchOperation::Delete {
-                    id,
-                    expected_version,
-                } => Ok(StoreOperation::Delete {
-                    id,
-                    expected_version,
-                }),
+                        Ok(StoreOperation::Update { id, patch, expected_version })
+                    })
+                }
+                BatchOperation::Delete { id, expected_version } => Ok(StoreOperation::Delete { id, expected_version }),
             };
             match result {
                 Ok(operation) => prepared.push(operation),
@@ -274,10 +228,5 @@ fn creation(ctx: &RequestContext, input: NewTask) -> Result<Creation, TaskError>
 }
 
 fn under(errors: Vec<FieldError>, prefix: &str) -> TaskError {
-    TaskError::Invalid(
-        errors
-            .into_iter()
-            .map(|error| error.under(prefix))
-            .collect(),
-    )
+    TaskError::Invalid(errors.into_iter().map(|error| error.under(prefix)).collect())
 }

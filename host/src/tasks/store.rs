@@ -21,10 +21,7 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     fn context(&self) -> wit_types::CallContext {
-        wit_types::CallContext {
-            request_id: self.request_id.to_string(),
-            now: self.now.timestamp_micros(),
-        }
+        wit_types::CallContext { request_id: self.request_id.to_string(), now: self.now.timestamp_micros() }
     }
 }
 
@@ -49,15 +46,8 @@ pub struct PageRequest {
 /// One operation of a batch, already validated and scoped.
 pub enum StoreOperation {
     Create(Creation),
-    Update {
-        id: Uuid,
-        patch: TaskPatch,
-        expected_version: Option<i64>,
-    },
-    Delete {
-        id: Uuid,
-        expected_version: Option<i64>,
-    },
+    Update { id: Uuid, patch: TaskPatch, expected_version: Option<i64> },
+    Delete { id: Uuid, expected_version: Option<i64> },
 }
 
 #[derive(Clone)]
@@ -74,19 +64,12 @@ impl TaskStore {
         let (context, task) = (call.context(), creation_to_wit(task));
         let plugin = self.plugins.storage();
         let answer = plugin
-            .call(call.request_id, CallKind::Write, async |store, s| {
-                store.call_create(s, &context, &task).await
-            })
+            .call(call.request_id, CallKind::Write, async |store, s| store.call_create(s, &context, &task).await)
             .await?;
         task_from_wit(answer.map_err(store_error)?)
     }
 
-    pub async fn get(
-        &self,
-        call: &Call<'_>,
-        scope: Option<Uuid>,
-        id: Uuid,
-    ) -> Result<Task, TaskError> {
+    pub async fn get(&self, call: &Call<'_>, scope: Option<Uuid>, id: Uuid) -> Result<Task, TaskError> {
         let (context, scope, id) = (call.context(), scope.map(|s| s.to_string()), id.to_string());
         let plugin = self.plugins.storage();
         let answer = plugin
@@ -132,17 +115,11 @@ impl TaskStore {
         let plugin = self.plugins.storage();
         let answer = plugin
             .call(call.request_id, CallKind::Read, async |store, s| {
-                store
-                    .call_list(s, &context, scope.as_deref(), &filter, &page)
-                    .await
+                store.call_list(s, &context, scope.as_deref(), &filter, &page).await
             })
             .await?;
         let page = answer.map_err(store_error)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(task_from_wit)
-            .collect::<Result<_, _>>()?;
+        let items = page.items.into_iter().map(task_from_wit).collect::<Result<_, _>>()?;
         Ok((items, page.next_cursor))
     }
 
@@ -174,10 +151,7 @@ impl TaskStore {
         expected_version: Option<i64>,
     ) -> Result<Task, TaskError> {
         let (context, scope) = (call.context(), scope.map(|s| s.to_string()));
-        let op = wit::DeleteOp {
-            id: id.to_string(),
-            expected_version,
-        };
+        let op = wit::DeleteOp { id: id.to_string(), expected_version };
         let plugin = self.plugins.storage();
         let answer = plugin
             .call(call.request_id, CallKind::Write, async |store, s| {
@@ -204,18 +178,12 @@ impl TaskStore {
                 owner_scope: scope.clone(),
                 action: match operation {
                     StoreOperation::Create(task) => wit::BatchAction::Create(creation_to_wit(task)),
-                    StoreOperation::Update {
-                        id,
-                        patch,
-                        expected_version,
-                    } => wit::BatchAction::Update(update_to_wit(id, patch, expected_version)),
-                    StoreOperation::Delete {
-                        id,
-                        expected_version,
-                    } => wit::BatchAction::Delete(wit::DeleteOp {
-                        id: id.to_string(),
-                        expected_version,
-                    }),
+                    StoreOperation::Update { id, patch, expected_version } => {
+                        wit::BatchAction::Update(update_to_wit(id, patch, expected_version))
+                    }
+                    StoreOperation::Delete { id, expected_version } => {
+                        wit::BatchAction::Delete(wit::DeleteOp { id: id.to_string(), expected_version })
+                    }
                 },
             })
             .collect();
@@ -226,19 +194,15 @@ impl TaskStore {
                 // Any failed operation turns the call into an error, so the
                 // host rolls the whole batch back.
                 Ok(match answer {
-                    Ok(results) if results.iter().all(Result::is_ok) => Ok(results
-                        .into_iter()
-                        .filter_map(Result::ok)
-                        .collect::<Vec<_>>()),
+                    Ok(results) if results.iter().all(Result::is_ok) => {
+                        Ok(results.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
+                    }
                     Ok(results) => Err(TaskError::BatchFailed(
                         results
                             .into_iter()
                             .enumerate()
                             .filter_map(|(index, result)| {
-                                result.err().map(|error| super::BatchFailure {
-                                    index,
-                                    error: store_error(error),
-                                })
+                                result.err().map(|error| super::BatchFailure { index, error: store_error(error) })
                             })
                             .collect(),
                     )),
@@ -254,9 +218,7 @@ fn store_error(error: wit::StoreError) -> TaskError {
     match error {
         wit::StoreError::NotFound => TaskError::NotFound,
         wit::StoreError::VersionMismatch(current) => TaskError::VersionMismatch { current },
-        wit::StoreError::Invalid(detail) => {
-            TaskError::Invalid(vec![super::model::FieldError::new("", detail)])
-        }
+        wit::StoreError::Invalid(detail) => TaskError::Invalid(vec![super::model::FieldError::new("", detail)]),
         wit::StoreError::Unavailable(detail) => TaskError::Unavailable(detail),
         wit::StoreError::Internal(detail) => TaskError::Internal(detail),
     }
@@ -307,12 +269,10 @@ fn priority_to_wit(priority: Priority) -> wit_types::Priority {
 
 /// A task as the plugin answered it; a malformed answer is the plugin's bug.
 fn task_from_wit(task: wit_types::Task) -> Result<Task, TaskError> {
-    let malformed =
-        |what: &str| TaskError::Internal(format!("the storage plugin answered a task with {what}"));
+    let malformed = |what: &str| TaskError::Internal(format!("the storage plugin answered a task with {what}"));
     let uuid = |text: &str| Uuid::parse_str(text).map_err(|_| malformed("a malformed id"));
-    let instant = |micros: i64| {
-        DateTime::from_timestamp_micros(micros).ok_or_else(|| malformed("an impossible timestamp"))
-    };
+    let instant =
+        |micros: i64| DateTime::from_timestamp_micros(micros).ok_or_else(|| malformed("an impossible timestamp"));
     Ok(Task {
         id: uuid(&task.id)?,
         owner_id: uuid(&task.owner_id)?,

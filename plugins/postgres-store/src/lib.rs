@@ -42,26 +42,15 @@ impl Guest for PostgresStore {
         list::list(owner_scope, filter, page).map_err(Failure::into_error)
     }
 
-    fn update(
-        ctx: CallContext,
-        owner_scope: Option<String>,
-        op: UpdateOp,
-    ) -> Result<Task, StoreError> {
+    fn update(ctx: CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, StoreError> {
         update(&ctx, owner_scope, op).map_err(Failure::into_error)
     }
 
-    fn delete(
-        _ctx: CallContext,
-        owner_scope: Option<String>,
-        op: DeleteOp,
-    ) -> Result<Task, StoreError> {
+    fn delete(_ctx: CallContext, owner_scope: Option<String>, op: DeleteOp) -> Result<Task, StoreError> {
         delete(owner_scope, op).map_err(Failure::into_error)
     }
 
-    fn apply_batch(
-        ctx: CallContext,
-        ops: Vec<BatchOp>,
-    ) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
+    fn apply_batch(ctx: CallContext, ops: Vec<BatchOp>) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.into_iter().enumerate() {
             let outcome = match op.action {
@@ -105,21 +94,13 @@ fn create(ctx: &CallContext, new: NewTask) -> Result<Task, Failure> {
 }
 
 fn get(owner_scope: Option<String>, id: String) -> Result<Task, Failure> {
-    let statement = scoped(
-        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
-        &owner_scope,
-        "",
-    );
+    let statement = scoped(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), &owner_scope, "");
     let rows = sql::query(&statement, &id_params(id, owner_scope))?;
     row::single_task(rows)
 }
 
 fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, Failure> {
-    let statement = scoped(
-        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
-        &owner_scope,
-        " FOR UPDATE",
-    );
+    let statement = scoped(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), &owner_scope, " FOR UPDATE");
     let mut task = row::single_task(sql::query(&statement, &id_params(op.id, owner_scope))?)?;
     if let Some(expected) = op.expected_version
         && expected != task.version
@@ -157,31 +138,20 @@ fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Resul
 }
 
 fn delete(owner_scope: Option<String>, op: DeleteOp) -> Result<Task, Failure> {
-    let scope_clause = if owner_scope.is_some() {
-        " AND owner_id = $3"
-    } else {
-        ""
-    };
+    let scope_clause = if owner_scope.is_some() { " AND owner_id = $3" } else { "" };
     let statement = format!(
         "DELETE FROM tasks WHERE id = $1 AND ($2::int8 IS NULL OR version = $2){scope_clause} \
          RETURNING {TASK_COLUMNS}"
     );
-    let mut params = vec![
-        Value::Uuid(Some(op.id.clone())),
-        Value::Int(op.expected_version),
-    ];
+    let mut params = vec![Value::Uuid(Some(op.id.clone())), Value::Int(op.expected_version)];
     if let Some(owner) = owner_scope.clone() {
         params.push(Value::Uuid(Some(owner)));
     }
     match row::single_task(sql::query(&statement, &params)?) {
         // Nothing deleted: tell a missing task from a stale version.
-        Err(failure)
-            if matches!(failure.error, StoreError::NotFound) && op.expected_version.is_some() =>
-        {
+        Err(failure) if matches!(failure.error, StoreError::NotFound) && op.expected_version.is_some() => {
             let current = get(owner_scope, op.id)?;
-            Err(Failure::rejected(StoreError::VersionMismatch(
-                current.version,
-            )))
+            Err(Failure::rejected(StoreError::VersionMismatch(current.version)))
         }
         outcome => outcome,
     }

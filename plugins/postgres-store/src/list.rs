@@ -4,9 +4,7 @@
 //! key, so a page never repeats or skips a row that existed when the walk
 //! began, however many tasks are inserted meanwhile.
 
-use crate::exports::todo::plugin::task_store::{
-    PageRequest, SortField, SortOrder, StoreError, TaskFilter, TaskPage,
-};
+use crate::exports::todo::plugin::task_store::{PageRequest, SortField, SortOrder, StoreError, TaskFilter, TaskPage};
 use crate::row::{self, Failure, TASK_COLUMNS};
 use crate::todo::plugin::sql::{self, Value};
 use crate::todo::plugin::types::Task;
@@ -17,11 +15,7 @@ use crate::todo::plugin::types::Task;
 const DUE_SORT_EXPRESSION: &str = "COALESCE(due_at, '9999-12-31 23:59:59.999999+00'::timestamptz)";
 const NO_DUE_DATE: i64 = 253_402_300_799_999_999;
 
-pub fn list(
-    owner_scope: Option<String>,
-    filter: TaskFilter,
-    page: PageRequest,
-) -> Result<TaskPage, Failure> {
+pub fn list(owner_scope: Option<String>, filter: TaskFilter, page: PageRequest) -> Result<TaskPage, Failure> {
     let mut query = Query::default();
     if let Some(owner) = owner_scope {
         query.condition("owner_id = {}", Value::Uuid(Some(owner)));
@@ -30,16 +24,10 @@ pub fn list(
         query.condition("owner_id = {}", Value::Uuid(Some(owner)));
     }
     if let Some(status) = filter.status {
-        query.condition(
-            "status = {}",
-            Value::Text(Some(row::status_name(status).into())),
-        );
+        query.condition("status = {}", Value::Text(Some(row::status_name(status).into())));
     }
     if let Some(priority) = filter.priority {
-        query.condition(
-            "priority = {}",
-            Value::Int(Some(row::priority_rank(priority))),
-        );
+        query.condition("priority = {}", Value::Int(Some(row::priority_rank(priority))));
     }
     if let Some(before) = filter.due_before {
         query.condition("due_at < {}", Value::Timestamp(Some(before)));
@@ -48,10 +36,7 @@ pub fn list(
         query.condition("due_at > {}", Value::Timestamp(Some(after)));
     }
     if let Some(text) = filter.title_contains {
-        query.condition(
-            "title ILIKE {} ESCAPE '\\'",
-            Value::Text(Some(like_pattern(&text))),
-        );
+        query.condition("title ILIKE {} ESCAPE '\\'", Value::Text(Some(like_pattern(&text))));
     }
 
     let key = SortKey::new(page.sort);
@@ -63,20 +48,14 @@ pub fn list(
         let (last_key, last_id) = decode_cursor(cursor)?;
         let key_param = query.param(key.value(last_key));
         let id_param = query.param(Value::Uuid(Some(last_id)));
-        query.conditions.push(format!(
-            "({}, id) {comparison} ({key_param}, {id_param})",
-            key.expression
-        ));
+        query.conditions.push(format!("({}, id) {comparison} ({key_param}, {id_param})", key.expression));
     }
 
     let limit = page.limit.max(1);
     // One row more than asked tells whether another page follows.
     let limit_param = query.param(Value::Int(Some(i64::from(limit) + 1)));
-    let where_clause = if query.conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", query.conditions.join(" AND "))
-    };
+    let where_clause =
+        if query.conditions.is_empty() { String::new() } else { format!(" WHERE {}", query.conditions.join(" AND ")) };
     let statement = format!(
         "SELECT {TASK_COLUMNS} FROM tasks{where_clause} \
          ORDER BY {} {direction}, id {direction} LIMIT {limit_param}",
@@ -84,16 +63,10 @@ pub fn list(
     );
 
     let rows = sql::query(&statement, &query.params)?;
-    let mut items = rows
-        .rows
-        .into_iter()
-        .map(row::task_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut items = rows.rows.into_iter().map(row::task_from_row).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items
-            .last()
-            .map(|last| encode_cursor(key.of(last), &last.id))
+        items.last().map(|last| encode_cursor(key.of(last), &last.id))
     } else {
         None
     };

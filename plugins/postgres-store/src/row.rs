@@ -18,10 +18,7 @@ pub struct Failure {
 impl Failure {
     /// A failure the plugin decided on without a failing statement.
     pub fn rejected(error: StoreError) -> Self {
-        Self {
-            error,
-            aborted_transaction: false,
-        }
+        Self { error, aborted_transaction: false }
     }
 
     pub fn into_error(self) -> StoreError {
@@ -52,10 +49,7 @@ impl From<SqlError> for Failure {
             }
             Some(code) => StoreError::Internal(format!("{code}: {message}")),
         };
-        Self {
-            error,
-            aborted_transaction: true,
-        }
+        Self { error, aborted_transaction: true }
     }
 }
 
@@ -136,18 +130,7 @@ pub fn task_from_row(row: Vec<Value>) -> Result<Task, Failure> {
         3 => Priority::High,
         _ => return Err(unexpected_row()),
     };
-    Ok(Task {
-        id,
-        owner_id,
-        title,
-        description,
-        status,
-        priority,
-        due_at,
-        created_at,
-        updated_at,
-        version,
-    })
+    Ok(Task { id, owner_id, title, description, status, priority, due_at, created_at, updated_at, version })
 }
 
 /// The one task a by-id statement answered, or `not-found`.
@@ -159,7 +142,5 @@ pub fn single_task(rows: Rows) -> Result<Task, Failure> {
 }
 
 fn unexpected_row() -> Failure {
-    Failure::rejected(StoreError::Internal(
-        "a tasks row does not have the expected columns and types".into(),
-    ))
+    Failure::rejected(StoreError::Internal("a tasks row does not have the expected columns and types".into()))
 }

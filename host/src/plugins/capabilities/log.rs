@@ -14,8 +14,7 @@ pub struct PluginLog {
 }
 
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    log::add_to_linker::<_, HasSelf<PluginLog>>(linker, |state| &mut state.log)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    log::add_to_linker::<_, HasSelf<PluginLog>>(linker, |state| &mut state.log).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl log::Host for PluginLog {

@@ -26,8 +26,7 @@ impl types::Host for CallState {}
 
 /// Links the interfaces `grants` allows.
 pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<()> {
-    types::add_to_linker::<_, HasSelf<CallState>>(linker, |state| state)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    types::add_to_linker::<_, HasSelf<CallState>>(linker, |state| state).map_err(|e| anyhow::anyhow!("{e}"))?;
     log::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
     if grants.sql {
@@ -40,11 +39,7 @@ pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<(
 /// anything that is neither ours nor WASI. WASI imports (which any Rust std
 /// guest carries) are later satisfied by traps: plugins get no files,
 /// sockets, environment or clocks.
-pub fn check_imports(
-    component: &Component,
-    engine: &Engine,
-    grants: &Grants,
-) -> anyhow::Result<()> {
+pub fn check_imports(component: &Component, engine: &Engine, grants: &Grants) -> anyhow::Result<()> {
     for (name, _) in component.component_type().imports(engine) {
         if let Some(interface) = name.strip_prefix(PACKAGE) {
             let interface = interface.split('@').next().unwrap_or(interface);
@@ -55,9 +50,7 @@ pub fn check_imports(
                     "the component imports `{name}`, which its manifest does not grant \
                      (add `{interface} = true` under [grants] if it should have it)"
                 ),
-                _ => anyhow::bail!(
-                    "the component imports `{name}`, which this host does not provide"
-                ),
+                _ => anyhow::bail!("the component imports `{name}`, which this host does not provide"),
             }
         } else if !name.starts_with("wasi:") {
             anyhow::bail!("the component imports `{name}`, which this host does not provide");

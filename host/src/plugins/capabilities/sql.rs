@@ -20,8 +20,7 @@ use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
 use crate::plugins::call::{CallKind, CallState};
 
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    sql::add_to_linker::<_, HasSelf<SqlSession>>(linker, |state| &mut state.sql)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    sql::add_to_linker::<_, HasSelf<SqlSession>>(linker, |state| &mut state.sql).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Per-call state: the pool, and the connection or transaction the call's
@@ -39,11 +38,7 @@ enum Held {
 
 impl SqlSession {
     pub fn new(pool: PgPool, kind: CallKind) -> Self {
-        Self {
-            pool,
-            kind,
-            held: None,
-        }
+        Self { pool, kind, held: None }
     }
 
     /// Ends the call's transaction, if it opened one: commit when the export
@@ -74,30 +69,16 @@ impl SqlSession {
 
 impl sql::Host for SqlSession {
     async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
-        let params = params
-            .into_iter()
-            .enumerate()
-            .map(Param::try_from_value)
-            .collect::<Result<Vec<_>, _>>()?;
+        let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
         let connection = self.connection().await?;
-        let rows = bind(sqlx::query(&statement), params)
-            .fetch_all(connection)
-            .await
-            .map_err(sql_error)?;
+        let rows = bind(sqlx::query(&statement), params).fetch_all(connection).await.map_err(sql_error)?;
         decode_rows(&rows)
     }
 
     async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
-        let params = params
-            .into_iter()
-            .enumerate()
-            .map(Param::try_from_value)
-            .collect::<Result<Vec<_>, _>>()?;
+        let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
         let connection = self.connection().await?;
-        let done = bind(sqlx::query(&statement), params)
-            .execute(connection)
-            .await
-            .map_err(sql_error)?;
+        let done = bind(sqlx::query(&statement), params).execute(connection).await.map_err(sql_error)?;
         Ok(done.rows_affected())
     }
 }
@@ -116,10 +97,7 @@ enum Param {
 
 impl Param {
     fn try_from_value((index, value): (usize, Value)) -> Result<Self, SqlError> {
-        let invalid = |what: &str| SqlError {
-            code: None,
-            message: format!("parameter ${} is not {what}", index + 1),
-        };
+        let invalid = |what: &str| SqlError { code: None, message: format!("parameter ${} is not {what}", index + 1) };
         Ok(match value {
             Value::Bool(v) => Param::Bool(v),
             Value::Int(v) => Param::Int(v),
@@ -127,28 +105,22 @@ impl Param {
             Value::Text(v) => Param::Text(v),
             Value::Timestamp(v) => Param::Timestamp(
                 v.map(|micros| {
-                    DateTime::from_timestamp_micros(micros)
-                        .ok_or_else(|| invalid("a representable timestamp"))
+                    DateTime::from_timestamp_micros(micros).ok_or_else(|| invalid("a representable timestamp"))
                 })
                 .transpose()?,
             ),
-            Value::Uuid(v) => Param::Uuid(
-                v.map(|text| Uuid::parse_str(&text).map_err(|_| invalid("a UUID")))
-                    .transpose()?,
-            ),
-            Value::Json(v) => Param::Json(
-                v.map(|text| serde_json::from_str(&text).map_err(|_| invalid("valid JSON")))
-                    .transpose()?,
-            ),
+            Value::Uuid(v) => {
+                Param::Uuid(v.map(|text| Uuid::parse_str(&text).map_err(|_| invalid("a UUID"))).transpose()?)
+            }
+            Value::Json(v) => {
+                Param::Json(v.map(|text| serde_json::from_str(&text).map_err(|_| invalid("valid JSON"))).transpose()?)
+            }
             Value::Bytes(v) => Param::Bytes(v),
         })
     }
 }
 
-fn bind<'q>(
-    mut query: Query<'q, Postgres, PgArguments>,
-    params: Vec<Param>,
-) -> Query<'q, Postgres, PgArguments> {
+fn bind<'q>(mut query: Query<'q, Postgres, PgArguments>, params: Vec<Param>) -> Query<'q, Postgres, PgArguments> {
     for param in params {
         query = match param {
             Param::Bool(v) => query.bind(v),
@@ -165,17 +137,11 @@ fn bind<'q>(
 }
 
 fn decode_rows(rows: &[PgRow]) -> Result<Rows, SqlError> {
-    let columns = rows
-        .first()
-        .map(|row| row.columns().iter().map(|c| c.name().to_string()).collect())
-        .unwrap_or_default();
+    let columns =
+        rows.first().map(|row| row.columns().iter().map(|c| c.name().to_string()).collect()).unwrap_or_default();
     let rows = rows
         .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|index| decode_value(row, index))
-                .collect()
-        })
+        .map(|row| (0..row.len()).map(|index| decode_value(row, index)).collect())
         .collect::<Result<_, _>>()?;
     Ok(Rows { columns, rows })
 }
@@ -185,40 +151,20 @@ fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
     let type_name = raw.type_info().name().to_string();
     let value = match type_name.as_str() {
         "BOOL" => Value::Bool(row.try_get(index).map_err(sql_error)?),
-        "INT2" => Value::Int(
-            row.try_get::<Option<i16>, _>(index)
-                .map_err(sql_error)?
-                .map(i64::from),
-        ),
-        "INT4" => Value::Int(
-            row.try_get::<Option<i32>, _>(index)
-                .map_err(sql_error)?
-                .map(i64::from),
-        ),
+        "INT2" => Value::Int(row.try_get::<Option<i16>, _>(index).map_err(sql_error)?.map(i64::from)),
+        "INT4" => Value::Int(row.try_get::<Option<i32>, _>(index).map_err(sql_error)?.map(i64::from)),
         "INT8" => Value::Int(row.try_get(index).map_err(sql_error)?),
-        "FLOAT4" => Value::Float(
-            row.try_get::<Option<f32>, _>(index)
-                .map_err(sql_error)?
-                .map(f64::from),
-        ),
+        "FLOAT4" => Value::Float(row.try_get::<Option<f32>, _>(index).map_err(sql_error)?.map(f64::from)),
         "FLOAT8" => Value::Float(row.try_get(index).map_err(sql_error)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
-            Value::Text(row.try_get(index).map_err(sql_error)?)
-        }
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get(index).map_err(sql_error)?),
         "TIMESTAMPTZ" => Value::Timestamp(
             row.try_get::<Option<DateTime<Utc>>, _>(index)
                 .map_err(sql_error)?
                 .map(|instant| instant.timestamp_micros()),
         ),
-        "UUID" => Value::Uuid(
-            row.try_get::<Option<Uuid>, _>(index)
-                .map_err(sql_error)?
-                .map(|id| id.to_string()),
-        ),
+        "UUID" => Value::Uuid(row.try_get::<Option<Uuid>, _>(index).map_err(sql_error)?.map(|id| id.to_string())),
         "JSON" | "JSONB" => Value::Json(
-            row.try_get::<Option<serde_json::Value>, _>(index)
-                .map_err(sql_error)?
-                .map(|json| json.to_string()),
+            row.try_get::<Option<serde_json::Value>, _>(index).map_err(sql_error)?.map(|json| json.to_string()),
         ),
         "BYTEA" => Value::Bytes(row.try_get(index).map_err(sql_error)?),
         other => {
@@ -236,17 +182,12 @@ fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
 
 fn sql_error(error: sqlx::Error) -> SqlError {
     match error {
-        sqlx::Error::Database(error) => SqlError {
-            code: error.code().map(|code| code.into_owned()),
-            message: error.message().to_string(),
-        },
-        sqlx::Error::PoolTimedOut => SqlError {
-            code: None,
-            message: "no database connection became free in time".into(),
-        },
-        other => SqlError {
-            code: None,
-            message: other.to_string(),
-        },
+        sqlx::Error::Database(error) => {
+            SqlError { code: error.code().map(|code| code.into_owned()), message: error.message().to_string() }
+        }
+        sqlx::Error::PoolTimedOut => {
+            SqlError { code: None, message: "no database connection became free in time".into() }
+        }
+        other => SqlError { code: None, message: other.to_string() },
     }
 }

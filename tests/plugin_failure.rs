@@ -1,0 +1,57 @@
+//! A failing storage plugin rolls its transaction back: the fixture
+//! `faulty-store` inserts a task row and then errors or traps.
+
+use reqwest::Method;
+use serde_json::json;
+use todo_host_tests::{HostOptions, TestApp, assert_problem, send};
+
+async fn task_rows(app: &TestApp) -> i64 {
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut app.db().await).await.unwrap();
+    count
+}
+
+#[tokio::test]
+async fn a_plugin_error_after_a_write_leaves_no_row() {
+    let app = TestApp::spawn_with(HostOptions::default().env("STORAGE_PLUGIN", "faulty-store")).await;
+    let user = app.register_user().await;
+    let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "doomed" }))).await;
+    let body = assert_problem(response, 500, "internal").await;
+    assert!(!body.to_string().contains("faulty-store refuses"), "internal details stay in the log: {body}");
+    assert_eq!(task_rows(&app).await, 0);
+    assert!(app.logs().iter().any(|line| line.contains("faulty-store refuses after writing")));
+
+    let batch = json!({ "operations": [{ "op": "create", "task": { "title": "doomed too" } }] });
+    assert_problem(send(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await, 500, "internal").await;
+    assert_eq!(task_rows(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_plugin_trap_after_a_write_leaves_no_row_and_names_the_plugin() {
+    let dir = tempdir_with_trapping_fixture();
+    let app = TestApp::spawn_with(
+        HostOptions::default().env("STORAGE_PLUGIN", "faulty-store").env("PLUGIN_DIR", dir.to_str().unwrap()),
+    )
+    .await;
+    let user = app.register_user().await;
+    let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "doomed" }))).await;
+    let body = assert_problem(response, 500, "plugin-failed").await;
+    assert_eq!(body["plugin"], "faulty-store");
+    assert!(body["detail"].as_str().unwrap().contains("trapped"), "{body}");
+    assert_eq!(task_rows(&app).await, 0);
+
+    // The host is unaffected: the next call gets a fresh instance.
+    let response = send(&app, &user, Method::GET, "/tasks", None).await;
+    assert_eq!(response.status(), 200);
+}
+
+/// A copy of the fixture with `failure = "trap"`.
+fn tempdir_with_trapping_fixture() -> std::path::PathBuf {
+    let source = std::path::PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
+    let dir = std::env::temp_dir().join(format!("todo-host-trap-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(source.join("faulty-store.wasm"), dir.join("faulty-store.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(source.join("faulty-store.toml")).unwrap();
+    std::fs::write(dir.join("faulty-store.toml"), manifest.replace("failure = \"error\"", "failure = \"trap\""))
+        .unwrap();
+    dir
+}

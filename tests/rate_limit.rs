@@ -1,0 +1,66 @@
+//! Rate limits: per user when authenticated, per IP otherwise, stricter on
+//! /auth; over quota → 429 problem+json with Retry-After and RateLimit-*.
+
+use reqwest::Method;
+use serde_json::json;
+use todo_host_tests::{HostOptions, PASSWORD, TestApp, assert_problem, send};
+
+#[tokio::test]
+async fn each_user_has_a_quota_and_429_says_when_to_retry() {
+    let app =
+        TestApp::spawn_with(HostOptions::default().env("RATE_LIMIT_PER_SECOND", "1").env("RATE_LIMIT_BURST", "5"))
+            .await;
+    let ann = app.register_user().await;
+    let bob = app.register_user().await;
+
+    for _ in 0..5 {
+        assert_eq!(send(&app, &ann, Method::GET, "/tasks", None).await.status(), 200);
+    }
+    let response = send(&app, &ann, Method::GET, "/tasks", None).await;
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(response.headers()["ratelimit-limit"], "5");
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    assert!(response.headers().contains_key("ratelimit-reset"));
+    assert!(response.headers()["ratelimit-policy"].to_str().unwrap().starts_with("5;w="));
+    let body = assert_problem(response, 429, "rate-limited").await;
+    assert!(body["detail"].as_str().unwrap().contains("retry in"));
+    // Writes count against the same quota.
+    assert_eq!(send(&app, &ann, Method::POST, "/tasks", Some(json!({ "title": "x" }))).await.status(), 429);
+
+    // Another user from the same address still has a full quota.
+    assert_eq!(send(&app, &bob, Method::GET, "/tasks", None).await.status(), 200);
+
+    // The quota comes back with time.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(send(&app, &ann, Method::GET, "/tasks", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn auth_routes_are_limited_per_address_more_strictly() {
+    let app = TestApp::spawn_with(
+        HostOptions::default().env("AUTH_RATE_LIMIT_PER_MINUTE", "1").env("AUTH_RATE_LIMIT_BURST", "3"),
+    )
+    .await;
+    let login = || {
+        app.request(Method::POST, "/auth/login")
+            .json(&json!({ "email": "nobody@example.com", "password": PASSWORD }))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(login().await.unwrap().status(), 401);
+    }
+    let response = login().await.unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after > 30, "one request a minute: {retry_after}");
+    assert_problem(response, 429, "rate-limited").await;
+    let register = app
+        .request(Method::POST, "/auth/register")
+        .json(&json!({ "email": "new@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 429, "the /auth quota is shared by its routes");
+    // Anonymous requests elsewhere count against the (laxer) API quota.
+    assert_eq!(app.request(Method::GET, "/health/live").send().await.unwrap().status(), 200);
+}
