@@ -12,7 +12,7 @@
 //! - `storage`: the `storage` world.
 //! - `registry`: the plugins in service, swappable atomically.
 
-mod bindings;
+pub mod bindings;
 mod call;
 pub mod capabilities;
 mod engine;
