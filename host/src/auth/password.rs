@@ -1,5 +1,7 @@
 //! Password hashing (argon2id, PHC strings) and the password policy.
 
+use std::sync::Arc;
+
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -15,7 +17,7 @@ pub struct PasswordPolicyError(pub Vec<String>);
 pub struct PasswordHasher {
     /// Verified against when an email is unknown, so that a login takes as
     /// long whether or not the account exists.
-    decoy_hash: String,
+    decoy_hash: Arc<str>,
 }
 
 impl Default for PasswordHasher {
@@ -27,7 +29,7 @@ impl Default for PasswordHasher {
 impl PasswordHasher {
     pub fn new() -> Self {
         let decoy_hash = hash_blocking("decoy password that never matches").expect("argon2 hashes a constant");
-        Self { decoy_hash }
+        Self { decoy_hash: decoy_hash.into() }
     }
 
     /// Checks the policy: length bounds, letters and digits, not the email.
@@ -61,7 +63,7 @@ impl PasswordHasher {
     /// is no account, so both paths cost the same.
     pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.decoy_hash.clone());
+        let hash = hash.unwrap_or_else(|| self.decoy_hash.to_string());
         let matches = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
             Ok::<_, anyhow::Error>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

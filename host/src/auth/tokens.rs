@@ -1,5 +1,6 @@
 //! Access tokens: HS256 JWTs carrying sub, role, iat, exp, jti and iss.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,8 +26,11 @@ pub struct Claims {
 }
 
 /// The signing and verification keys, and the rules a token must meet.
+/// Cheap to clone: every request's middleware gets a copy.
 #[derive(Clone)]
-pub struct TokenKeys {
+pub struct TokenKeys(Arc<Keys>);
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -39,11 +43,16 @@ impl TokenKeys {
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation, ttl }
+        Self(Arc::new(Keys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }))
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.0.ttl
     }
 
     pub fn issue(&self, user_id: Uuid, role: Role) -> anyhow::Result<String> {
@@ -52,18 +61,18 @@ impl TokenKeys {
             sub: user_id,
             role,
             iat: now,
-            exp: now + self.ttl.as_secs() as i64,
+            exp: now + self.0.ttl.as_secs() as i64,
             jti: Uuid::now_v7(),
             iss: ISSUER.to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .map_err(|e| anyhow::anyhow!("cannot sign a token: {e}"))
     }
 
     /// Checks signature, algorithm (HS256 only: `none` and every other
     /// algorithm are refused), expiry and issuer.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation).map(|data| data.claims)
     }
 }
 

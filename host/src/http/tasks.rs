@@ -27,8 +27,11 @@ fn context(request_id: RequestId, Authenticated(actor): Authenticated) -> Reques
 
 /// A single task, with its version as `ETag`.
 fn task_response(status: StatusCode, task: Task) -> Response {
-    let mut response = (status, axum::Json(&task)).into_response();
-    if let Ok(tag) = HeaderValue::from_str(&etag(task.version)) {
+    with_etag((status, axum::Json(&task)).into_response(), task.version)
+}
+
+fn with_etag(mut response: Response, version: i64) -> Response {
+    if let Ok(tag) = HeaderValue::from_str(&etag(version)) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     response
@@ -58,11 +61,7 @@ pub async fn get(
 ) -> Result<Response, Problem> {
     let task = state.tasks.get(&context(request_id, caller), id).await?;
     if if_none_match_version(&headers) == Some(task.version) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(tag) = HeaderValue::from_str(&etag(task.version)) {
-            response.headers_mut().insert(header::ETAG, tag);
-        }
-        return Ok(response);
+        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), task.version));
     }
     Ok(task_response(StatusCode::OK, task))
 }
