@@ -43,8 +43,7 @@ async fn malformed_bodies_are_refused_with_the_right_status() {
     let huge = json!({ "title": "a", "description": "x".repeat(5000) }).to_string();
     assert_problem(post("application/json", huge).await.unwrap(), 413, "body-too-large").await;
 
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut app.db().await).await.unwrap();
-    assert_eq!(count, 0, "nothing was written");
+    assert_eq!(app.task_rows().await, 0, "nothing was written");
 }
 
 #[tokio::test]

@@ -4,11 +4,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use todo_host_tests::{TestApp, TestUser, assert_problem, send, status_and_json};
 
-async fn task_count(app: &TestApp) -> i64 {
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut app.db().await).await.unwrap();
-    count
-}
-
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> Value {
     let (status, task) =
         status_and_json(send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await).await;
@@ -51,7 +46,7 @@ async fn one_invalid_operation_applies_nothing() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
     let kept = create(&app, &user, "kept").await;
-    let before = task_count(&app).await;
+    let before = app.task_rows().await;
 
     // Invalid input: caught before the store is touched, every rule listed.
     let batch = json!({ "operations": [
@@ -65,7 +60,7 @@ async fn one_invalid_operation_applies_nothing() {
     let pointers: Vec<&str> =
         body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
     assert_eq!(pointers, ["/operations/1/task/title", "/operations/2/changes/title"]);
-    assert_eq!(task_count(&app).await, before);
+    assert_eq!(app.task_rows().await, before);
 
     // A failure only the store can see: the earlier operations, already
     // executed inside the transaction, are rolled back.
@@ -83,7 +78,7 @@ async fn one_invalid_operation_applies_nothing() {
     assert_eq!((failures[0]["index"].as_u64(), failures[0]["status"].as_u64()), (Some(2), Some(404)));
     assert_eq!((failures[1]["index"].as_u64(), failures[1]["status"].as_u64()), (Some(3), Some(412)));
 
-    assert_eq!(task_count(&app).await, before);
+    assert_eq!(app.task_rows().await, before);
     let (_, unchanged) = status_and_json(
         send(&app, &user, Method::GET, &format!("/tasks/{}", kept["id"].as_str().unwrap()), None).await,
     )

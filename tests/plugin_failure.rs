@@ -5,11 +5,6 @@ use reqwest::Method;
 use serde_json::json;
 use todo_host_tests::{HostOptions, TestApp, assert_problem, send};
 
-async fn task_rows(app: &TestApp) -> i64 {
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut app.db().await).await.unwrap();
-    count
-}
-
 #[tokio::test]
 async fn a_plugin_error_after_a_write_leaves_no_row() {
     let app = TestApp::spawn_with(HostOptions::default().env("STORAGE_PLUGIN", "faulty-store")).await;
@@ -17,12 +12,12 @@ async fn a_plugin_error_after_a_write_leaves_no_row() {
     let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "doomed" }))).await;
     let body = assert_problem(response, 500, "internal").await;
     assert!(!body.to_string().contains("faulty-store refuses"), "internal details stay in the log: {body}");
-    assert_eq!(task_rows(&app).await, 0);
+    assert_eq!(app.task_rows().await, 0);
     assert!(app.logs().iter().any(|line| line.contains("faulty-store refuses after writing")));
 
     let batch = json!({ "operations": [{ "op": "create", "task": { "title": "doomed too" } }] });
     assert_problem(send(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await, 500, "internal").await;
-    assert_eq!(task_rows(&app).await, 0);
+    assert_eq!(app.task_rows().await, 0);
 }
 
 #[tokio::test]
@@ -37,7 +32,7 @@ async fn a_plugin_trap_after_a_write_leaves_no_row_and_names_the_plugin() {
     let body = assert_problem(response, 500, "plugin-failed").await;
     assert_eq!(body["plugin"], "faulty-store");
     assert!(body["detail"].as_str().unwrap().contains("trapped"), "{body}");
-    assert_eq!(task_rows(&app).await, 0);
+    assert_eq!(app.task_rows().await, 0);
 
     // The host is unaffected: the next call gets a fresh instance.
     let response = send(&app, &user, Method::GET, "/tasks", None).await;

@@ -221,6 +221,13 @@ impl TestApp {
         TestUser { id: claims["sub"].as_str().unwrap().parse().unwrap(), email: email.to_string(), token }
     }
 
+    /// Rows in the `tasks` table, looked at underneath the API.
+    pub async fn task_rows(&self) -> i64 {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut self.db().await).await.unwrap();
+        count
+    }
+
     /// A connection to this app's database.
     pub async fn db(&self) -> PgConnection {
         PgConnection::connect(&self.database_url).await.expect("the test database accepts connections")
