@@ -9,7 +9,7 @@ mod users;
 
 pub use middleware::Authenticated;
 pub use service::{Accounts, AuthError, Credentials, Registration};
-pub use tokens::{Claims, TokenKeys};
+pub use tokens::TokenKeys;
 pub use users::{User, UserRepository};
 
 use serde::{Deserialize, Serialize};

@@ -10,8 +10,6 @@ use serde::Deserialize;
 pub struct Manifest {
     pub kind: PluginKind,
     pub version: String,
-    #[serde(default)]
-    pub description: Option<String>,
     /// When given, the `.wasm` file must hash to it (hex SHA-256).
     #[serde(default)]
     pub sha256: Option<String>,

@@ -23,9 +23,8 @@ mod storage;
 
 pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::todo::plugin::types as wit_types;
-pub use call::{CallKind, PluginFailure, PluginRuntime};
+pub use call::{CallKind, CallState, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
-pub use manifest::{Manifest, PluginKind};
 pub use registry::PluginRegistry;
 pub use storage::StoragePlugin;
 

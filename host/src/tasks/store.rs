@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use wasmtime::Store;
 
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
-use crate::plugins::{CallKind, PluginRegistry};
+use crate::plugins::{CallKind, CallState, PluginRegistry};
 
 use super::error::TaskError;
 use super::model::{Priority, SortField, SortOrder, Task, TaskFilter, TaskPatch, TaskStatus};
@@ -60,24 +61,31 @@ impl TaskStore {
         Self { plugins }
     }
 
+    /// Calls the active storage plugin; the export's own error becomes a
+    /// `TaskError`.
+    async fn call<R, E: Into<TaskError>>(
+        &self,
+        call: &Call<'_>,
+        kind: CallKind,
+        body: impl AsyncFnOnce(&wit::Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+    ) -> Result<R, TaskError> {
+        let answer = self.plugins.storage().call(call.request_id, kind, body).await?;
+        answer.map_err(Into::into)
+    }
+
     pub async fn create(&self, call: &Call<'_>, task: Creation) -> Result<Task, TaskError> {
         let (context, task) = (call.context(), creation_to_wit(task));
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Write, async |store, s| store.call_create(s, &context, &task).await)
-            .await?;
-        task_from_wit(answer.map_err(store_error)?)
+        task_from_wit(
+            self.call(call, CallKind::Write, async |store, s| store.call_create(s, &context, &task).await).await?,
+        )
     }
 
     pub async fn get(&self, call: &Call<'_>, scope: Option<Uuid>, id: Uuid) -> Result<Task, TaskError> {
         let (context, scope, id) = (call.context(), scope.map(|s| s.to_string()), id.to_string());
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Read, async |store, s| {
-                store.call_get(s, &context, scope.as_deref(), &id).await
-            })
-            .await?;
-        task_from_wit(answer.map_err(store_error)?)
+        task_from_wit(
+            self.call(call, CallKind::Read, async |store, s| store.call_get(s, &context, scope.as_deref(), &id).await)
+                .await?,
+        )
     }
 
     /// One page; `next_cursor` is the plugin's own cursor (the service
@@ -112,13 +120,11 @@ impl TaskStore {
             limit: page.limit,
             cursor: page.cursor,
         };
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Read, async |store, s| {
+        let page = self
+            .call(call, CallKind::Read, async |store, s| {
                 store.call_list(s, &context, scope.as_deref(), &filter, &page).await
             })
             .await?;
-        let page = answer.map_err(store_error)?;
         let items = page.items.into_iter().map(task_from_wit).collect::<Result<_, _>>()?;
         Ok((items, page.next_cursor))
     }
@@ -133,13 +139,12 @@ impl TaskStore {
     ) -> Result<Task, TaskError> {
         let (context, scope) = (call.context(), scope.map(|s| s.to_string()));
         let op = update_to_wit(id, patch, expected_version);
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Write, async |store, s| {
+        task_from_wit(
+            self.call(call, CallKind::Write, async |store, s| {
                 store.call_update(s, &context, scope.as_deref(), &op).await
             })
-            .await?;
-        task_from_wit(answer.map_err(store_error)?)
+            .await?,
+        )
     }
 
     /// Deletes and answers the task as it was.
@@ -152,13 +157,12 @@ impl TaskStore {
     ) -> Result<Task, TaskError> {
         let (context, scope) = (call.context(), scope.map(|s| s.to_string()));
         let op = wit::DeleteOp { id: id.to_string(), expected_version };
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Write, async |store, s| {
+        task_from_wit(
+            self.call(call, CallKind::Write, async |store, s| {
                 store.call_delete(s, &context, scope.as_deref(), &op).await
             })
-            .await?;
-        task_from_wit(answer.map_err(store_error)?)
+            .await?,
+        )
     }
 
     /// Applies every operation in one transaction, all or nothing: if any
@@ -187,9 +191,8 @@ impl TaskStore {
                 },
             })
             .collect();
-        let plugin = self.plugins.storage();
-        let answer = plugin
-            .call(call.request_id, CallKind::Write, async |store, s| {
+        let answer = self
+            .call(call, CallKind::Write, async |store, s| {
                 let answer = store.call_apply_batch(s, &context, &ops).await?;
                 // Any failed operation turns the call into an error, so the
                 // host rolls the whole batch back.
@@ -202,25 +205,27 @@ impl TaskStore {
                             .into_iter()
                             .enumerate()
                             .filter_map(|(index, result)| {
-                                result.err().map(|error| super::BatchFailure { index, error: store_error(error) })
+                                result.err().map(|error| super::BatchFailure { index, error: error.into() })
                             })
                             .collect(),
                     )),
-                    Err(error) => Err(store_error(error)),
+                    Err(error) => Err(error.into()),
                 })
             })
-            .await??;
+            .await?;
         answer.into_iter().map(task_from_wit).collect()
     }
 }
 
-fn store_error(error: wit::StoreError) -> TaskError {
-    match error {
-        wit::StoreError::NotFound => TaskError::NotFound,
-        wit::StoreError::VersionMismatch(current) => TaskError::VersionMismatch { current },
-        wit::StoreError::Invalid(detail) => TaskError::Invalid(vec![super::model::FieldError::new("", detail)]),
-        wit::StoreError::Unavailable(detail) => TaskError::Unavailable(detail),
-        wit::StoreError::Internal(detail) => TaskError::Internal(detail),
+impl From<wit::StoreError> for TaskError {
+    fn from(error: wit::StoreError) -> Self {
+        match error {
+            wit::StoreError::NotFound => TaskError::NotFound,
+            wit::StoreError::VersionMismatch(current) => TaskError::VersionMismatch { current },
+            wit::StoreError::Invalid(detail) => TaskError::Invalid(vec![super::model::FieldError::new("", detail)]),
+            wit::StoreError::Unavailable(detail) => TaskError::Unavailable(detail),
+            wit::StoreError::Internal(detail) => TaskError::Internal(detail),
+        }
     }
 }
 
