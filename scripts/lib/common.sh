@@ -79,3 +79,24 @@ stop_postgres() {
 build_host() {
   (cd "$ROOT" && cargo build --locked -p todo-host "$@")
 }
+
+# Tools built from crates.io live here, shared by every clone like the target dir.
+TOOLS_ROOT="${TOOLS_ROOT:-$HOME/.cache/todo-host/tools}"
+TANSU_VERSION=0.6.0
+
+# ensure_tansu: installs the Tansu Kafka-protocol broker (pinned) when
+# missing. Without --locked some features fail to compile; without a storage
+# feature it cannot start at all (dynostore = memory://, libsql = sqlite://).
+ensure_tansu() {
+  TANSU="$TOOLS_ROOT/bin/tansu"
+  if [ -x "$TANSU" ] && [ "$(cat "$TOOLS_ROOT/tansu.version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+    export TANSU
+    return 0
+  fi
+  log "building tansu $TANSU_VERSION (once per machine, 15-20 minutes)"
+  apt_install build-essential pkg-config libssl-dev protobuf-compiler
+  CARGO_TARGET_DIR="$HOME/.cache/todo-host/tools-target" \
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS_ROOT" --quiet
+  echo "$TANSU_VERSION" >"$TOOLS_ROOT/tansu.version"
+  export TANSU
+}
