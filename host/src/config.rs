@@ -26,6 +26,18 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
 
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub events: EventConfig,
+
+    #[command(flatten)]
+    pub commands: CommandConfig,
+
+    #[command(flatten)]
+    pub redis: RedisConfig,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -118,4 +130,98 @@ pub struct RateLimitConfig {
     /// Burst allowance on /auth/*.
     #[arg(long, env = "AUTH_RATE_LIMIT_BURST", default_value_t = 10)]
     pub auth_rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers (host:port,...). Unset: no relay, no event
+    /// handlers and no async commands; task events wait in the outbox.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Prepended to every topic and consumer group name (e.g. `staging.`).
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
+    /// Partitions of the topics the host creates when they are missing.
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub kafka_topic_partitions: i32,
+
+    /// How long the producer keeps trying to deliver a record, in milliseconds.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub kafka_message_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventConfig {
+    /// Run the outbox relay (publishing task events) in this process.
+    #[arg(long, env = "OUTBOX_RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox_relay_enabled: bool,
+
+    /// Outbox records published per relay transaction.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    pub outbox_batch_size: u32,
+
+    /// Fallback poll of the outbox when no commit notification arrives, in milliseconds.
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+
+    /// How long published outbox records are kept, in seconds.
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = 3600)]
+    pub outbox_retention_secs: u64,
+
+    /// Event-handler plugins to run (comma-separated names in PLUGIN_DIR).
+    /// Unset: every event-handler plugin there; empty: none.
+    #[arg(long, env = "EVENT_HANDLERS")]
+    pub event_handlers: Option<String>,
+
+    /// Calls of a handler for one event before it is dead-lettered.
+    #[arg(long, env = "HANDLER_MAX_ATTEMPTS", default_value_t = 3)]
+    pub handler_max_attempts: u32,
+
+    /// Delay before the first retry of a handler, in milliseconds; doubled on each further retry.
+    #[arg(long, env = "HANDLER_RETRY_BACKOFF_MS", default_value_t = 200)]
+    pub handler_retry_backoff_ms: u64,
+}
+
+impl EventConfig {
+    /// The handlers asked for by name, or `None` for all of PLUGIN_DIR.
+    pub fn handler_names(&self) -> Option<Vec<String>> {
+        self.event_handlers
+            .as_ref()
+            .map(|names| names.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommandConfig {
+    /// Apply async commands (`Prefer: respond-async`) in this process.
+    #[arg(long, env = "COMMAND_CONSUMER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub command_consumer_enabled: bool,
+
+    /// Most commands applied in one transaction.
+    #[arg(long, env = "COMMAND_BATCH_MAX", default_value_t = 500)]
+    pub command_batch_max: usize,
+
+    /// How long a batch waits for more commands once it has one, in milliseconds.
+    #[arg(long, env = "COMMAND_BATCH_LINGER_MS", default_value_t = 5)]
+    pub command_batch_linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RedisConfig {
+    /// Redis URL (redis://host:port/db). Unset: pending async commands are
+    /// not tracked (GET /commands/{id} answers once they are applied).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Timeout of one Redis command, in milliseconds; a slower Redis counts as down.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_timeout_ms: u64,
+}
+
+impl RedisConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
 }

@@ -3,13 +3,17 @@
 
 pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod http;
+pub mod kafka;
 pub mod plugins;
 pub mod problem;
 pub mod ratelimit;
 pub mod startup;
 pub mod tasks;
 pub mod telemetry;
+pub mod trace;
 pub mod validation;

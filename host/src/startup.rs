@@ -10,10 +10,20 @@ use axum::Router;
 use rand::RngCore;
 use tokio::net::TcpListener;
 
+use rdkafka::producer::{FutureProducer, Producer};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::auth::{Accounts, TokenKeys, UserRepository};
+use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
+use crate::events::handlers::HandlerRunner;
+use crate::events::relay::OutboxRelay;
 use crate::http::{self, AppState, HttpLimits};
+use crate::kafka::Kafka;
 use crate::plugins::{PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::tasks::{TaskService, TaskStore};
@@ -21,29 +31,63 @@ use crate::tasks::{TaskService, TaskStore};
 /// Shortest JWT secret accepted: 256 bits for HS256.
 const MIN_SECRET_BYTES: usize = 32;
 
+/// How long background work gets to stop after the server stopped.
+const WORKER_STOP_DEADLINE: Duration = Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    workers: Workers,
+}
+
+/// The background work of a process — outbox relay, event handlers,
+/// command consumer — and what stops it.
+struct Workers {
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    producer: Option<FutureProducer>,
 }
 
 impl Application {
-    /// Connects, migrates, loads the storage plugin and binds the listener.
+    /// Connects, migrates, loads the plugins, starts the background work
+    /// and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let keys =
             TokenKeys::new(&signing_secret(&config.auth)?, Duration::from_secs(config.auth.access_token_ttl_secs));
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool).await?;
+        let redis = match &config.redis.redis_url {
+            Some(url) => Some(connect_redis(url, config.redis.timeout()).await?),
+            None => None,
+        };
 
         let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
         let runtime = Arc::new(PluginRuntime::new(engine, pool.clone(), config.plugins.plugin_max_instances));
         let plugins = Arc::new(
-            PluginRegistry::load(runtime, config.plugins.plugin_dir.clone(), config.plugins.storage_plugin.clone())
-                .await
-                .with_context(|| format!("cannot load the storage plugin `{}`", config.plugins.storage_plugin))?,
+            PluginRegistry::load(
+                runtime,
+                config.plugins.plugin_dir.clone(),
+                config.plugins.storage_plugin.clone(),
+                config.events.handler_names(),
+            )
+            .await?,
         );
+        let store = TaskStore::new(plugins.clone());
+        let command_status = CommandStatus::new(pool.clone(), redis, config.redis.timeout());
+
+        let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
+        let commands = match Kafka::new(&config.kafka) {
+            Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
+            None => {
+                tracing::warn!("KAFKA_BROKERS is not set: task events stay in the outbox, no event handler runs");
+                None
+            }
+        };
 
         let state = AppState {
-            tasks: TaskService::new(TaskStore::new(plugins.clone())),
+            tasks: TaskService::new(store),
+            commands,
+            command_status,
             accounts: Accounts::new(UserRepository::new(pool.clone())),
             keys,
             plugins,
@@ -59,22 +103,77 @@ impl Application {
         };
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, router: http::router(state, limits) })
+        Ok(Self { listener, router: http::router(state, limits), workers })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish
+    /// and stops the background work.
     pub async fn run(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("the HTTP server failed")
+            .context("the HTTP server failed");
+        self.workers.stop().await;
+        served
     }
+}
+
+impl Workers {
+    /// Starts what runs against the broker and answers the command bus.
+    async fn start(
+        &mut self,
+        config: &ServeConfig,
+        kafka: Kafka,
+        plugins: &PluginRegistry,
+        store: &TaskStore,
+        pool: &PgPool,
+        command_status: &CommandStatus,
+    ) -> anyhow::Result<CommandBus> {
+        kafka.ensure_topics().await?;
+        let producer = kafka.producer()?;
+        self.producer = Some(producer.clone());
+        if config.events.outbox_relay_enabled {
+            let relay = OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), &config.events);
+            self.tasks.spawn(relay.run(self.shutdown.clone()));
+        }
+        for handler in plugins.handlers() {
+            let runner =
+                HandlerRunner::new(handler.clone(), kafka.clone(), producer.clone(), pool.clone(), &config.events)?;
+            self.tasks.spawn(runner.run(self.shutdown.clone()));
+        }
+        if config.commands.command_consumer_enabled {
+            let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
+            self.tasks.spawn(consumer.run(self.shutdown.clone()));
+        }
+        let timeout = Duration::from_millis(config.kafka.kafka_message_timeout_ms);
+        Ok(CommandBus::new(&kafka, producer, command_status.clone(), timeout))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(WORKER_STOP_DEADLINE, self.tasks.wait()).await.is_err() {
+            tracing::warn!("background work did not stop in time");
+        }
+        if let Some(producer) = self.producer {
+            // Commands already acknowledged are on the broker; this only
+            // waits for records still in flight.
+            let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        }
+    }
+}
+
+async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+    let config =
+        ConnectionManagerConfig::new().set_response_timeout(Some(timeout)).set_connection_timeout(Some(timeout));
+    ConnectionManager::new_with_config(client, config).await.context("cannot connect to Redis (REDIS_URL)")
 }
 
 fn signing_secret(config: &AuthConfig) -> anyhow::Result<Vec<u8>> {

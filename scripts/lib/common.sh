@@ -100,3 +100,64 @@ ensure_tansu() {
   echo "$TANSU_VERSION" >"$TOOLS_ROOT/tansu.version"
   export TANSU
 }
+
+ensure_redis() {
+  apt_install redis-server
+}
+
+# start_redis DIR [durable]: starts redis-server on a free port, exporting
+# REDIS_PORT and REDIS_URL. Without `durable` nothing is persisted.
+start_redis() {
+  local dir=$1 mode=${2:-}
+  REDIS_PORT=$(free_port)
+  mkdir -p "$dir"
+  local persistence=(--save "" --appendonly no)
+  [ "$mode" = durable ] && persistence=(--appendonly yes --appendfsync everysec)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${persistence[@]}" >/dev/null
+  REDIS_DIR=$dir
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  wait_for_port "$REDIS_PORT" redis-server
+  export REDIS_PORT REDIS_URL REDIS_DIR
+}
+
+stop_redis() {
+  [ -n "${REDIS_DIR:-}" ] && [ -f "$REDIS_DIR/redis.pid" ] || return 0
+  kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+}
+
+# start_tansu DIR [durable]: starts the Tansu broker on a free port,
+# exporting KAFKA_PORT and KAFKA_BROKERS. `durable` keeps the log in a
+# SQLite file in DIR (it survives a broker restart); otherwise in memory.
+start_tansu() {
+  local dir=$1 mode=${2:-}
+  ensure_tansu
+  KAFKA_PORT=$(free_port)
+  mkdir -p "$dir"
+  local storage="memory://tansu/"
+  # Tansu resolves a sqlite:// path against its working directory.
+  [ "$mode" = durable ] && storage="sqlite://tansu.db"
+  local url="tcp://127.0.0.1:$KAFKA_PORT"
+  (cd "$dir" && exec "$TANSU" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine "$storage") \
+    >"$dir/tansu.log" 2>&1 &
+  TANSU_PID=$!
+  KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  wait_for_port "$KAFKA_PORT" tansu
+  export KAFKA_PORT KAFKA_BROKERS TANSU_PID
+}
+
+stop_tansu() {
+  [ -n "${TANSU_PID:-}" ] || return 0
+  kill "$TANSU_PID" 2>/dev/null || true
+  wait "$TANSU_PID" 2>/dev/null || true
+}
+
+# wait_for_port PORT NAME: waits up to 20 s for a TCP listener on PORT.
+wait_for_port() {
+  local port=$1 name=$2 tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || { log "$name did not listen on port $port"; exit 1; }
+    sleep 0.1
+  done
+}

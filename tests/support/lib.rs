@@ -5,8 +5,12 @@
 //! Environment (set by `scripts/test`):
 //! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster;
 //! - `TEST_PLUGIN_DIR`: plugins built by `scripts/build-plugins --fixtures`;
+//! - `TEST_KAFKA_BROKERS`, `TEST_REDIS_URL`: the broker and Redis (see
+//!   `events`);
 //! - `TODO_HOST_BIN` (optional): the binary; defaults to the one cargo built
 //!   next to the test executable.
+
+pub mod events;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -58,6 +62,7 @@ impl Default for HostOptions {
             ("RATE_LIMIT_BURST", "100000"),
             ("AUTH_RATE_LIMIT_PER_MINUTE", "100000"),
             ("AUTH_RATE_LIMIT_BURST", "100000"),
+            ("EVENT_HANDLERS", ""),
         ];
         Self {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -43,7 +43,7 @@ impl Role {
 }
 
 /// The authenticated caller of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub user_id: Uuid,
     pub role: Role,

@@ -9,6 +9,7 @@ use axum::http::header::HeaderMap;
 use tower_http::request_id::RequestId as TowerRequestId;
 
 use crate::problem::Problem;
+use crate::trace::{RequestTrace, TRACEPARENT_HEADER};
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(Problem))]
@@ -61,17 +62,27 @@ impl From<QueryRejection> for Problem {
     }
 }
 
-/// The request id (`X-Request-Id`, accepted from the client or generated).
-pub struct RequestId(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+/// The request id (`X-Request-Id`, accepted from the client or generated)
+/// and the trace context (`traceparent`, accepted or started).
+impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         let id =
             parts.extensions.get::<TowerRequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default();
-        Ok(RequestId(id.to_string()))
+        let traceparent = parts.headers.get(TRACEPARENT_HEADER).and_then(|value| value.to_str().ok());
+        Ok(RequestTrace::new(id.to_string(), traceparent))
     }
+}
+
+/// Whether the client asked to have the write applied asynchronously
+/// (RFC 7240 `Prefer: respond-async`).
+pub fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split([',', ';']).any(|preference| preference.trim().eq_ignore_ascii_case("respond-async")))
 }
 
 /// `If-Match` as a version: `None` when absent or `*`.
@@ -112,6 +123,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(name, value.parse().unwrap());
         headers
+    }
+
+    #[test]
+    fn respond_async_is_found_among_other_preferences() {
+        assert!(prefers_async(&headers("prefer", "respond-async")));
+        assert!(prefers_async(&headers("prefer", "return=minimal, Respond-Async; wait=5")));
+        assert!(!prefers_async(&headers("prefer", "return=representation")));
+        assert!(!prefers_async(&HeaderMap::new()));
     }
 
     #[test]

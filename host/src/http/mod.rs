@@ -6,9 +6,11 @@
 //! (all but /auth/* and /health/*) → handler.
 
 mod auth;
+mod commands;
 mod errors;
 pub mod extract;
 mod health;
+mod history;
 mod tasks;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
 use crate::auth::{Accounts, TokenKeys};
+use crate::commands::{CommandBus, CommandStatus};
 use crate::plugins::PluginRegistry;
 use crate::problem::Problem;
 use crate::ratelimit::{self, Quota};
@@ -35,6 +38,9 @@ use crate::tasks::TaskService;
 #[derive(Clone)]
 pub struct AppState {
     pub tasks: TaskService,
+    /// `None` without a broker: `Prefer: respond-async` is then ignored.
+    pub commands: Option<CommandBus>,
+    pub command_status: CommandStatus,
     pub accounts: Accounts,
     pub keys: TokenKeys,
     pub plugins: Arc<PluginRegistry>,
@@ -60,6 +66,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/batch", post(tasks::batch))
         .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
+        .route("/tasks/{id}/history", get(history::get))
+        .route("/commands/{id}", get(commands::get))
         .route_layer(middleware::from_fn(require_auth));
 
     let open_routes = Router::new().route("/health/live", get(health::live)).route("/health/ready", get(health::ready));

@@ -2,27 +2,28 @@
 //! service, which goes through the storage plugin.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{Json, Path, Query, RequestId, etag, if_match_version, if_none_match_version};
+use super::extract::{Json, Path, Query, etag, if_match_version, if_none_match_version, prefers_async};
 use crate::auth::Authenticated;
 use crate::problem::Problem;
 use crate::tasks::model::{
     BatchOperation, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskStatus,
 };
-use crate::tasks::{BatchOutcome, ListQuery, RequestContext};
+use crate::tasks::{BatchOutcome, ListQuery, PreparedWrite, RequestContext, WriteOutcome};
+use crate::trace::RequestTrace;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 const MAX_SEARCH_CHARS: usize = 200;
 
-fn context(request_id: RequestId, Authenticated(actor): Authenticated) -> RequestContext {
-    RequestContext { request_id: request_id.0, actor }
+fn context(trace: RequestTrace, Authenticated(actor): Authenticated) -> RequestContext {
+    RequestContext { trace, actor }
 }
 
 /// A single task, with its version as `ETag`.
@@ -37,29 +38,68 @@ fn with_etag(mut response: Response, version: i64) -> Response {
     response
 }
 
+/// Runs a prepared write now, or — when the client prefers it and a broker
+/// is configured — queues it as a command and answers 202.
+async fn write(
+    state: &AppState,
+    ctx: RequestContext,
+    headers: &HeaderMap,
+    write: PreparedWrite,
+) -> Result<Response, Problem> {
+    if let Some(commands) = state.commands.as_ref().filter(|_| prefers_async(headers)) {
+        let id = commands.submit(&ctx, write).await.map_err(|error| {
+            tracing::warn!(%error, "cannot queue a command");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "commands-unavailable", "Service unavailable")
+                .detail(
+                    "the command queue is unavailable; retry shortly or send the request without Prefer: respond-async",
+                )
+                .header(header::RETRY_AFTER, 1)
+        })?;
+        let location = format!("/commands/{id}");
+        let mut response =
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id, "status": "pending" }))).into_response();
+        let headers = response.headers_mut();
+        headers.insert(HeaderName::from_static("preference-applied"), HeaderValue::from_static("respond-async"));
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            headers.insert(header::LOCATION, location);
+        }
+        return Ok(response);
+    }
+    Ok(match state.tasks.execute(&ctx, write).await? {
+        WriteOutcome::Created { task } => {
+            let location = format!("/tasks/{}", task.id);
+            let mut response = task_response(StatusCode::CREATED, task);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        WriteOutcome::Updated { task } => task_response(StatusCode::OK, task),
+        WriteOutcome::Deleted { .. } => StatusCode::NO_CONTENT.into_response(),
+        WriteOutcome::Batch { results } => axum::Json(BatchResponse { results }).into_response(),
+    })
+}
+
 pub async fn create(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
+    headers: HeaderMap,
     Json(input): Json<NewTask>,
 ) -> Result<Response, Problem> {
-    let task = state.tasks.create(&context(request_id, caller), input).await?;
-    let location = format!("/tasks/{}", task.id);
-    let mut response = task_response(StatusCode::CREATED, task);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let ctx = context(trace, caller);
+    let prepared = state.tasks.prepare_create(&ctx, input)?;
+    write(&state, ctx, &headers, prepared).await
 }
 
 pub async fn get(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let task = state.tasks.get(&context(request_id, caller), id).await?;
+    let task = state.tasks.get(&context(trace, caller), id).await?;
     if if_none_match_version(&headers) == Some(task.version) {
         return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), task.version));
     }
@@ -69,26 +109,28 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(changes): Json<TaskChanges>,
 ) -> Result<Response, Problem> {
     let expected_version = if_match_version(&headers)?;
-    let task = state.tasks.update(&context(request_id, caller), id, changes, expected_version).await?;
-    Ok(task_response(StatusCode::OK, task))
+    let ctx = context(trace, caller);
+    let prepared = state.tasks.prepare_update(&ctx, id, changes, expected_version)?;
+    write(&state, ctx, &headers, prepared).await
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-) -> Result<StatusCode, Problem> {
+) -> Result<Response, Problem> {
     let expected_version = if_match_version(&headers)?;
-    state.tasks.delete(&context(request_id, caller), id, expected_version).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let ctx = context(trace, caller);
+    let prepared = state.tasks.prepare_delete(&ctx, id, expected_version)?;
+    write(&state, ctx, &headers, prepared).await
 }
 
 /// Query parameters of `GET /tasks`.
@@ -118,7 +160,7 @@ pub struct TaskList {
 pub async fn list(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<TaskList>, Problem> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
@@ -145,7 +187,7 @@ pub async fn list(
         limit,
         cursor: params.cursor,
     };
-    let page = state.tasks.list(&context(request_id, caller), query).await?;
+    let page = state.tasks.list(&context(trace, caller), query).await?;
     Ok(axum::Json(TaskList { items: page.items, next_cursor: page.next_cursor }))
 }
 
@@ -163,9 +205,11 @@ pub struct BatchResponse {
 pub async fn batch(
     State(state): State<AppState>,
     caller: Authenticated,
-    request_id: RequestId,
+    trace: RequestTrace,
+    headers: HeaderMap,
     Json(request): Json<BatchRequest>,
-) -> Result<axum::Json<BatchResponse>, Problem> {
-    let results = state.tasks.batch(&context(request_id, caller), request.operations).await?;
-    Ok(axum::Json(BatchResponse { results }))
+) -> Result<Response, Problem> {
+    let ctx = context(trace, caller);
+    let prepared = state.tasks.prepare_batch(&ctx, request.operations)?;
+    write(&state, ctx, &headers, prepared).await
 }

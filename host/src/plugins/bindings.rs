@@ -1,4 +1,6 @@
-//! Host-side bindings of the WIT package `todo:plugin` (../wit).
+//! Host-side bindings of the WIT package `todo:plugin` (../wit): one
+//! `bindgen!` per world, sharing the host interfaces (so one `Linker`
+//! serves both).
 
 wasmtime::component::bindgen!({
     world: "storage",
@@ -6,3 +8,19 @@ wasmtime::component::bindgen!({
     imports: { default: async },
     exports: { default: async },
 });
+
+pub mod event_handler {
+    wasmtime::component::bindgen!({
+        world: "event-handler",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "todo:plugin/types": super::todo::plugin::types,
+            "todo:plugin/sql": super::todo::plugin::sql,
+            "todo:plugin/kv": super::todo::plugin::kv,
+            "todo:plugin/log": super::todo::plugin::log,
+            "todo:plugin/config": super::todo::plugin::config,
+        },
+    });
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
@@ -14,7 +14,9 @@ use super::capabilities::config::PluginSettings;
 use super::capabilities::log::PluginLog;
 use super::capabilities::sql::SqlSession;
 use super::engine::{EPOCH_TICK, PluginEngine};
-use super::manifest::Limits;
+use super::manifest::{Grants, Limits};
+use crate::events::{OutboxRecord, outbox};
+use crate::trace::RequestTrace;
 
 /// Whether a call may change data: a write runs in one transaction the host
 /// commits after the export returns `ok`.
@@ -43,6 +45,12 @@ pub struct CallState {
     pub(super) sql: SqlSession,
     pub(super) log: PluginLog,
     pub(super) settings: PluginSettings,
+    pub(super) grants: Grants,
+    /// The request the call serves; travels with what it publishes.
+    pub(super) trace: RequestTrace,
+    /// Records `publish`ed during the call, appended to the outbox when it
+    /// commits.
+    pub(super) published: Vec<OutboxRecord>,
     limits: MemoryLimit,
 }
 
@@ -76,21 +84,40 @@ impl PluginFailure {
 /// What `run` needs to know about the plugin being called.
 pub(super) struct CallTarget<'a> {
     pub identity: &'a PluginIdentity,
+    pub grants: &'a Grants,
     pub limits: &'a Limits,
     pub settings: &'a PluginSettings,
     pub runtime: &'a PluginRuntime,
 }
 
+/// Host statements that commit together with a successful write call, run
+/// after the export returned `ok` and before COMMIT, on the call's
+/// transaction (e.g. the outbox records announcing the change).
+pub trait BeforeCommit<R> {
+    fn run(self, answer: &R, connection: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// Nothing to add: reads, and writes that announce nothing.
+pub struct NothingMore;
+
+impl<R> BeforeCommit<R> for NothingMore {
+    fn run(self, _: &R, _: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
 /// Runs `body` (instantiate + call an export) in a fresh store and ends the
-/// call's transaction by its outcome. `Ok(Err(_))` is the export's own
-/// error: the transaction is rolled back and the error handed on.
+/// call's transaction by its outcome: on `Ok(Ok(_))`, `before_commit` runs
+/// in it and it commits. `Ok(Err(_))` is the export's own error: the
+/// transaction is rolled back and the error handed on.
 pub(super) async fn run<R, E>(
     target: CallTarget<'_>,
-    request_id: &str,
+    trace: &RequestTrace,
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+    before_commit: impl BeforeCommit<R>,
 ) -> Result<Result<R, E>, PluginFailure> {
-    let CallTarget { identity, limits, settings, runtime } = target;
+    let CallTarget { identity, grants, limits, settings, runtime } = target;
     let plugin = || identity.name.clone();
     let _slot = runtime
         .slots
@@ -103,9 +130,12 @@ pub(super) async fn run<R, E>(
         log: PluginLog {
             plugin: identity.name.clone(),
             version: identity.version.clone(),
-            request_id: request_id.to_string(),
+            request_id: trace.request_id.clone(),
         },
         settings: settings.clone(),
+        grants: grants.clone(),
+        trace: trace.clone(),
+        published: Vec::new(),
         limits: MemoryLimit::new(limits.memory_bytes()),
     };
     let mut store = Store::new(runtime.engine.engine(), state);
@@ -119,7 +149,11 @@ pub(super) async fn run<R, E>(
     let state = store.into_data();
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
-            return match state.sql.finish(true).await {
+            let committed = match kind {
+                CallKind::Write => commit(state.sql, &state.published, &value, before_commit, identity).await,
+                CallKind::Read => Ok(()),
+            };
+            return match committed {
                 Ok(()) => Ok(Ok(value)),
                 Err(error) => Err(PluginFailure::CommitFailed { plugin: plugin(), reason: error.to_string() }),
             };
@@ -134,6 +168,31 @@ pub(super) async fn run<R, E>(
     rollback(state.sql, identity).await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
     Err(failure)
+}
+
+/// Adds the host's statements to a successful write call's transaction —
+/// the records the plugin published, then `before_commit` — and commits.
+async fn commit<R>(
+    mut sql: SqlSession,
+    published: &[OutboxRecord],
+    answer: &R,
+    before_commit: impl BeforeCommit<R>,
+    identity: &PluginIdentity,
+) -> Result<(), sqlx::Error> {
+    let added = match sql.connection().await {
+        Ok(connection) => match outbox::append(connection, published).await {
+            Ok(()) => before_commit.run(answer, connection).await,
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
+    match added {
+        Ok(()) => sql.finish(true).await,
+        Err(error) => {
+            rollback(sql, identity).await;
+            Err(error)
+        }
+    }
 }
 
 async fn rollback(sql: SqlSession, identity: &PluginIdentity) {

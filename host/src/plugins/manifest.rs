@@ -26,6 +26,7 @@ pub struct Manifest {
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     Storage,
+    EventHandler,
 }
 
 /// Host interfaces beyond `log` and `config` (which every plugin gets). An
@@ -36,6 +37,9 @@ pub enum PluginKind {
 pub struct Grants {
     #[serde(default)]
     pub sql: bool,
+    /// Logical topics the plugin may `publish` to.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,21 +10,25 @@
 //! - `call`: per-call store, limits, and how a call ends (commit, rollback,
 //!   trap classification).
 //! - `storage`: the `storage` world.
+//! - `handler`: the `event-handler` world.
 //! - `registry`: the plugins in service, swappable atomically.
 
 pub mod bindings;
 mod call;
 pub mod capabilities;
 mod engine;
+mod handler;
 mod loader;
 mod manifest;
 mod registry;
 mod storage;
 
+pub use bindings::event_handler::exports::todo::plugin::handler as event_handler;
 pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::todo::plugin::types as wit_types;
-pub use call::{CallKind, CallState, PluginFailure, PluginRuntime};
+pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
+pub use handler::HandlerPlugin;
 pub use registry::PluginRegistry;
 pub use storage::StoragePlugin;
 

@@ -9,13 +9,15 @@ use wasmtime::Store;
 use super::PluginIdentity;
 use super::bindings::StoragePre;
 use super::bindings::exports::todo::plugin::task_store::Guest as TaskStore;
-use super::call::{self, CallKind, CallState, CallTarget, PluginFailure, PluginRuntime};
+use super::call::{self, BeforeCommit, CallKind, CallState, CallTarget, PluginFailure, PluginRuntime};
 use super::capabilities::config::PluginSettings;
 use super::loader;
-use super::manifest::{Limits, PluginKind};
+use super::manifest::{Grants, Limits, PluginKind};
+use crate::trace::RequestTrace;
 
 pub struct StoragePlugin {
     identity: PluginIdentity,
+    grants: Grants,
     limits: Limits,
     settings: PluginSettings,
     pre: StoragePre<CallState>,
@@ -28,7 +30,14 @@ impl StoragePlugin {
         let loaded = loader::load(&runtime, dir, name, PluginKind::Storage)?;
         let pre = StoragePre::new(loaded.pre)
             .map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
-        Ok(Self { identity: loaded.identity, limits: loaded.manifest.limits, settings: loaded.settings, pre, runtime })
+        Ok(Self {
+            identity: loaded.identity,
+            grants: loaded.manifest.grants,
+            limits: loaded.manifest.limits,
+            settings: loaded.settings,
+            pre,
+            runtime,
+        })
     }
 
     pub fn identity(&self) -> &PluginIdentity {
@@ -36,24 +45,32 @@ impl StoragePlugin {
     }
 
     /// Calls one `task-store` function in a fresh instance. A `Write`
-    /// call's statements share one transaction, committed only when `body`
-    /// answers `Ok(Ok(_))`.
+    /// call's statements share one transaction, committed (after
+    /// `before_commit`) only when `body` answers `Ok(Ok(_))`.
     pub async fn call<R, E>(
         &self,
-        request_id: &str,
+        trace: &RequestTrace,
         kind: CallKind,
         body: impl AsyncFnOnce(&TaskStore, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+        before_commit: impl BeforeCommit<R>,
     ) -> Result<Result<R, E>, PluginFailure> {
         let target = CallTarget {
             identity: &self.identity,
+            grants: &self.grants,
             limits: &self.limits,
             settings: &self.settings,
             runtime: &self.runtime,
         };
-        call::run(target, request_id, kind, async |store: &mut Store<CallState>| {
-            let instance = self.pre.instantiate_async(&mut *store).await?;
-            body(instance.todo_plugin_task_store(), store).await
-        })
+        call::run(
+            target,
+            trace,
+            kind,
+            async |store: &mut Store<CallState>| {
+                let instance = self.pre.instantiate_async(&mut *store).await?;
+                body(instance.todo_plugin_task_store(), store).await
+            },
+            before_commit,
+        )
         .await
     }
 }

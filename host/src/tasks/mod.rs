@@ -8,5 +8,5 @@ mod service;
 mod store;
 
 pub use error::{BatchFailure, TaskError};
-pub use service::{BatchOutcome, ListQuery, RequestContext, TaskService};
-pub use store::TaskStore;
+pub use service::{BatchOutcome, ListQuery, PreparedWrite, RequestContext, TaskService, WriteOutcome};
+pub use store::{Call, ScopedOperation, TaskStore, Traces};

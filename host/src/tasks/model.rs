@@ -40,6 +40,28 @@ pub struct Task {
     pub version: i64,
 }
 
+/// What a write did to one task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskChange {
+    Created(Task),
+    Updated {
+        before: Task,
+        after: Task,
+    },
+    /// The task as it was.
+    Deleted(Task),
+}
+
+impl TaskChange {
+    /// The task after the change, or as it was before a deletion.
+    pub fn task(&self) -> &Task {
+        match self {
+            TaskChange::Created(task) | TaskChange::Deleted(task) => task,
+            TaskChange::Updated { after, .. } => after,
+        }
+    }
+}
+
 /// The body of `POST /tasks` (and of a batch `create`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,14 +105,21 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> R
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// A validated patch, ready for the store.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A validated patch, ready for the store (or for a command: it
+/// round-trips through JSON, telling `null` from absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub description: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub due_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
 }
 

@@ -6,31 +6,33 @@
 //! - viewer: reads every task, changes none (`Forbidden`).
 
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role};
+use crate::plugins::NothingMore;
+use crate::trace::RequestTrace;
 
 use super::cursor;
 use super::error::TaskError;
 use super::model::{
-    BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskPage,
-    TaskStatus,
+    BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChange, TaskChanges, TaskFilter,
+    TaskPage, TaskStatus,
 };
-use super::store::{Call, Creation, PageRequest, StoreOperation, TaskStore};
+use super::store::{Call, Creation, PageRequest, ScopedOperation, StoreOperation, TaskStore, Traces};
 
 /// Largest number of operations in one batch.
 pub const MAX_BATCH_OPERATIONS: usize = 100;
 
 /// Who asks, on behalf of which request.
 pub struct RequestContext {
-    pub request_id: String,
+    pub trace: RequestTrace,
     pub actor: Actor,
 }
 
 impl RequestContext {
     fn call(&self) -> Call<'_> {
-        Call { request_id: &self.request_id, now: Utc::now() }
+        Call { trace: &self.trace, now: Utc::now() }
     }
 
     /// Tasks this caller may read: `None` means all.
@@ -53,6 +55,72 @@ impl RequestContext {
     fn require_admin(&self, what: &'static str) -> Result<(), TaskError> {
         if self.actor.role == Role::Admin { Ok(()) } else { Err(TaskError::Forbidden(what)) }
     }
+}
+
+/// A validated, authorised write: run at once, or sent as a command and
+/// run later by `execute` all the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PreparedWrite {
+    /// `POST`, `PATCH` or `DELETE /tasks…`.
+    Single { operation: ScopedOperation },
+    /// `POST /tasks/batch`: all or nothing.
+    Batch { operations: Vec<ScopedOperation> },
+}
+
+impl PreparedWrite {
+    pub fn operations(&self) -> &[ScopedOperation] {
+        match self {
+            PreparedWrite::Single { operation } => std::slice::from_ref(operation),
+            PreparedWrite::Batch { operations } => operations,
+        }
+    }
+
+    pub fn into_operations(self) -> Vec<ScopedOperation> {
+        match self {
+            PreparedWrite::Single { operation } => vec![operation],
+            PreparedWrite::Batch { operations } => operations,
+        }
+    }
+
+    /// What the write answers, given the changes of its operations.
+    pub fn outcome(&self, changes: Vec<TaskChange>) -> WriteOutcome {
+        match self {
+            PreparedWrite::Single { .. } => match changes.into_iter().next() {
+                Some(TaskChange::Created(task)) => WriteOutcome::Created { task },
+                Some(TaskChange::Updated { after, .. }) => WriteOutcome::Updated { task: after },
+                Some(TaskChange::Deleted(task)) => WriteOutcome::Deleted { id: task.id },
+                None => WriteOutcome::Batch { results: Vec::new() },
+            },
+            PreparedWrite::Batch { .. } => WriteOutcome::Batch {
+                results: changes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, change)| match change {
+                        TaskChange::Created(task) => {
+                            BatchOutcome { index, op: "create", status: 201, id: task.id, task: Some(task) }
+                        }
+                        TaskChange::Updated { after, .. } => {
+                            BatchOutcome { index, op: "update", status: 200, id: after.id, task: Some(after) }
+                        }
+                        TaskChange::Deleted(task) => {
+                            BatchOutcome { index, op: "delete", status: 204, id: task.id, task: None }
+                        }
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// What a write answers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum WriteOutcome {
+    Created { task: Task },
+    Updated { task: Task },
+    Deleted { id: Uuid },
+    Batch { results: Vec<BatchOutcome> },
 }
 
 /// `GET /tasks` after parsing.
@@ -88,68 +156,47 @@ impl TaskService {
         Self { store }
     }
 
-    pub async fn create(&self, ctx: &RequestContext, input: NewTask) -> Result<Task, TaskError> {
-        ctx.write_scope()?;
+    pub fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {
+        let scope = ctx.write_scope()?;
         let input = input.validate().map_err(TaskError::Invalid)?;
-        let creation = creation(ctx, input)?;
-        self.store.create(&ctx.call(), creation).await
+        let operation = StoreOperation::Create(creation(ctx, input)?);
+        Ok(PreparedWrite::Single { operation: ScopedOperation { scope, operation } })
     }
 
-    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<Task, TaskError> {
-        self.store.get(&ctx.call(), ctx.read_scope(), id).await
-    }
-
-    pub async fn list(&self, ctx: &RequestContext, query: ListQuery) -> Result<TaskPage, TaskError> {
-        if query.filter.owner_id.is_some() {
-            ctx.require_admin("only admins may filter by owner")?;
-        }
-        let scope = ctx.read_scope();
-        // Everything that shapes the listing, so a cursor cannot be replayed
-        // against another one.
-        let fingerprint = cursor::fingerprint(&(scope, &query.filter, query.sort, query.order));
-        let plugin_cursor = query
-            .cursor
-            .as_deref()
-            .map(|sealed| cursor::open(sealed, &fingerprint))
-            .transpose()
-            .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
-        let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
-        let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
-        Ok(TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) })
-    }
-
-    pub async fn update(
+    pub fn prepare_update(
         &self,
         ctx: &RequestContext,
         id: Uuid,
         changes: TaskChanges,
         expected_version: Option<i64>,
-    ) -> Result<Task, TaskError> {
+    ) -> Result<PreparedWrite, TaskError> {
         let scope = ctx.write_scope()?;
         let patch = changes.validate().map_err(TaskError::Invalid)?;
         if patch.owner_id.is_some() {
             ctx.require_admin("only admins may reassign a task")?;
         }
-        self.store.update(&ctx.call(), scope, id, patch, expected_version).await
+        let operation = StoreOperation::Update { id, patch, expected_version };
+        Ok(PreparedWrite::Single { operation: ScopedOperation { scope, operation } })
     }
 
-    pub async fn delete(
+    pub fn prepare_delete(
         &self,
         ctx: &RequestContext,
         id: Uuid,
         expected_version: Option<i64>,
-    ) -> Result<Task, TaskError> {
+    ) -> Result<PreparedWrite, TaskError> {
         let scope = ctx.write_scope()?;
-        self.store.delete(&ctx.call(), scope, id, expected_version).await
+        let operation = StoreOperation::Delete { id, expected_version };
+        Ok(PreparedWrite::Single { operation: ScopedOperation { scope, operation } })
     }
 
-    /// Applies up to `MAX_BATCH_OPERATIONS` operations in one transaction:
-    /// all of them, or none.
-    pub async fn batch(
+    /// Validates up to `MAX_BATCH_OPERATIONS` operations, reporting every
+    /// broken rule of every operation at once.
+    pub fn prepare_batch(
         &self,
         ctx: &RequestContext,
         operations: Vec<BatchOperation>,
-    ) -> Result<Vec<BatchOutcome>, TaskError> {
+    ) -> Result<PreparedWrite, TaskError> {
         let scope = ctx.write_scope()?;
         if operations.is_empty() || operations.len() > MAX_BATCH_OPERATIONS {
             return Err(TaskError::Invalid(vec![FieldError::new(
@@ -177,7 +224,7 @@ impl TaskService {
                 BatchOperation::Delete { id, expected_version } => Ok(StoreOperation::Delete { id, expected_version }),
             };
             match result {
-                Ok(operation) => prepared.push(operation),
+                Ok(operation) => prepared.push(ScopedOperation { scope, operation }),
                 Err(TaskError::Invalid(more)) => errors.extend(more),
                 Err(other) => return Err(other),
             }
@@ -185,28 +232,53 @@ impl TaskService {
         if !errors.is_empty() {
             return Err(TaskError::Invalid(errors));
         }
+        Ok(PreparedWrite::Batch { operations: prepared })
+    }
 
-        let kinds: Vec<(&'static str, u16)> = prepared
-            .iter()
-            .map(|operation| match operation {
-                StoreOperation::Create(_) => ("create", 201),
-                StoreOperation::Update { .. } => ("update", 200),
-                StoreOperation::Delete { .. } => ("delete", 204),
-            })
-            .collect();
-        let tasks = self.store.apply_all(&ctx.call(), scope, prepared).await?;
-        Ok(tasks
-            .into_iter()
-            .zip(kinds)
-            .enumerate()
-            .map(|(index, (task, (op, status)))| BatchOutcome {
-                index,
-                op,
-                status,
-                id: task.id,
-                task: (op != "delete").then_some(task),
-            })
-            .collect())
+    /// Runs a prepared write now, in one transaction.
+    pub async fn execute(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<WriteOutcome, TaskError> {
+        let call = ctx.call();
+        let changes = match &write {
+            PreparedWrite::Single { operation: ScopedOperation { scope, operation } } => {
+                let change = match operation.clone() {
+                    StoreOperation::Create(creation) => self.store.create(&call, creation).await?,
+                    StoreOperation::Update { id, patch, expected_version } => {
+                        self.store.update(&call, *scope, id, patch, expected_version).await?
+                    }
+                    StoreOperation::Delete { id, expected_version } => {
+                        self.store.delete(&call, *scope, id, expected_version).await?
+                    }
+                };
+                vec![change]
+            }
+            PreparedWrite::Batch { operations } => {
+                self.store.apply_all(&call, operations.clone(), Traces::Shared(&ctx.trace), NothingMore).await?
+            }
+        };
+        Ok(write.outcome(changes))
+    }
+
+    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<Task, TaskError> {
+        self.store.get(&ctx.call(), ctx.read_scope(), id).await
+    }
+
+    pub async fn list(&self, ctx: &RequestContext, query: ListQuery) -> Result<TaskPage, TaskError> {
+        if query.filter.owner_id.is_some() {
+            ctx.require_admin("only admins may filter by owner")?;
+        }
+        let scope = ctx.read_scope();
+        // Everything that shapes the listing, so a cursor cannot be replayed
+        // against another one.
+        let fingerprint = cursor::fingerprint(&(scope, &query.filter, query.sort, query.order));
+        let plugin_cursor = query
+            .cursor
+            .as_deref()
+            .map(|sealed| cursor::open(sealed, &fingerprint))
+            .transpose()
+            .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
+        let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
+        let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
+        Ok(TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) })
     }
 }
 

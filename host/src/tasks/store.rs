@@ -1,32 +1,39 @@
 //! The typed client of the active storage plugin: converts the task model
-//! to and from the WIT types and maps the plugin's answers to `TaskError`.
+//! to and from the WIT types, maps the plugin's answers to `TaskError`, and
+//! announces every committed change through the outbox, in the write's own
+//! transaction.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use uuid::Uuid;
 use wasmtime::Store;
 
+use crate::events::{OutboxRecord, outbox};
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
-use crate::plugins::{CallKind, CallState, PluginRegistry};
+use crate::plugins::{BeforeCommit, CallKind, CallState, NothingMore, PluginRegistry};
+use crate::trace::RequestTrace;
 
-use super::error::TaskError;
-use super::model::{Priority, SortField, SortOrder, Task, TaskFilter, TaskPatch, TaskStatus};
+use super::error::{BatchFailure, TaskError};
+use super::model::{Priority, SortField, SortOrder, Task, TaskChange, TaskFilter, TaskPatch, TaskStatus};
 
 /// A store call's frame: which request it serves and its clock.
 pub struct Call<'a> {
-    pub request_id: &'a str,
+    pub trace: &'a RequestTrace,
     pub now: DateTime<Utc>,
 }
 
 impl Call<'_> {
     fn context(&self) -> wit_types::CallContext {
-        wit_types::CallContext { request_id: self.request_id.to_string(), now: self.now.timestamp_micros() }
+        wit_types::CallContext { request_id: self.trace.request_id.clone(), now: self.now.timestamp_micros() }
     }
 }
 
 /// A task to create, with the id and owner the service chose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Creation {
     pub id: Uuid,
     pub owner_id: Uuid,
@@ -44,11 +51,58 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
-/// One operation of a batch, already validated and scoped.
+/// One write, already validated (and, once scoped, authorised).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum StoreOperation {
     Create(Creation),
     Update { id: Uuid, patch: TaskPatch, expected_version: Option<i64> },
     Delete { id: Uuid, expected_version: Option<i64> },
+}
+
+/// An operation and the tasks it may touch (`Some(owner)`: only theirs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopedOperation {
+    pub scope: Option<Uuid>,
+    pub operation: StoreOperation,
+}
+
+/// Which request each change of a write announces.
+#[derive(Clone, Copy)]
+pub enum Traces<'a> {
+    /// Every change comes from the call's request.
+    Shared(&'a RequestTrace),
+    /// One per operation (a batch of commands from many requests).
+    PerOperation(&'a [RequestTrace]),
+}
+
+impl Traces<'_> {
+    fn get(&self, index: usize) -> &RequestTrace {
+        match self {
+            Traces::Shared(trace) => trace,
+            Traces::PerOperation(traces) => &traces[index.min(traces.len().saturating_sub(1))],
+        }
+    }
+}
+
+/// Appends the outbox records of a write's changes, then whatever `then`
+/// adds, before the write commits.
+struct Announce<'a, T> {
+    traces: Traces<'a>,
+    now: DateTime<Utc>,
+    then: T,
+}
+
+impl<T: BeforeCommit<Vec<TaskChange>> + Send> BeforeCommit<Vec<TaskChange>> for Announce<'_, T> {
+    async fn run(self, changes: &Vec<TaskChange>, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let records: Vec<OutboxRecord> = changes
+            .iter()
+            .enumerate()
+            .map(|(index, change)| OutboxRecord::task_event(change, self.traces.get(index), self.now))
+            .collect();
+        outbox::append(connection, &records).await?;
+        self.then.run(changes, connection).await
+    }
 }
 
 #[derive(Clone)]
@@ -56,36 +110,55 @@ pub struct TaskStore {
     plugins: Arc<PluginRegistry>,
 }
 
+type Guest = wit::Guest;
+
 impl TaskStore {
     pub fn new(plugins: Arc<PluginRegistry>) -> Self {
         Self { plugins }
     }
 
-    /// Calls the active storage plugin; the export's own error becomes a
-    /// `TaskError`.
-    async fn call<R, E: Into<TaskError>>(
+    async fn read<R, E: Into<TaskError>>(
         &self,
         call: &Call<'_>,
-        kind: CallKind,
-        body: impl AsyncFnOnce(&wit::Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+        body: impl AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     ) -> Result<R, TaskError> {
-        let answer = self.plugins.storage().call(call.request_id, kind, body).await?;
+        let answer = self.plugins.storage().call(call.trace, CallKind::Read, body, NothingMore).await?;
         answer.map_err(Into::into)
     }
 
-    pub async fn create(&self, call: &Call<'_>, task: Creation) -> Result<Task, TaskError> {
+    /// Runs a write; its changes are announced in its transaction.
+    async fn write(
+        &self,
+        call: &Call<'_>,
+        traces: Traces<'_>,
+        body: impl AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<Vec<TaskChange>, TaskError>>,
+        then: impl BeforeCommit<Vec<TaskChange>> + Send,
+    ) -> Result<Vec<TaskChange>, TaskError> {
+        let announce = Announce { traces, now: call.now, then };
+        self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await?
+    }
+
+    pub async fn create(&self, call: &Call<'_>, task: Creation) -> Result<TaskChange, TaskError> {
         let (context, task) = (call.context(), creation_to_wit(task));
-        task_from_wit(
-            self.call(call, CallKind::Write, async |store, s| store.call_create(s, &context, &task).await).await?,
-        )
+        let changes = self
+            .write(
+                call,
+                Traces::Shared(call.trace),
+                async |store, s| {
+                    let answer = store.call_create(s, &context, &task).await?;
+                    Ok(answer
+                        .map_err(TaskError::from)
+                        .and_then(|task| Ok(vec![TaskChange::Created(task_from_wit(task)?)])))
+                },
+                NothingMore,
+            )
+            .await?;
+        single(changes)
     }
 
     pub async fn get(&self, call: &Call<'_>, scope: Option<Uuid>, id: Uuid) -> Result<Task, TaskError> {
         let (context, scope, id) = (call.context(), scope.map(|s| s.to_string()), id.to_string());
-        task_from_wit(
-            self.call(call, CallKind::Read, async |store, s| store.call_get(s, &context, scope.as_deref(), &id).await)
-                .await?,
-        )
+        task_from_wit(self.read(call, async |store, s| store.call_get(s, &context, scope.as_deref(), &id).await).await?)
     }
 
     /// One page; `next_cursor` is the plugin's own cursor (the service
@@ -121,9 +194,7 @@ impl TaskStore {
             cursor: page.cursor,
         };
         let page = self
-            .call(call, CallKind::Read, async |store, s| {
-                store.call_list(s, &context, scope.as_deref(), &filter, &page).await
-            })
+            .read(call, async |store, s| store.call_list(s, &context, scope.as_deref(), &filter, &page).await)
             .await?;
         let items = page.items.into_iter().map(task_from_wit).collect::<Result<_, _>>()?;
         Ok((items, page.next_cursor))
@@ -136,50 +207,64 @@ impl TaskStore {
         id: Uuid,
         patch: TaskPatch,
         expected_version: Option<i64>,
-    ) -> Result<Task, TaskError> {
+    ) -> Result<TaskChange, TaskError> {
         let (context, scope) = (call.context(), scope.map(|s| s.to_string()));
         let op = update_to_wit(id, patch, expected_version);
-        task_from_wit(
-            self.call(call, CallKind::Write, async |store, s| {
-                store.call_update(s, &context, scope.as_deref(), &op).await
-            })
-            .await?,
-        )
+        let changes = self
+            .write(
+                call,
+                Traces::Shared(call.trace),
+                async |store, s| {
+                    let answer = store.call_update(s, &context, scope.as_deref(), &op).await?;
+                    Ok(answer.map_err(TaskError::from).and_then(|update| Ok(vec![update_from_wit(update)?])))
+                },
+                NothingMore,
+            )
+            .await?;
+        single(changes)
     }
 
-    /// Deletes and answers the task as it was.
     pub async fn delete(
         &self,
         call: &Call<'_>,
         scope: Option<Uuid>,
         id: Uuid,
         expected_version: Option<i64>,
-    ) -> Result<Task, TaskError> {
+    ) -> Result<TaskChange, TaskError> {
         let (context, scope) = (call.context(), scope.map(|s| s.to_string()));
         let op = wit::DeleteOp { id: id.to_string(), expected_version };
-        task_from_wit(
-            self.call(call, CallKind::Write, async |store, s| {
-                store.call_delete(s, &context, scope.as_deref(), &op).await
-            })
-            .await?,
-        )
+        let changes = self
+            .write(
+                call,
+                Traces::Shared(call.trace),
+                async |store, s| {
+                    let answer = store.call_delete(s, &context, scope.as_deref(), &op).await?;
+                    Ok(answer
+                        .map_err(TaskError::from)
+                        .and_then(|task| Ok(vec![TaskChange::Deleted(task_from_wit(task)?)])))
+                },
+                NothingMore,
+            )
+            .await?;
+        single(changes)
     }
 
     /// Applies every operation in one transaction, all or nothing: if any
     /// operation fails, the transaction is rolled back and every failure is
-    /// reported with its index.
+    /// reported with its index. `then` adds the caller's own statements to
+    /// the transaction.
     pub async fn apply_all(
         &self,
         call: &Call<'_>,
-        scope: Option<Uuid>,
-        operations: Vec<StoreOperation>,
-    ) -> Result<Vec<Task>, TaskError> {
+        operations: Vec<ScopedOperation>,
+        traces: Traces<'_>,
+        then: impl BeforeCommit<Vec<TaskChange>> + Send,
+    ) -> Result<Vec<TaskChange>, TaskError> {
         let context = call.context();
-        let scope = scope.map(|s| s.to_string());
         let ops: Vec<wit::BatchOp> = operations
             .into_iter()
-            .map(|operation| wit::BatchOp {
-                owner_scope: scope.clone(),
+            .map(|ScopedOperation { scope, operation }| wit::BatchOp {
+                owner_scope: scope.map(|s| s.to_string()),
                 action: match operation {
                     StoreOperation::Create(task) => wit::BatchAction::Create(creation_to_wit(task)),
                     StoreOperation::Update { id, patch, expected_version } => {
@@ -191,29 +276,40 @@ impl TaskStore {
                 },
             })
             .collect();
-        let answer = self
-            .call(call, CallKind::Write, async |store, s| {
+        self.write(
+            call,
+            traces,
+            async |store, s| {
                 let answer = store.call_apply_batch(s, &context, &ops).await?;
                 // Any failed operation turns the call into an error, so the
                 // host rolls the whole batch back.
                 Ok(match answer {
                     Ok(results) if results.iter().all(Result::is_ok) => {
-                        Ok(results.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
+                        results.into_iter().flatten().map(batch_result_from_wit).collect()
                     }
                     Ok(results) => Err(TaskError::BatchFailed(
                         results
                             .into_iter()
                             .enumerate()
                             .filter_map(|(index, result)| {
-                                result.err().map(|error| super::BatchFailure { index, error: error.into() })
+                                result.err().map(|error| BatchFailure { index, error: error.into() })
                             })
                             .collect(),
                     )),
                     Err(error) => Err(error.into()),
                 })
-            })
-            .await?;
-        answer.into_iter().map(task_from_wit).collect()
+            },
+            then,
+        )
+        .await
+    }
+}
+
+/// The one change of a single-operation write.
+fn single(mut changes: Vec<TaskChange>) -> Result<TaskChange, TaskError> {
+    match (changes.pop(), changes.is_empty()) {
+        (Some(change), true) => Ok(change),
+        _ => Err(TaskError::Internal("the storage plugin answered a single write with several changes".into())),
     }
 }
 
@@ -269,6 +365,18 @@ fn priority_to_wit(priority: Priority) -> wit_types::Priority {
         Priority::Low => wit_types::Priority::Low,
         Priority::Medium => wit_types::Priority::Medium,
         Priority::High => wit_types::Priority::High,
+    }
+}
+
+fn update_from_wit(update: wit::TaskUpdate) -> Result<TaskChange, TaskError> {
+    Ok(TaskChange::Updated { before: task_from_wit(update.before)?, after: task_from_wit(update.after)? })
+}
+
+fn batch_result_from_wit(result: wit::BatchResult) -> Result<TaskChange, TaskError> {
+    match result {
+        wit::BatchResult::Created(task) => Ok(TaskChange::Created(task_from_wit(task)?)),
+        wit::BatchResult::Updated(update) => update_from_wit(update),
+        wit::BatchResult::Deleted(task) => Ok(TaskChange::Deleted(task_from_wit(task)?)),
     }
 }
 

@@ -6,6 +6,7 @@
 //! before reading it, so concurrent writers of different fields of one task
 //! never lose each other's changes.
 
+mod batch;
 mod list;
 mod row;
 
@@ -15,7 +16,7 @@ wit_bindgen::generate!({
 });
 
 use exports::todo::plugin::task_store::{
-    BatchAction, BatchOp, DeleteOp, Guest, PageRequest, StoreError, TaskFilter, TaskPage, UpdateOp,
+    BatchOp, BatchResult, DeleteOp, Guest, PageRequest, StoreError, TaskFilter, TaskPage, TaskUpdate, UpdateOp,
 };
 use todo::plugin::sql::{self, Value};
 use todo::plugin::types::{CallContext, NewTask, Task};
@@ -42,7 +43,7 @@ impl Guest for PostgresStore {
         list::list(owner_scope, filter, page).map_err(Failure::into_error)
     }
 
-    fn update(ctx: CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, StoreError> {
+    fn update(ctx: CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<TaskUpdate, StoreError> {
         update(&ctx, owner_scope, op).map_err(Failure::into_error)
     }
 
@@ -50,30 +51,20 @@ impl Guest for PostgresStore {
         delete(owner_scope, op).map_err(Failure::into_error)
     }
 
-    fn apply_batch(ctx: CallContext, ops: Vec<BatchOp>) -> Result<Vec<Result<Task, StoreError>>, StoreError> {
-        let mut results = Vec::with_capacity(ops.len());
-        for (index, op) in ops.into_iter().enumerate() {
-            let outcome = match op.action {
-                BatchAction::Create(task) => create(&ctx, task),
-                BatchAction::Update(update_op) => update(&ctx, op.owner_scope, update_op),
-                BatchAction::Delete(delete_op) => delete(op.owner_scope, delete_op),
-            };
-            match outcome {
-                Ok(task) => results.push(Ok(task)),
-                // A failed statement aborts the whole PostgreSQL transaction:
-                // nothing after it could run, so the batch as a whole fails.
-                Err(failure) if failure.aborted_transaction => {
-                    return Err(failure.error.in_operation(index));
-                }
-                Err(failure) => results.push(Err(failure.error)),
-            }
-        }
-        Ok(results)
+    fn apply_batch(ctx: CallContext, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchResult, StoreError>>, StoreError> {
+        batch::apply(&ctx, ops)
     }
 }
 
 fn create(ctx: &CallContext, new: NewTask) -> Result<Task, Failure> {
-    let task = Task {
+    let task = stamp(ctx, new);
+    insert(std::slice::from_ref(&task))?;
+    Ok(task)
+}
+
+/// The task a creation stores: version 1, created and updated now.
+fn stamp(ctx: &CallContext, new: NewTask) -> Task {
+    Task {
         id: new.id,
         owner_id: new.owner_id,
         title: new.title,
@@ -84,13 +75,14 @@ fn create(ctx: &CallContext, new: NewTask) -> Result<Task, Failure> {
         created_at: ctx.now,
         updated_at: ctx.now,
         version: 1,
-    };
-    sql::execute(
-        "INSERT INTO tasks (id, owner_id, title, description, status, priority, due_at, \
-         created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        &row::task_params(&task),
-    )?;
-    Ok(task)
+    }
+}
+
+/// Inserts `tasks` with one statement, so at most `row::MAX_INSERT_ROWS`.
+fn insert(tasks: &[Task]) -> Result<(), Failure> {
+    let params: Vec<Value> = tasks.iter().flat_map(row::task_params).collect();
+    sql::execute(&row::insert_statement(tasks.len()), &params)?;
+    Ok(())
 }
 
 fn get(owner_scope: Option<String>, id: String) -> Result<Task, Failure> {
@@ -99,14 +91,15 @@ fn get(owner_scope: Option<String>, id: String) -> Result<Task, Failure> {
     row::single_task(rows)
 }
 
-fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<Task, Failure> {
+fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<TaskUpdate, Failure> {
     let statement = scoped(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), &owner_scope, " FOR UPDATE");
-    let mut task = row::single_task(sql::query(&statement, &id_params(op.id, owner_scope))?)?;
+    let before = row::single_task(sql::query(&statement, &id_params(op.id, owner_scope))?)?;
     if let Some(expected) = op.expected_version
-        && expected != task.version
+        && expected != before.version
     {
-        return Err(Failure::rejected(StoreError::VersionMismatch(task.version)));
+        return Err(Failure::rejected(StoreError::VersionMismatch(before.version)));
     }
+    let mut task = before.clone();
     let patch = op.patch;
     if let Some(title) = patch.title {
         task.title = title;
@@ -134,7 +127,7 @@ fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Resul
          WHERE id = $1",
         &row::task_params(&task),
     )?;
-    Ok(task)
+    Ok(TaskUpdate { before, after: task })
 }
 
 fn delete(owner_scope: Option<String>, op: DeleteOp) -> Result<Task, Failure> {

@@ -1,12 +1,20 @@
 //! Mapping between `tasks` rows, WIT values and store errors.
 
+use std::ops::Range;
+
 use crate::exports::todo::plugin::task_store::StoreError;
 use crate::todo::plugin::sql::{Rows, SqlError, Value};
 use crate::todo::plugin::types::{Priority, Task, TaskStatus};
 
-/// The column list every query selects, in the order `task_from_row` reads.
+/// The column list every query selects, in the order `task_from_row` reads
+/// and `task_params` writes.
 pub const TASK_COLUMNS: &str =
     "id, owner_id, title, description, status, priority, due_at, created_at, updated_at, version";
+const TASK_COLUMN_COUNT: usize = 10;
+
+/// The most rows one INSERT may carry: the wire protocol counts a
+/// statement's parameters in 16 bits.
+pub const MAX_INSERT_ROWS: usize = u16::MAX as usize / TASK_COLUMN_COUNT;
 
 /// Why an operation failed, and whether the failure aborted the
 /// PostgreSQL transaction (after which no further statement can run).
@@ -54,9 +62,14 @@ impl From<SqlError> for Failure {
 }
 
 impl StoreError {
-    /// Names the batch operation the error came from.
-    pub fn in_operation(self, index: usize) -> Self {
-        let prefix = |message: String| format!("operation {index}: {message}");
+    /// Names the batch operations the error came from: one, or a run of
+    /// creations inserted by one statement (which cannot tell which row
+    /// failed).
+    pub fn in_operations(self, operations: Range<usize>) -> Self {
+        let prefix = |message: String| match operations.len() {
+            1 => format!("operation {}: {message}", operations.start),
+            _ => format!("operations {} to {}: {message}", operations.start, operations.end - 1),
+        };
         match self {
             StoreError::Invalid(message) => StoreError::Invalid(prefix(message)),
             StoreError::Unavailable(message) => StoreError::Unavailable(prefix(message)),
@@ -83,6 +96,19 @@ pub fn priority_rank(priority: Priority) -> i64 {
     }
 }
 
+/// `INSERT INTO tasks` of `rows` rows, whose parameters are the rows'
+/// `task_params` one after the other.
+pub fn insert_statement(rows: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * TASK_COLUMN_COUNT + 1;
+            let placeholders: Vec<String> = (first..first + TASK_COLUMN_COUNT).map(|n| format!("${n}")).collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES {}", rows.join(", "))
+}
+
 /// `$1..$10` in `TASK_COLUMNS` order.
 pub fn task_params(task: &Task) -> Vec<Value> {
     vec![
@@ -100,7 +126,7 @@ pub fn task_params(task: &Task) -> Vec<Value> {
 }
 
 pub fn task_from_row(row: Vec<Value>) -> Result<Task, Failure> {
-    let Ok(columns) = <[Value; 10]>::try_from(row) else {
+    let Ok(columns) = <[Value; TASK_COLUMN_COUNT]>::try_from(row) else {
         return Err(unexpected_row());
     };
     let [

@@ -2,13 +2,15 @@
 //! to add itself to a `Linker`, what per-call state it keeps, and which
 //! grant it needs.
 //!
-//! `log` and `config` are linked for every plugin; `sql` only when granted.
+//! `log` and `config` are linked for every plugin; `sql` and `publish` only
+//! when granted.
 //! The component's imports are checked against this before linking, so a
 //! plugin importing something it may not use fails to load with an error
 //! that names the import.
 
 pub mod config;
 pub mod log;
+pub mod publish;
 pub mod sql;
 
 use wasmtime::Engine;
@@ -32,6 +34,9 @@ pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<(
     if grants.sql {
         sql::add_to_linker(linker)?;
     }
+    if !grants.publish.is_empty() {
+        publish::add_to_linker(linker)?;
+    }
     Ok(())
 }
 
@@ -46,9 +51,14 @@ pub fn check_imports(component: &Component, engine: &Engine, grants: &Grants) ->
             match interface {
                 "types" | "log" | "config" => {}
                 "sql" if grants.sql => {}
+                "publish" if !grants.publish.is_empty() => {}
                 "sql" => anyhow::bail!(
                     "the component imports `{name}`, which its manifest does not grant \
-                     (add `{interface} = true` under [grants] if it should have it)"
+                     (add `sql = true` under [grants] if it should have it)"
+                ),
+                "publish" => anyhow::bail!(
+                    "the component imports `{name}`, which its manifest does not grant \
+                     (list the topics it may publish to as `publish = [\"…\"]` under [grants])"
                 ),
                 _ => anyhow::bail!("the component imports `{name}`, which this host does not provide"),
             }

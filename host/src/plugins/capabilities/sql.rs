@@ -51,12 +51,16 @@ impl SqlSession {
         }
     }
 
-    async fn connection(&mut self) -> Result<&mut PgConnection, SqlError> {
+    /// The connection of the call's statements — inside the call's
+    /// transaction for a write — for the host's own statements that must
+    /// commit with the plugin's (outbox records, ledgers). Opens it when the
+    /// plugin issued no statement (e.g. it has no `sql` grant).
+    pub async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         let held = match self.held.take() {
             Some(held) => held,
             None => match self.kind {
-                CallKind::Write => Held::Transaction(self.pool.begin().await.map_err(sql_error)?),
-                CallKind::Read => Held::Connection(self.pool.acquire().await.map_err(sql_error)?),
+                CallKind::Write => Held::Transaction(self.pool.begin().await?),
+                CallKind::Read => Held::Connection(self.pool.acquire().await?),
             },
         };
         let held = self.held.insert(held);
@@ -70,14 +74,14 @@ impl SqlSession {
 impl sql::Host for SqlSession {
     async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.connection().await?;
+        let connection = self.connection().await.map_err(sql_error)?;
         let rows = bind(sqlx::query(&statement), params).fetch_all(connection).await.map_err(sql_error)?;
         decode_rows(&rows)
     }
 
     async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.connection().await?;
+        let connection = self.connection().await.map_err(sql_error)?;
         let done = bind(sqlx::query(&statement), params).execute(connection).await.map_err(sql_error)?;
         Ok(done.rows_affected())
     }

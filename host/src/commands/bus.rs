@@ -1,0 +1,53 @@
+//! Producing commands: acks=all from an idempotent producer, keyed by the
+//! issuer so that one client's commands apply in the order it sent them.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use uuid::Uuid;
+
+use super::{Command, CommandStatus};
+use crate::events::outbox::trace_headers;
+use crate::events::relay::kafka_headers;
+use crate::kafka::{Kafka, topics};
+use crate::tasks::{PreparedWrite, RequestContext};
+
+#[derive(Clone)]
+pub struct CommandBus {
+    topic: String,
+    producer: FutureProducer,
+    status: CommandStatus,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the command could not be queued: {0}")]
+    Unavailable(String),
+}
+
+impl CommandBus {
+    pub fn new(kafka: &Kafka, producer: FutureProducer, status: CommandStatus, timeout: Duration) -> Self {
+        Self { topic: kafka.topic(topics::TASK_COMMANDS), producer, status, timeout }
+    }
+
+    /// Queues `write` and answers the command's id once the broker has it
+    /// (acks=all): from then on it is applied even if this process dies.
+    pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Uuid, SubmitError> {
+        let command =
+            Command { id: Uuid::now_v7(), issuer: ctx.actor, trace: ctx.trace.clone(), issued_at: Utc::now(), write };
+        let payload = serde_json::to_vec(&command).map_err(|error| SubmitError::Unavailable(error.to_string()))?;
+        let key = command.issuer.user_id.to_string();
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(kafka_headers(&trace_headers(&command.trace)));
+        self.producer
+            .send(record, self.timeout)
+            .await
+            .map_err(|(error, _)| SubmitError::Unavailable(error.to_string()))?;
+        self.status.mark_pending(&command).await;
+        Ok(command.id)
+    }
+}

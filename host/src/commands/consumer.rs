@@ -1,0 +1,255 @@
+//! Applying commands in batches: up to `COMMAND_BATCH_MAX` commands, or
+//! what arrived within `COMMAND_BATCH_LINGER_MS` of the first, in ONE
+//! transaction through the storage plugin's `apply-batch`. So the busier
+//! the API, the fewer transactions per write.
+//!
+//! Exactly once per command: its outcome row (`command_results`) commits
+//! with its changes, offsets are stored only after that commit, and a
+//! command that already has an outcome (redelivered after a crash) is
+//! skipped.
+//!
+//! One failing command must not sink the others: when the batch fails on a
+//! command's own error, each command is applied again on its own, and the
+//! failing ones get a `failed` outcome. Failures of the infrastructure
+//! (database down) retry the whole batch with backoff — commands are never
+//! dropped.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Command;
+use crate::config::CommandConfig;
+use crate::kafka::{Kafka, topics};
+use crate::plugins::{BeforeCommit, PluginFailure};
+use crate::problem::Problem;
+use crate::tasks::model::TaskChange;
+use crate::tasks::{Call, PreparedWrite, ScopedOperation, TaskError, TaskStore, Traces};
+use crate::trace::RequestTrace;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct CommandConsumer {
+    consumer: StreamConsumer,
+    store: TaskStore,
+    pool: PgPool,
+    batch_max: usize,
+    linger: Duration,
+}
+
+impl CommandConsumer {
+    pub fn new(kafka: &Kafka, store: TaskStore, pool: PgPool, settings: &CommandConfig) -> anyhow::Result<Self> {
+        let consumer = kafka.consumer(&kafka.group("commands"))?;
+        consumer.subscribe(&[&kafka.topic(topics::TASK_COMMANDS)])?;
+        Ok(Self {
+            consumer,
+            store,
+            pool,
+            batch_max: settings.command_batch_max.max(1),
+            linger: Duration::from_millis(settings.command_batch_linger_ms),
+        })
+    }
+
+    /// Applies batches until `shutdown`, then commits the stored offsets.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            let commands: Vec<Command> = batch.iter().filter_map(parse_command).collect();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.apply(&commands).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, commands = commands.len(), retry_in_ms = backoff.as_millis(), "cannot apply commands; retrying");
+                        tokio::select! {
+                            // Offsets stay unstored: the batch is redelivered.
+                            _ = shutdown.cancelled() => return self.commit_offsets(),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            for message in &batch {
+                // librdkafka stores `offset + 1`, the next record to read.
+                if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+                    tracing::warn!(%error, "cannot store a command offset");
+                }
+            }
+        }
+        self.commit_offsets();
+    }
+
+    fn commit_offsets(&self) {
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "no command offsets committed at shutdown");
+        }
+    }
+
+    /// The first record to arrive, and whatever follows within the linger
+    /// time, up to the batch size.
+    async fn next_batch(&self) -> Vec<OwnedMessage> {
+        let first = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break message.detach(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot consume commands");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < self.batch_max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Applies the commands without an outcome yet. `Err` only for
+    /// failures worth retrying the batch for.
+    async fn apply(&self, commands: &[Command]) -> Result<(), TaskError> {
+        let ids: Vec<Uuid> = commands.iter().map(|command| command.id).collect();
+        let finished: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM command_results WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| TaskError::Unavailable(error.to_string()))?;
+        let pending: Vec<&Command> = commands.iter().filter(|command| !finished.contains(&command.id)).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match self.apply_together(&pending).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_transient(&error) => Err(error),
+            // A command's own failure (or a conflict with a duplicate): find
+            // it by applying each command alone.
+            Err(_) if pending.len() > 1 => {
+                for command in pending {
+                    self.apply_alone(command).await?;
+                }
+                Ok(())
+            }
+            Err(error) => self.record_failure(pending[0], error).await,
+        }
+    }
+
+    async fn apply_together(&self, commands: &[&Command]) -> Result<(), TaskError> {
+        let mut operations: Vec<ScopedOperation> = Vec::new();
+        let mut traces: Vec<RequestTrace> = Vec::new();
+        for command in commands {
+            for operation in command.write.operations() {
+                operations.push(operation.clone());
+                traces.push(command.trace.clone());
+            }
+        }
+        let batch_trace = RequestTrace { request_id: format!("command-batch-{}", Uuid::now_v7()), traceparent: None };
+        let call = Call { trace: &batch_trace, now: Utc::now() };
+        let results = RecordResults { commands };
+        self.store.apply_all(&call, operations, Traces::PerOperation(&traces), results).await?;
+        tracing::debug!(commands = commands.len(), "commands applied");
+        Ok(())
+    }
+
+    async fn apply_alone(&self, command: &Command) -> Result<(), TaskError> {
+        match self.apply_together(std::slice::from_ref(&command)).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_transient(&error) => Err(error),
+            Err(error) => self.record_failure(command, error).await,
+        }
+    }
+
+    /// Records that `command` failed with `error`, as the problem the
+    /// synchronous request would have answered.
+    async fn record_failure(&self, command: &Command, error: TaskError) -> Result<(), TaskError> {
+        // A single write ran as a batch of one: report its own error, as
+        // the synchronous request would have.
+        let error = match (&command.write, error) {
+            (PreparedWrite::Single { .. }, TaskError::BatchFailed(mut failures)) if failures.len() == 1 => {
+                failures.remove(0).error
+            }
+            (_, error) => error,
+        };
+        tracing::info!(command_id = %command.id, %error, "command failed");
+        let problem = serde_json::to_value(Problem::from(error)).unwrap_or(Value::Null);
+        sqlx::query(
+            "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
+             VALUES ($1, $2, 'failed', $3, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(command.id)
+        .bind(command.issuer.user_id)
+        .bind(Json(problem))
+        .bind(&command.trace.request_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| TaskError::Unavailable(error.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Failures of the infrastructure rather than of the command.
+fn is_transient(error: &TaskError) -> bool {
+    matches!(error, TaskError::Unavailable(_) | TaskError::Plugin(PluginFailure::CommitFailed { .. }))
+}
+
+fn parse_command(message: &OwnedMessage) -> Option<Command> {
+    match serde_json::from_slice(message.payload().unwrap_or_default()) {
+        Ok(command) => Some(command),
+        Err(error) => {
+            tracing::error!(
+                partition = message.partition(),
+                offset = message.offset(),
+                %error,
+                "skipping a record of task-commands that is not a command"
+            );
+            None
+        }
+    }
+}
+
+/// Writes each command's `applied` outcome in the batch's transaction.
+struct RecordResults<'a> {
+    commands: &'a [&'a Command],
+}
+
+impl BeforeCommit<Vec<TaskChange>> for RecordResults<'_> {
+    async fn run(self, changes: &Vec<TaskChange>, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let mut changes = changes.iter().cloned();
+        let (mut ids, mut issuers, mut results, mut request_ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for command in self.commands {
+            let own: Vec<TaskChange> = changes.by_ref().take(command.write.operations().len()).collect();
+            let outcome = command.write.outcome(own);
+            ids.push(command.id);
+            issuers.push(command.issuer.user_id);
+            results.push(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)));
+            request_ids.push(command.trace.request_id.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
+             SELECT id, issuer_id, 'applied', result, request_id \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) AS r(id, issuer_id, result, request_id)",
+        )
+        .bind(ids)
+        .bind(issuers)
+        .bind(results)
+        .bind(request_ids)
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! Async writes (`Prefer: respond-async`): the API validates a write,
+//! produces it as a command to `task-commands` and answers 202; a consumer
+//! applies commands in batches, one transaction per batch, through the
+//! storage plugin's `apply-batch`.
+//!
+//! - `bus`: producing commands.
+//! - `consumer`: applying them in batches, exactly once per command.
+//! - `status`: what `GET /commands/{id}` answers.
+
+mod bus;
+mod consumer;
+mod status;
+
+pub use bus::{CommandBus, SubmitError};
+pub use consumer::CommandConsumer;
+pub use status::{CommandState, CommandStatus};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Actor;
+use crate::tasks::PreparedWrite;
+use crate::trace::RequestTrace;
+
+/// A write to apply later, as produced to `task-commands`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Command {
+    pub id: Uuid,
+    pub issuer: Actor,
+    pub trace: RequestTrace,
+    pub issued_at: DateTime<Utc>,
+    pub write: PreparedWrite,
+}

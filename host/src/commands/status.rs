@@ -1,0 +1,94 @@
+//! Where a command stands. Pending commands are marked in Redis (the API
+//! hit writes nothing to PostgreSQL); outcomes are rows of
+//! `command_results`, written in the transaction that applied the command,
+//! and win over the mark.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Command;
+use crate::auth::{Actor, Role};
+
+/// How long a pending mark lives: a command still unapplied after this is
+/// answered from `command_results` only.
+const PENDING_TTL_SECS: u64 = 24 * 60 * 60;
+
+#[derive(Clone)]
+pub struct CommandStatus {
+    pool: PgPool,
+    redis: Option<ConnectionManager>,
+    timeout: Duration,
+}
+
+/// `GET /commands/{id}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CommandState {
+    Pending {
+        id: Uuid,
+    },
+    /// `result` is what the synchronous request would have answered.
+    Applied {
+        id: Uuid,
+        result: Value,
+    },
+    /// `problem` is the problem+json the synchronous request would have answered.
+    Failed {
+        id: Uuid,
+        problem: Value,
+    },
+}
+
+impl CommandStatus {
+    pub fn new(pool: PgPool, redis: Option<ConnectionManager>, timeout: Duration) -> Self {
+        Self { pool, redis, timeout }
+    }
+
+    fn pending_key(id: Uuid) -> String {
+        format!("todo:command:{id}")
+    }
+
+    /// Marks `command` pending. Best effort: without the mark the command
+    /// is still applied; it just answers 404 until then.
+    pub async fn mark_pending(&self, command: &Command) {
+        let Some(mut redis) = self.redis.clone() else { return };
+        let key = Self::pending_key(command.id);
+        let issuer = command.issuer.user_id.to_string();
+        let marked = tokio::time::timeout(self.timeout, redis.set_ex::<_, _, ()>(key, issuer, PENDING_TTL_SECS)).await;
+        if !matches!(marked, Ok(Ok(()))) {
+            tracing::warn!(command_id = %command.id, "cannot mark the command pending in Redis");
+        }
+    }
+
+    /// The command's state as `actor` may see it: `None` for a command
+    /// that is unknown or someone else's (the two are not told apart).
+    pub async fn lookup(&self, actor: &Actor, id: Uuid) -> Result<Option<CommandState>, sqlx::Error> {
+        let visible = |issuer: Uuid| actor.role == Role::Admin || issuer == actor.user_id;
+        let row: Option<(Uuid, String, Value)> =
+            sqlx::query_as("SELECT issuer_id, status, result FROM command_results WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some((issuer, status, result)) = row {
+            let state = match status.as_str() {
+                "applied" => CommandState::Applied { id, result },
+                _ => CommandState::Failed { id, problem: result },
+            };
+            return Ok(visible(issuer).then_some(state));
+        }
+        let Some(mut redis) = self.redis.clone() else { return Ok(None) };
+        let issuer = tokio::time::timeout(self.timeout, redis.get::<_, Option<String>>(Self::pending_key(id))).await;
+        Ok(match issuer {
+            Ok(Ok(Some(issuer))) => {
+                Uuid::parse_str(&issuer).ok().filter(|issuer| visible(*issuer)).map(|_| CommandState::Pending { id })
+            }
+            _ => None,
+        })
+    }
+}

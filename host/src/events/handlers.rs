@@ -1,0 +1,274 @@
+//! Runs each event-handler plugin as a Kafka consumer of `task-events`, in
+//! its own consumer group.
+//!
+//! Delivery is at-least-once: an event's offset is stored only once the
+//! handler succeeded or the event was dead-lettered. A retryable error (or
+//! a trap) is retried with exponential backoff up to the configured
+//! attempts; then, or at once for a permanent error, the event goes to
+//! `task-events.dlq` with headers saying why. The processed-event ledger
+//! (`processed_events`) commits in the handler's own transaction, so a
+//! redelivered event is recognised and skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::relay::kafka_headers;
+use crate::config::EventConfig;
+use crate::kafka::{Kafka, topics};
+use crate::plugins::event_handler::{Event, HandlerError};
+use crate::plugins::{BeforeCommit, HandlerPlugin};
+use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
+
+pub struct HandlerRunner {
+    plugin: Arc<HandlerPlugin>,
+    kafka: Kafka,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    pool: PgPool,
+    max_attempts: u32,
+    backoff: Duration,
+}
+
+/// Why an event went to the dead-letter topic.
+struct DeadLetter {
+    kind: &'static str,
+    error: String,
+    attempts: u32,
+}
+
+impl HandlerRunner {
+    pub fn new(
+        plugin: Arc<HandlerPlugin>,
+        kafka: Kafka,
+        producer: FutureProducer,
+        pool: PgPool,
+        settings: &EventConfig,
+    ) -> anyhow::Result<Self> {
+        let group = kafka.group(&format!("handler.{}", plugin.identity().name));
+        let consumer = kafka.consumer(&group)?;
+        consumer.subscribe(&[&kafka.topic(topics::TASK_EVENTS)])?;
+        Ok(Self {
+            plugin,
+            kafka,
+            consumer,
+            producer,
+            pool,
+            max_attempts: settings.handler_max_attempts.max(1),
+            backoff: Duration::from_millis(settings.handler_retry_backoff_ms),
+        })
+    }
+
+    /// Consumes until `shutdown`, then commits the stored offsets.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let handler = self.plugin.identity().name.clone();
+        tracing::info!(%handler, "event handler consuming");
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%handler, %error, "cannot consume task events");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if !self.process(&message, &shutdown).await {
+                break;
+            }
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                tracing::warn!(%handler, %error, "cannot store the offset of a handled event");
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%handler, %error, "no offsets committed at shutdown");
+        }
+    }
+
+    /// Handles or dead-letters one record; `false` when shutdown interrupted
+    /// it (its offset must not be stored).
+    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+        let headers = record_headers(message);
+        let trace = RequestTrace {
+            request_id: headers.get(REQUEST_ID_HEADER).cloned().unwrap_or_default(),
+            traceparent: headers.get(TRACEPARENT_HEADER).cloned(),
+        };
+        let event = parse_event(message.payload().unwrap_or_default());
+        let span = tracing::info_span!(
+            "event",
+            handler = %self.plugin.identity().name,
+            event_id = event.as_ref().map(|e| e.id.as_str()).unwrap_or_default(),
+            event_type = event.as_ref().map(|e| e.type_.as_str()).unwrap_or_default(),
+            request_id = %trace.request_id,
+            trace_id = %trace.trace_id(),
+        );
+        async {
+            let outcome = match event {
+                Ok(event) => self.deliver(&trace, &event, shutdown).await,
+                Err(reason) => Some(Err(DeadLetter { kind: "malformed", error: reason, attempts: 0 })),
+            };
+            match outcome {
+                None => false,
+                Some(Ok(())) => true,
+                Some(Err(dead)) => self.dead_letter(message, headers, dead, shutdown).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Calls the handler until it succeeds, fails permanently or runs out
+    /// of attempts. `None` when shutdown interrupted the retries.
+    async fn deliver(
+        &self,
+        trace: &RequestTrace,
+        event: &Event,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<(), DeadLetter>> {
+        let handler = self.plugin.identity().name.as_str();
+        let mut last_error = String::new();
+        for attempt in 1..=self.max_attempts {
+            match self.already_processed(&event.id).await {
+                Ok(true) => {
+                    tracing::debug!("event already processed; skipped");
+                    return Some(Ok(()));
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "cannot read the processed-event ledger"),
+            }
+            let ledger = Ledger { handler, event_id: &event.id };
+            match self.plugin.handle(trace, event, attempt, ledger).await {
+                Ok(Ok(())) => return Some(Ok(())),
+                Ok(Err(HandlerError::Permanent(error))) => {
+                    return Some(Err(DeadLetter { kind: "permanent", error, attempts: attempt }));
+                }
+                Ok(Err(HandlerError::Retryable(error))) => last_error = error,
+                Err(failure) => last_error = failure.to_string(),
+            }
+            if attempt < self.max_attempts {
+                let delay = self.backoff * 2u32.saturating_pow(attempt - 1);
+                tracing::info!(attempt, error = %last_error, retry_in_ms = delay.as_millis(), "event handler failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        Some(Err(DeadLetter { kind: "retryable", error: last_error, attempts: self.max_attempts }))
+    }
+
+    async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE handler = $1 AND event_id = $2)")
+            .bind(&self.plugin.identity().name)
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Produces the record to the dead-letter topic, retrying until the
+    /// broker takes it; `false` when shutdown interrupted that.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        mut headers: BTreeMap<String, String>,
+        dead: DeadLetter,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(kind = dead.kind, attempts = dead.attempts, error = %dead.error, "event dead-lettered");
+        headers.insert("dlq-handler".into(), self.plugin.identity().name.clone());
+        headers.insert("dlq-error".into(), dead.error);
+        headers.insert("dlq-error-kind".into(), dead.kind.into());
+        headers.insert("dlq-attempts".into(), dead.attempts.to_string());
+        headers.insert("dlq-original-topic".into(), message.topic().to_string());
+        headers.insert("dlq-original-partition".into(), message.partition().to_string());
+        headers.insert("dlq-original-offset".into(), message.offset().to_string());
+        let topic = self.kafka.topic(topics::DEAD_LETTERS);
+        loop {
+            let mut record = FutureRecord::to(&topic).payload(message.payload().unwrap_or_default());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            let record = record.headers(kafka_headers(&headers));
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                sent = self.producer.send(record, Duration::from_secs(10)) => sent,
+            };
+            match sent {
+                Ok(_) => return true,
+                Err((error, _)) => {
+                    tracing::warn!(%error, "cannot dead-letter an event; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Records in the handler's transaction that it processed the event.
+struct Ledger<'a> {
+    handler: &'a str,
+    event_id: &'a str,
+}
+
+impl BeforeCommit<()> for Ledger<'_> {
+    async fn run(self, _: &(), connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO processed_events (handler, event_id) VALUES ($1, $2)")
+            .bind(self.handler)
+            .bind(self.event_id)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+fn record_headers(message: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|header| Some((header.key.to_string(), String::from_utf8(header.value?.to_vec()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The parts of a CloudEvents envelope handlers receive.
+#[derive(Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    #[serde(default)]
+    subject: Option<String>,
+    time: DateTime<Utc>,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+fn parse_event(payload: &[u8]) -> Result<Event, String> {
+    let envelope: Envelope = serde_json::from_slice(payload)
+        .map_err(|error| format!("the record is not a CloudEvents envelope: {error}"))?;
+    Ok(Event {
+        id: envelope.id,
+        type_: envelope.kind,
+        source: envelope.source,
+        subject: envelope.subject,
+        time: envelope.time.timestamp_micros(),
+        data: envelope.data.to_string(),
+    })
+}

@@ -1,0 +1,76 @@
+//! The transactional outbox: records bound for Kafka, written in the
+//! transaction of the change they announce. The relay publishes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use sqlx::types::Json;
+
+use super::task_event;
+use crate::kafka::topics;
+use crate::tasks::model::TaskChange;
+use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
+
+/// One record to publish. `topic` is the logical name (`task-events`,
+/// `notifications`); the relay maps it to the broker's topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl OutboxRecord {
+    /// The CloudEvent announcing `change` on `task-events`, keyed by task id
+    /// so that one task's events keep their order.
+    pub fn task_event(change: &TaskChange, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
+        let event = task_event::for_change(change, time);
+        let mut headers = trace_headers(trace);
+        headers.insert("content-type".into(), task_event::CONTENT_TYPE.into());
+        Self {
+            topic: topics::TASK_EVENTS.into(),
+            key: Some(change.task().id.to_string()),
+            payload: serde_json::to_vec(&event).unwrap_or_default(),
+            headers,
+        }
+    }
+}
+
+/// The headers that carry `trace` along with a record.
+pub fn trace_headers(trace: &RequestTrace) -> BTreeMap<String, String> {
+    let mut headers = BTreeMap::from([(REQUEST_ID_HEADER.to_string(), trace.request_id.clone())]);
+    if let Some(traceparent) = &trace.traceparent {
+        headers.insert(TRACEPARENT_HEADER.into(), traceparent.clone());
+    }
+    headers
+}
+
+/// Writes `records` on `connection` (inside the caller's transaction), in
+/// order, in one statement.
+pub async fn append(connection: &mut PgConnection, records: &[OutboxRecord]) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+    let keys: Vec<Option<&str>> = records.iter().map(|r| r.key.as_deref()).collect();
+    let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+    let headers: Vec<Json<&BTreeMap<String, String>>> = records.iter().map(|r| Json(&r.headers)).collect();
+    // WITH ORDINALITY keeps the ids (and so the publishing order) in the
+    // order of `records`.
+    sqlx::query(
+        "INSERT INTO outbox (topic, record_key, payload, headers) \
+         SELECT topic, record_key, payload, headers \
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::jsonb[]) WITH ORDINALITY \
+              AS r(topic, record_key, payload, headers, position) \
+         ORDER BY position",
+    )
+    .bind(topics)
+    .bind(keys)
+    .bind(payloads)
+    .bind(headers)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

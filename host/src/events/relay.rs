@@ -1,0 +1,187 @@
+//! The outbox relay: publishes outbox records to Kafka in id order and
+//! marks them published.
+//!
+//! Safe on many replicas: each batch runs in a transaction that first takes
+//! a transaction-scoped advisory lock, so one relay publishes at a time and
+//! batches never overlap (plain `FOR UPDATE SKIP LOCKED` batches could let
+//! a later event of a task overtake an earlier one). The lock is released
+//! at commit, so a relay that dies mid-batch releases it with its
+//! connection and another takes over; its unmarked records are published
+//! again (at-least-once; handlers deduplicate by event id).
+//!
+//! Per-task order: a task's writes hold its row lock until they commit and
+//! append their outbox records after taking it, so a task's records get ids
+//! in commit order, and ids are published in order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgListener;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::Kafka;
+
+/// The advisory lock key serialising relays ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+const NOTIFY_CHANNEL: &str = "outbox";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct OutboxRelay {
+    pool: PgPool,
+    kafka: Kafka,
+    producer: FutureProducer,
+    batch_size: i64,
+    poll_interval: Duration,
+    retention: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, kafka: Kafka, producer: FutureProducer, settings: &crate::config::EventConfig) -> Self {
+        Self {
+            pool,
+            kafka,
+            producer,
+            batch_size: i64::from(settings.outbox_batch_size),
+            poll_interval: Duration::from_millis(settings.outbox_poll_ms),
+            retention: Duration::from_secs(settings.outbox_retention_secs),
+        }
+    }
+
+    /// Publishes until `shutdown`: on every commit that wrote to the outbox
+    /// (LISTEN/NOTIFY), and every `poll_interval` in case a notification
+    /// was missed (e.g. while reconnecting).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        let mut backoff = Duration::from_millis(100);
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            match self.drain().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis(), "outbox relay failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                self.prune().await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                notified = next_notification(&mut listener) => {
+                    if !notified {
+                        listener = self.listen().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listener.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox commits; polling only");
+                None
+            }
+        }
+    }
+
+    /// Publishes batches until the outbox holds no unpublished record.
+    async fn drain(&self) -> anyhow::Result<()> {
+        while self.publish_batch().await? == self.batch_size as usize {}
+        Ok(())
+    }
+
+    /// Publishes the oldest unpublished records and marks them, all in one
+    /// transaction holding the relay lock. Answers how many it published.
+    async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RELAY_LOCK).execute(&mut *transaction).await?;
+        let rows = sqlx::query(
+            "SELECT id, topic, record_key, payload, headers FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *transaction)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let topic = self.kafka.topic(row.try_get::<&str, _>("topic")?);
+            let key: Option<&str> = row.try_get("record_key")?;
+            let payload: &[u8] = row.try_get("payload")?;
+            let Json(headers): Json<BTreeMap<String, String>> = row.try_get("headers")?;
+            let mut record = FutureRecord::to(&topic).payload(payload).headers(kafka_headers(&headers));
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            // Enqueued in id order; the idempotent producer keeps that order
+            // per partition even when it retries.
+            let delivery = self.producer.send_result(record).map_err(|(error, _)| error)?;
+            deliveries.push(delivery);
+            ids.push(row.try_get::<i64, _>("id")?);
+        }
+        for outcome in join_all(deliveries).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => anyhow::bail!("Kafka did not take an outbox record: {error}"),
+                Err(_) => anyhow::bail!("the Kafka producer dropped an outbox record"),
+            }
+        }
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        tracing::debug!(records = ids.len(), "outbox records published");
+        Ok(ids.len())
+    }
+
+    /// Forgets published records older than the retention.
+    async fn prune(&self) {
+        let retention = self.retention.as_secs_f64();
+        let pruned = sqlx::query("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)")
+            .bind(retention)
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = pruned {
+            tracing::warn!(%error, "cannot prune the outbox");
+        }
+    }
+}
+
+/// Waits for the next notification; `false` when the listener is gone.
+async fn next_notification(listener: &mut Option<PgListener>) -> bool {
+    match listener {
+        Some(listener) => listener.recv().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+pub fn kafka_headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
+        all.insert(Header { key, value: Some(value.as_bytes()) })
+    })
+}

@@ -1,0 +1,105 @@
+//! The Kafka clients (rdkafka): topic names, and producers and consumers
+//! configured the one way this host uses them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+/// Logical topic names; the broker's names carry `KAFKA_TOPIC_PREFIX`.
+pub mod topics {
+    pub const TASK_EVENTS: &str = "task-events";
+    pub const DEAD_LETTERS: &str = "task-events.dlq";
+    pub const TASK_COMMANDS: &str = "task-commands";
+    pub const NOTIFICATIONS: &str = "notifications";
+
+    pub const ALL: [&str; 4] = [TASK_EVENTS, DEAD_LETTERS, TASK_COMMANDS, NOTIFICATIONS];
+}
+
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    config: KafkaConfig,
+    brokers: String,
+}
+
+impl Kafka {
+    /// `None` when no broker is configured.
+    pub fn new(config: &KafkaConfig) -> Option<Self> {
+        let brokers = config.kafka_brokers.clone()?;
+        Some(Self { config: config.clone(), brokers })
+    }
+
+    /// The broker's name of a logical topic.
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{logical}", self.config.kafka_topic_prefix)
+    }
+
+    /// The logical name of a broker's topic.
+    pub fn logical_topic<'a>(&self, topic: &'a str) -> &'a str {
+        topic.strip_prefix(&self.config.kafka_topic_prefix).unwrap_or(topic)
+    }
+
+    /// A consumer group's id.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}todo-host.{name}", self.config.kafka_topic_prefix)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers).set("client.id", "todo-host");
+        config
+    }
+
+    /// An idempotent producer waiting for all in-sync replicas: no record is
+    /// lost or duplicated by the producer's retries, and records of one key
+    /// keep their order.
+    pub fn producer(&self) -> anyhow::Result<FutureProducer> {
+        self.client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", self.config.kafka_message_timeout_ms.to_string())
+            .create()
+            .context("cannot create the Kafka producer")
+    }
+
+    /// A consumer in `group` whose offsets are stored explicitly (after the
+    /// record was processed) and committed in the background: at-least-once.
+    pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
+        self.client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
+    }
+
+    /// Creates the topics this host uses when they do not exist.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().context("cannot create the Kafka admin client")?;
+        let names: Vec<String> = topics::ALL.iter().map(|topic| self.topic(topic)).collect();
+        let partitions = self.config.kafka_topic_partitions;
+        let new_topics: Vec<NewTopic> =
+            names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1))).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics(&new_topics, &options).await.context("cannot create the Kafka topics")?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("cannot create the Kafka topic `{topic}`: {code}"),
+            }
+        }
+        Ok(())
+    }
+}

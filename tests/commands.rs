@@ -1,0 +1,154 @@
+//! Async writes: `Prefer: respond-async` answers 202 with a command to poll;
+//! commands are applied in batches, exactly once, even across a crash.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use todo_host_tests::events::unique_prefix;
+use todo_host_tests::{HostOptions, TestApp, TestUser, status_and_json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Sends a write with `Prefer: respond-async`; answers the command's path.
+async fn send_async(app: &TestApp, user: &TestUser, method: Method, path: &str, body: Option<Value>) -> String {
+    let mut request =
+        app.request(method, path).header("authorization", user.bearer()).header("prefer", "respond-async");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["preference-applied"], "respond-async");
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let (_, body) = status_and_json(response).await;
+    assert_eq!(body["status"], "pending");
+    assert_eq!(location, format!("/commands/{}", body["id"].as_str().unwrap()));
+    location
+}
+
+async fn command(app: &TestApp, user: &TestUser, location: &str) -> (u16, Value) {
+    status_and_json(app.request(Method::GET, location).header("authorization", user.bearer()).send().await.unwrap())
+        .await
+}
+
+/// Polls the command until it is no longer pending.
+async fn finished(app: &TestApp, user: &TestUser, location: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = command(app, user, location).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] != "pending" {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "command {location} still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn async_app() -> TestApp {
+    TestApp::spawn_with(HostOptions::default().kafka(&unique_prefix(), &[])).await
+}
+
+#[tokio::test]
+async fn an_async_create_is_applied_and_then_visible() {
+    let app = async_app().await;
+    let user = app.register_user().await;
+    let location = send_async(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "later" }))).await;
+    let done = finished(&app, &user, &location).await;
+    assert_eq!(done["status"], "applied", "{done}");
+    let task = &done["result"]["task"];
+    assert_eq!(task["title"], "later");
+    assert_eq!(task["version"], 1);
+
+    let (status, fetched) = status_and_json(
+        app.request(Method::GET, &format!("/tasks/{}", task["id"].as_str().unwrap()))
+            .header("authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &fetched["title"]), (200, &json!("later")));
+
+    // Commands are private to their issuer.
+    let stranger = app.register_user().await;
+    assert_eq!(command(&app, &stranger, &location).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_failing_async_write_reports_the_problem_and_spares_the_others() {
+    let app = async_app().await;
+    let user = app.register_user().await;
+    let missing = format!("/tasks/{}", uuid::Uuid::now_v7());
+    let failing = send_async(&app, &user, Method::PATCH, &missing, Some(json!({ "title": "nobody" }))).await;
+    let fine = send_async(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "fine" }))).await;
+
+    let failed = finished(&app, &user, &failing).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["problem"]["status"], 404);
+    assert_eq!(failed["problem"]["type"], "/problems/not-found");
+    assert_eq!(finished(&app, &user, &fine).await["status"], "applied");
+}
+
+#[tokio::test]
+async fn invalid_async_writes_are_refused_before_they_are_queued() {
+    let app = async_app().await;
+    let user = app.register_user().await;
+    let response = app
+        .request(Method::POST, "/tasks")
+        .header("authorization", user.bearer())
+        .header("prefer", "respond-async")
+        .json(&json!({ "title": "" }))
+        .send()
+        .await
+        .unwrap();
+    todo_host_tests::assert_problem(response, 422, "validation-failed").await;
+}
+
+#[tokio::test]
+async fn an_async_batch_reports_every_operation() {
+    let app = async_app().await;
+    let user = app.register_user().await;
+    let batch = json!({ "operations": [
+        { "op": "create", "task": { "title": "one" } },
+        { "op": "create", "task": { "title": "two" } },
+    ]});
+    let location = send_async(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await;
+    let done = finished(&app, &user, &location).await;
+    assert_eq!(done["status"], "applied", "{done}");
+    let results = done["result"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["task"]["title"], "two");
+}
+
+#[tokio::test]
+async fn commands_accepted_before_a_crash_are_applied_after_restart_exactly_once() {
+    let prefix = unique_prefix();
+    // This replica accepts commands but applies none, then dies (SIGKILL).
+    let accepting =
+        TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).env("COMMAND_CONSUMER_ENABLED", "false")).await;
+    let user = accepting.register_user().await;
+    const COMMANDS: usize = 30;
+    let mut locations = Vec::new();
+    for n in 0..COMMANDS {
+        let body = json!({ "title": format!("queued {n}") });
+        locations.push(send_async(&accepting, &user, Method::POST, "/tasks", Some(body)).await);
+    }
+    assert_eq!(command(&accepting, &user, &locations[0]).await.1["status"], "pending");
+    assert_eq!(accepting.task_rows().await, 0, "nothing was applied yet");
+    let database = accepting.database.clone();
+    drop(accepting);
+
+    let applying = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).database(&database)).await;
+    for location in &locations {
+        assert_eq!(finished(&applying, &user, location).await["status"], "applied");
+    }
+    assert_eq!(applying.task_rows().await, COMMANDS as i64);
+    drop(applying);
+
+    // Another restart re-reads nothing it already applied.
+    let again = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).database(&database)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(again.task_rows().await, COMMANDS as i64, "no command was applied twice");
+}

@@ -1,0 +1,201 @@
+//! Task events: every committed change is announced once on `task-events`
+//! as a CloudEvent, through the transactional outbox; nothing is announced
+//! for a change that was rolled back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use todo_host_tests::events::{TestBroker, TopicReader, events_of, unique_prefix};
+use todo_host_tests::{HostOptions, TestApp, TestUser, send, status_and_json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn create(app: &TestApp, user: &TestUser, title: &str) -> (Value, String) {
+    let response = send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (status, task) = status_and_json(response).await;
+    assert_eq!(status, 201, "{task}");
+    (task, request_id)
+}
+
+fn id(task: &Value) -> String {
+    task["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn each_write_is_announced_by_one_cloudevent_in_commit_order() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
+    let user = app.register_user().await;
+    let mut reader = TopicReader::new(&format!("{prefix}task-events"));
+
+    let (task, request_id) = create(&app, &user, "announce me").await;
+    let path = format!("/tasks/{}", id(&task));
+    let patched =
+        send(&app, &user, Method::PATCH, &path, Some(json!({ "status": "done", "title": "announced" }))).await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(send(&app, &user, Method::DELETE, &path, None).await.status(), 204);
+
+    let task_id = id(&task);
+    let records = reader.read_until(WAIT, |records| events_of(records, &task_id).len() >= 3).await;
+    let events = events_of(records, &task_id);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["task.created", "task.updated", "task.deleted"]);
+    for event in &events {
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["source"], "/todo-host/tasks");
+        assert_eq!(event["subject"], task_id.as_str());
+        assert_eq!(event["data"]["schema_version"], 1);
+        assert!(event["id"].as_str().is_some_and(|id| id.len() == 36));
+        assert!(chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).is_ok());
+    }
+    assert_eq!(events[0]["data"]["task"]["title"], "announce me");
+    assert_eq!(
+        events[1]["data"]["changes"],
+        json!({ "status": { "from": "todo", "to": "done" }, "title": { "from": "announce me", "to": "announced" } })
+    );
+    assert_eq!(events[1]["data"]["task"]["version"], 2);
+    assert_eq!(events[2]["data"]["task"]["title"], "announced", "a deletion carries the task as it was");
+
+    let created = records.iter().find(|r| r.key.as_deref() == Some(&task_id)).unwrap();
+    assert_eq!(created.headers["x-request-id"], request_id, "the request id travels with the event");
+    assert_eq!(created.headers["content-type"], "application/cloudevents+json");
+    assert!(created.headers["traceparent"].starts_with("00-"));
+}
+
+#[tokio::test]
+async fn a_batch_announces_each_operation() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
+    let user = app.register_user().await;
+    let (existing, _) = create(&app, &user, "existing").await;
+    let batch = json!({ "operations": [
+        { "op": "create", "task": { "title": "from a batch" } },
+        { "op": "update", "id": existing["id"], "changes": { "priority": "high" } },
+    ]});
+    let (status, body) = status_and_json(send(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await).await;
+    assert_eq!(status, 200, "{body}");
+    let new_id = body["results"][0]["id"].as_str().unwrap().to_string();
+    let existing_id = id(&existing);
+
+    let mut reader = TopicReader::new(&format!("{prefix}task-events"));
+    let records = reader
+        .read_until(WAIT, |records| {
+            !events_of(records, &new_id).is_empty() && events_of(records, &existing_id).len() >= 2
+        })
+        .await;
+    assert_eq!(events_of(records, &new_id)[0]["type"], "task.created");
+    let updated = &events_of(records, &existing_id)[1];
+    assert_eq!(updated["type"], "task.updated");
+    assert_eq!(updated["data"]["changes"], json!({ "priority": { "from": "medium", "to": "high" } }));
+}
+
+#[tokio::test]
+async fn rolled_back_writes_announce_nothing() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
+    let user = app.register_user().await;
+    let (task, _) = create(&app, &user, "guarded").await;
+    let path = format!("/tasks/{}", id(&task));
+
+    // A stale If-Match and a failing batch: both roll back.
+    let stale = app
+        .request(Method::PATCH, &path)
+        .header("authorization", user.bearer())
+        .header("if-match", "\"7\"")
+        .json(&json!({ "title": "never" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let missing = uuid::Uuid::now_v7();
+    let batch = json!({ "operations": [
+        { "op": "create", "task": { "title": "rolled back" } },
+        { "op": "delete", "id": missing },
+    ]});
+    assert_eq!(send(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await.status(), 404);
+    // A sentinel: once its event is read, everything committed before it was.
+    let (sentinel, _) = create(&app, &user, "sentinel").await;
+
+    let sentinel_id = id(&sentinel);
+    let mut reader = TopicReader::new(&format!("{prefix}task-events"));
+    let records = reader.read_until(WAIT, |records| !events_of(records, &sentinel_id).is_empty()).await;
+    let titles: Vec<String> =
+        records.iter().map(|r| r.json()["data"]["task"]["title"].as_str().unwrap().to_string()).collect();
+    assert_eq!(titles, ["guarded", "sentinel"], "only the committed creations are announced");
+}
+
+#[tokio::test]
+async fn two_relaying_replicas_publish_every_event_once_and_in_order() {
+    let prefix = unique_prefix();
+    let first = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
+    let second = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).database(&first.database)).await;
+    let user = first.register_user().await;
+
+    // Each task is created on one replica and updated alternately on both,
+    // concurrently with the other tasks.
+    const TASKS: usize = 12;
+    const UPDATES: usize = 4;
+    let mut writers = Vec::new();
+    for n in 0..TASKS {
+        let (apps, user) = ([&first, &second], &user);
+        writers.push(async move {
+            let (task, _) = create(apps[n % 2], user, &format!("task {n}")).await;
+            let path = format!("/tasks/{}", id(&task));
+            for update in 0..UPDATES {
+                let body = json!({ "title": format!("task {n} v{}", update + 2) });
+                assert_eq!(send(apps[(n + update) % 2], user, Method::PATCH, &path, Some(body)).await.status(), 200);
+            }
+            id(&task)
+        });
+    }
+    // Polled together: the writers interleave on the two replicas.
+    let ids = futures::future::join_all(writers).await;
+
+    let expected = TASKS * (1 + UPDATES);
+    let mut reader = TopicReader::new(&format!("{prefix}task-events"));
+    reader.read_until(WAIT, |records| records.len() >= expected).await;
+    let records = reader.read_for(Duration::from_secs(2)).await;
+    assert_eq!(records.len(), expected, "no event is published twice");
+    let mut seen = BTreeMap::new();
+    for record in records {
+        *seen.entry(record.json()["id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&count| count == 1));
+    for task_id in ids {
+        let versions: Vec<i64> =
+            events_of(records, &task_id).iter().map(|e| e["data"]["task"]["version"].as_i64().unwrap()).collect();
+        assert_eq!(versions, (1..=1 + UPDATES as i64).collect::<Vec<_>>(), "task {task_id}'s events in commit order");
+    }
+}
+
+#[tokio::test]
+async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it_returns() {
+    let mut broker = TestBroker::start().await;
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka_on(&broker.brokers(), &prefix, &[])).await;
+    let user = app.register_user().await;
+    let topic = format!("{prefix}task-events");
+    let (before, _) = create(&app, &user, "before the outage").await;
+    let before_id = id(&before);
+    TopicReader::on(&broker.brokers(), &topic)
+        .read_until(WAIT, |records| !events_of(records, &before_id).is_empty())
+        .await;
+
+    broker.stop().await;
+    let mut written = Vec::new();
+    for n in 0..5 {
+        written.push(id(&create(&app, &user, &format!("during the outage {n}")).await.0));
+    }
+    broker.restart().await;
+
+    let mut reader = TopicReader::on(&broker.brokers(), &topic);
+    let records = reader
+        .read_until(Duration::from_secs(60), |records| written.iter().all(|id| !events_of(records, id).is_empty()))
+        .await;
+    for task_id in &written {
+        assert_eq!(events_of(records, task_id).len(), 1, "task {task_id} announced once");
+    }
+}

@@ -1,0 +1,176 @@
+//! Event-handler plugins: each consumes `task-events` in its own group,
+//! retries retryable failures with backoff, dead-letters what it cannot
+//! handle, and has its effect once per event even when Kafka redelivers.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::Row;
+use todo_host_tests::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
+use todo_host_tests::{HostOptions, TestApp, TestUser, send, status_and_json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn create(app: &TestApp, user: &TestUser, title: &str) -> String {
+    let (status, task) =
+        status_and_json(send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await).await;
+    assert_eq!(status, 201, "{task}");
+    task["id"].as_str().unwrap().to_string()
+}
+
+/// Polls `check` until it answers `Some`, failing after `WAIT`.
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn history(app: &TestApp, user: &TestUser, task_id: &str) -> (u16, Value) {
+    status_and_json(send(app, user, Method::GET, &format!("/tasks/{task_id}/history"), None).await).await
+}
+
+#[tokio::test]
+async fn the_audit_log_records_each_change_once_even_when_events_are_delivered_twice() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["audit-log"])).await;
+    let user = app.register_user().await;
+    let task_id = create(&app, &user, "audited").await;
+    let path = format!("/tasks/{task_id}");
+    assert_eq!(send(&app, &user, Method::PATCH, &path, Some(json!({ "status": "done" }))).await.status(), 200);
+
+    let items = eventually("two audit entries", || async {
+        let (status, body) = history(&app, &user, &task_id).await;
+        (status == 200 && body["items"].as_array().unwrap().len() == 2).then(|| body["items"].clone())
+    })
+    .await;
+    assert_eq!(items[0]["type"], "task.created");
+    assert_eq!(items[1]["type"], "task.updated");
+    assert_eq!(items[1]["changes"], json!({ "status": { "from": "todo", "to": "done" } }));
+
+    // Kafka redelivers both events; then one more change, on the same
+    // partition, marks the point by which the copies were handled.
+    let topic = format!("{prefix}task-events");
+    let mut reader = TopicReader::new(&topic);
+    let records = reader.read_until(WAIT, |records| events_of(records, &task_id).len() >= 2).await.to_vec();
+    for record in records.iter().filter(|r| r.key.as_deref() == Some(&task_id)) {
+        produce_again(&topic, record).await;
+    }
+    assert_eq!(send(&app, &user, Method::PATCH, &path, Some(json!({ "title": "sentinel" }))).await.status(), 200);
+    let items = eventually("the sentinel's audit entry", || async {
+        let (_, body) = history(&app, &user, &task_id).await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        items.iter().any(|item| item["changes"]["title"]["to"] == "sentinel").then_some(items)
+    })
+    .await;
+    assert_eq!(items.len(), 3, "the redelivered events were not recorded again: {items:#?}");
+
+    // Someone else's task's history is not theirs to read.
+    let stranger = app.register_user().await;
+    assert_eq!(history(&app, &stranger, &task_id).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_until_the_handler_succeeds() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["flaky-handler"])).await;
+    sqlx::query(
+        "CREATE TABLE flaky_handled (event_id text NOT NULL, attempt integer NOT NULL, \
+         handled_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let user = app.register_user().await;
+    let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "flaky" }))).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(response.status(), 201);
+
+    let attempts: Vec<i32> = eventually("the flaky handler to succeed", || async {
+        let rows = sqlx::query("SELECT attempt FROM flaky_handled").fetch_all(&mut app.db().await).await.unwrap();
+        (!rows.is_empty()).then(|| rows.iter().map(|row| row.get("attempt")).collect())
+    })
+    .await;
+    assert_eq!(attempts, [3], "fails attempts 1 and 2 (fail_attempts = 2), succeeds once at attempt 3");
+
+    // The retries were logged with the request that caused the event.
+    let retried: Vec<String> =
+        app.logs().into_iter().filter(|line| line.contains("event handler failed; retrying")).collect();
+    assert_eq!(retried.len(), 2, "{retried:#?}");
+    assert!(retried.iter().all(|line| line.contains(&request_id)), "{retried:#?}");
+
+    let mut dead = TopicReader::new(&format!("{prefix}task-events.dlq"));
+    assert!(dead.read_for(Duration::from_secs(1)).await.is_empty(), "nothing was dead-lettered");
+}
+
+async fn dead_lettered(failure: &str) -> (todo_host_tests::events::Record, String) {
+    let manifest = format!(
+        "kind = \"event-handler\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n[settings]\nfail_attempts = 1\nfailure = \"{failure}\"\n"
+    );
+    let dir = plugin_dir_with(&[("doomed-handler", "flaky-handler", &manifest)]);
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(
+        HostOptions::default().kafka(&prefix, &["doomed-handler"]).env("PLUGIN_DIR", path_str(&dir)),
+    )
+    .await;
+    let user = app.register_user().await;
+    let task_id = create(&app, &user, "doomed").await;
+
+    let mut dead = TopicReader::new(&format!("{prefix}task-events.dlq"));
+    let record = dead.read_until(WAIT, |records| !records.is_empty()).await[0].clone();
+    assert_eq!(record.key.as_deref(), Some(task_id.as_str()));
+    assert_eq!(record.json()["type"], "task.created", "the original event is kept whole");
+    assert_eq!(record.headers["dlq-handler"], "doomed-handler");
+    assert_eq!(record.headers["dlq-original-topic"], format!("{prefix}task-events"));
+    assert!(record.headers["dlq-original-partition"].parse::<i32>().is_ok());
+    assert!(record.headers["dlq-original-offset"].parse::<i64>().is_ok());
+    (record, task_id)
+}
+
+#[tokio::test]
+async fn a_handler_that_always_fails_dead_letters_after_its_attempts() {
+    let (record, _) = dead_lettered("always-retryable").await;
+    assert_eq!(record.headers["dlq-error-kind"], "retryable");
+    assert_eq!(record.headers["dlq-attempts"], "3", "HANDLER_MAX_ATTEMPTS defaults to 3");
+    assert!(record.headers["dlq-error"].contains("flaky-handler"), "{:?}", record.headers);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_dead_letters_at_once() {
+    let (record, _) = dead_lettered("permanent").await;
+    assert_eq!(record.headers["dlq-error-kind"], "permanent");
+    assert_eq!(record.headers["dlq-attempts"], "1");
+}
+
+#[tokio::test]
+async fn the_notifier_announces_completion_and_reassignment() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["notifier"])).await;
+    let admin = app.create_user("admin").await;
+    let owner = app.register_user().await;
+    let heir = app.register_user().await;
+    let task_id = create(&app, &owner, "to notify").await;
+    let path = format!("/tasks/{task_id}");
+    assert_eq!(send(&app, &owner, Method::PATCH, &path, Some(json!({ "status": "done" }))).await.status(), 200);
+    let reassign = json!({ "owner_id": heir.id });
+    assert_eq!(send(&app, &admin, Method::PATCH, &path, Some(reassign)).await.status(), 200);
+
+    let mut notifications = TopicReader::new(&format!("{prefix}notifications"));
+    let records = notifications.read_until(WAIT, |records| records.len() >= 2).await;
+    // Keyed by recipient: the two may sit on different partitions.
+    let of_kind = |kind: &str| records.iter().find(|r| r.json()["kind"] == kind).expect(kind).clone();
+    let completed = &of_kind("task.completed");
+    assert_eq!(completed.key.as_deref(), Some(owner.id.to_string().as_str()));
+    let body = completed.json();
+    assert_eq!((body["kind"].as_str(), body["task_id"].as_str()), (Some("task.completed"), Some(task_id.as_str())));
+    assert_eq!(body["title"], "to notify");
+    assert!(completed.headers.contains_key("x-request-id"), "{:?}", completed.headers);
+    let reassigned = of_kind("task.reassigned").json();
+    assert_eq!(reassigned["kind"], "task.reassigned");
+    assert_eq!(reassigned["recipient_id"], heir.id.to_string());
+}

@@ -1,0 +1,239 @@
+//! Kafka for tests: the broker `scripts/test` started (`TEST_KAFKA_BROKERS`),
+//! per-test topic prefixes so tests sharing it never see each other's
+//! records, and a reader that collects what a topic holds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{HostOptions, required_env};
+
+pub fn kafka_brokers() -> String {
+    required_env("TEST_KAFKA_BROKERS")
+}
+
+pub fn redis_url() -> String {
+    required_env("TEST_REDIS_URL")
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}.", Uuid::new_v4().simple())
+}
+
+impl HostOptions {
+    /// Connects the host to the test broker (topics under `prefix`) and
+    /// Redis. Runs no event handler unless `handlers` names some.
+    pub fn kafka(self, prefix: &str, handlers: &[&str]) -> Self {
+        self.kafka_on(&kafka_brokers(), prefix, handlers)
+    }
+
+    /// Like `kafka`, on another broker.
+    pub fn kafka_on(self, brokers: &str, prefix: &str, handlers: &[&str]) -> Self {
+        self.env("KAFKA_BROKERS", brokers)
+            .env("KAFKA_TOPIC_PREFIX", prefix)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("REDIS_URL", &redis_url())
+            .env("EVENT_HANDLERS", &handlers.join(","))
+            .env("HANDLER_RETRY_BACKOFF_MS", "50")
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("the record is JSON")
+    }
+}
+
+/// Reads a topic from its beginning, in a consumer group of its own.
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    pub records: Vec<Record>,
+}
+
+impl TopicReader {
+    pub fn new(topic: &str) -> Self {
+        Self::on(&kafka_brokers(), topic)
+    }
+
+    pub fn on(brokers: &str, topic: &str) -> Self {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("test-reader-{}", Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a test consumer");
+        consumer.subscribe(&[topic]).expect("subscribing to the topic");
+        Self { consumer, records: Vec::new() }
+    }
+
+    /// Reads until `done(records so far)` holds, failing after `timeout`.
+    pub async fn read_until(&mut self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> &[Record] {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.records) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out; read so far: {:#?}", self.summaries());
+            if let Ok(Ok(message)) =
+                tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv()).await
+            {
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .filter_map(|h| Some((h.key.to_string(), String::from_utf8(h.value?.to_vec()).ok()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.records.push(Record {
+                    key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                });
+            }
+        }
+        &self.records
+    }
+
+    /// Reads for `quiet` more and answers everything read.
+    pub async fn read_for(&mut self, quiet: Duration) -> &[Record] {
+        let deadline = Instant::now() + quiet;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(Ok(message)) = tokio::time::timeout(left, self.consumer.recv()).await {
+                self.records.push(Record {
+                    key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers: BTreeMap::new(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                });
+            }
+        }
+        &self.records
+    }
+
+    fn summaries(&self) -> Vec<String> {
+        self.records.iter().map(|r| String::from_utf8_lossy(&r.payload).chars().take(200).collect()).collect()
+    }
+}
+
+/// Task events of `records` about task `id`, as JSON, in topic order.
+pub fn events_of(records: &[Record], id: &str) -> Vec<Value> {
+    records.iter().filter(|r| r.key.as_deref() == Some(id)).map(Record::json).collect()
+}
+
+/// Produces `record` again to `topic` (a redelivery, as a broker would make it).
+pub async fn produce_again(topic: &str, record: &Record) {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("a test producer");
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (key, value)| all.insert(Header { key, value: Some(value.as_bytes()) }));
+    let mut message = FutureRecord::to(topic).payload(&record.payload).headers(headers);
+    if let Some(key) = &record.key {
+        message = message.key(key);
+    }
+    producer.send(message, Duration::from_secs(10)).await.expect("the broker takes the record");
+}
+
+/// A plugin directory holding the test plugins plus `extra` ones: each a
+/// copy of an existing plugin's `.wasm` under a new name with its own
+/// manifest.
+pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> PathBuf {
+    let source = PathBuf::from(required_env("TEST_PLUGIN_DIR"));
+    let dir = std::env::temp_dir().join(format!("todo-host-plugins-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    for (name, copy_of, manifest) in extra {
+        std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
+        std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+    }
+    dir
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A broker of a test's own (Tansu, durable in a temporary SQLite file),
+/// for tests that stop and restart it.
+pub struct TestBroker {
+    port: u16,
+    dir: PathBuf,
+    process: Option<tokio::process::Child>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("todo-host-broker-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Self { port, dir, process: None };
+        broker.restart().await;
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL: nothing is flushed on the way out).
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await.unwrap();
+        }
+    }
+
+    /// Starts the broker again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let process = tokio::process::Command::new(required_env("TEST_TANSU_BIN"))
+            // Tansu resolves a sqlite:// path against its working directory.
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu starts");
+        self.process = Some(process);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
