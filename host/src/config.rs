@@ -150,6 +150,11 @@ pub struct KafkaConfig {
     /// How long the producer keeps trying to deliver a record, in milliseconds.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_message_timeout_ms: u64,
+
+    /// Longest a consumer's fetch waits at the broker for new records, in
+    /// milliseconds (bounds event latency on brokers that hold fetches).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 20)]
+    pub kafka_fetch_wait_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

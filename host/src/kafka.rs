@@ -1,6 +1,7 @@
 //! The Kafka clients (rdkafka): topic names, and producers and consumers
 //! configured the one way this host uses them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -80,6 +82,10 @@ impl Kafka {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            // How long the broker may hold a fetch that found nothing new.
+            // Kafka answers as soon as data arrives; Tansu waits the full
+            // time, which would add it to every event's latency.
+            .set("fetch.wait.max.ms", self.config.kafka_fetch_wait_max_ms.to_string())
             .create()
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
     }
@@ -102,4 +108,11 @@ impl Kafka {
         }
         Ok(())
     }
+}
+
+/// Record headers from string pairs.
+pub fn headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
+        all.insert(Header { key, value: Some(value.as_bytes()) })
+    })
 }

@@ -2,6 +2,8 @@
 //! trace context. Both travel with commands and events (as Kafka headers)
 //! so that a handler's logs name the HTTP request behind them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,6 +29,15 @@ impl RequestTrace {
             Some(format!("00-{trace_id}-{parent_id}-01"))
         });
         Self { request_id, traceparent }
+    }
+
+    /// The record headers that carry this trace along.
+    pub fn headers(&self) -> BTreeMap<String, String> {
+        let mut headers = BTreeMap::from([(REQUEST_ID_HEADER.to_string(), self.request_id.clone())]);
+        if let Some(traceparent) = &self.traceparent {
+            headers.insert(TRACEPARENT_HEADER.into(), traceparent.clone());
+        }
+        headers
     }
 
     /// The trace id part of `traceparent`, for logs.

@@ -8,9 +8,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
 use super::{Command, CommandStatus};
-use crate::events::outbox::trace_headers;
-use crate::events::relay::kafka_headers;
-use crate::kafka::{Kafka, topics};
+use crate::kafka::{self, Kafka, topics};
 use crate::tasks::{PreparedWrite, RequestContext};
 
 #[derive(Clone)]
@@ -39,10 +37,8 @@ impl CommandBus {
             Command { id: Uuid::now_v7(), issuer: ctx.actor, trace: ctx.trace.clone(), issued_at: Utc::now(), write };
         let payload = serde_json::to_vec(&command).map_err(|error| SubmitError::Unavailable(error.to_string()))?;
         let key = command.issuer.user_id.to_string();
-        let record = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(kafka_headers(&trace_headers(&command.trace)));
+        let record =
+            FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(kafka::headers(&command.trace.headers()));
         self.producer
             .send(record, self.timeout)
             .await

@@ -23,9 +23,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::relay::kafka_headers;
 use crate::config::EventConfig;
-use crate::kafka::{Kafka, topics};
+use crate::kafka::{self, Kafka, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{BeforeCommit, HandlerPlugin};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
@@ -201,7 +200,7 @@ impl HandlerRunner {
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
-            let record = record.headers(kafka_headers(&headers));
+            let record = record.headers(kafka::headers(&headers));
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => return false,
                 sent = self.producer.send(record, Duration::from_secs(10)) => sent,

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::task_event;
 use crate::kafka::topics;
 use crate::tasks::model::TaskChange;
-use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
+use crate::trace::RequestTrace;
 
 /// One record to publish. `topic` is the logical name (`task-events`,
 /// `notifications`); the relay maps it to the broker's topic.
@@ -27,7 +27,7 @@ impl OutboxRecord {
     /// so that one task's events keep their order.
     pub fn task_event(change: &TaskChange, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
         let event = task_event::for_change(change, time);
-        let mut headers = trace_headers(trace);
+        let mut headers = trace.headers();
         headers.insert("content-type".into(), task_event::CONTENT_TYPE.into());
         Self {
             topic: topics::TASK_EVENTS.into(),
@@ -36,15 +36,6 @@ impl OutboxRecord {
             headers,
         }
     }
-}
-
-/// The headers that carry `trace` along with a record.
-pub fn trace_headers(trace: &RequestTrace) -> BTreeMap<String, String> {
-    let mut headers = BTreeMap::from([(REQUEST_ID_HEADER.to_string(), trace.request_id.clone())]);
-    if let Some(traceparent) = &trace.traceparent {
-        headers.insert(TRACEPARENT_HEADER.into(), traceparent.clone());
-    }
-    headers
 }
 
 /// Writes `records` on `connection` (inside the caller's transaction), in

@@ -17,14 +17,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgListener;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::Kafka;
+use crate::kafka::{self, Kafka};
 
 /// The advisory lock key serialising relays ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
@@ -133,7 +132,7 @@ impl OutboxRelay {
             let key: Option<&str> = row.try_get("record_key")?;
             let payload: &[u8] = row.try_get("payload")?;
             let Json(headers): Json<BTreeMap<String, String>> = row.try_get("headers")?;
-            let mut record = FutureRecord::to(&topic).payload(payload).headers(kafka_headers(&headers));
+            let mut record = FutureRecord::to(&topic).payload(payload).headers(kafka::headers(&headers));
             if let Some(key) = key {
                 record = record.key(key);
             }
@@ -178,10 +177,4 @@ async fn next_notification(listener: &mut Option<PgListener>) -> bool {
         Some(listener) => listener.recv().await.is_ok(),
         None => std::future::pending().await,
     }
-}
-
-pub fn kafka_headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
-    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
-        all.insert(Header { key, value: Some(value.as_bytes()) })
-    })
 }

@@ -6,7 +6,6 @@
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::events::OutboxRecord;
-use crate::events::outbox::trace_headers;
 use crate::plugins::bindings::event_handler::todo::plugin::publish::{self, PublishError};
 use crate::plugins::call::CallState;
 
@@ -30,7 +29,7 @@ impl publish::Host for CallState {
                 payload.len()
             )));
         }
-        let headers = trace_headers(&self.trace);
+        let headers = self.trace.headers();
         self.published.push(OutboxRecord { topic, key, payload, headers });
         Ok(())
     }
