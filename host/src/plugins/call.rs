@@ -81,13 +81,14 @@ impl PluginFailure {
     }
 }
 
-/// What `run` needs to know about the plugin being called.
-pub(super) struct CallTarget<'a> {
-    pub identity: &'a PluginIdentity,
-    pub grants: &'a Grants,
-    pub limits: &'a Limits,
-    pub settings: &'a PluginSettings,
-    pub runtime: &'a PluginRuntime,
+/// A loaded plugin, whatever its world: who it is, what it may touch, its
+/// limits and settings, and the runtime its calls run on.
+pub(super) struct LoadedPlugin {
+    pub identity: PluginIdentity,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub settings: PluginSettings,
+    pub runtime: Arc<PluginRuntime>,
 }
 
 /// Host statements that commit together with a successful write call, run
@@ -111,13 +112,13 @@ impl<R> BeforeCommit<R> for NothingMore {
 /// in it and it commits. `Ok(Err(_))` is the export's own error: the
 /// transaction is rolled back and the error handed on.
 pub(super) async fn run<R, E>(
-    target: CallTarget<'_>,
+    plugin: &LoadedPlugin,
     trace: &RequestTrace,
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
 ) -> Result<Result<R, E>, PluginFailure> {
-    let CallTarget { identity, grants, limits, settings, runtime } = target;
+    let LoadedPlugin { identity, grants, limits, settings, runtime } = plugin;
     let plugin = || identity.name.clone();
     let _slot = runtime
         .slots

@@ -1,48 +1,37 @@
 //! The `event-handler` world: a loaded handler plugin and calls into its
-//! `event-handler` export.
+//! `handler` export.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
+use wasmtime::Store;
 
 use super::PluginIdentity;
 use super::bindings::event_handler::EventHandlerPre;
 use super::bindings::event_handler::exports::todo::plugin::handler::{Event, HandlerError};
-use super::call::{self, BeforeCommit, CallKind, CallState, CallTarget, PluginFailure, PluginRuntime};
-use super::capabilities::config::PluginSettings;
+use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
 use super::loader;
-use super::manifest::{Grants, Limits, PluginKind};
+use super::manifest::PluginKind;
 use super::wit_types::CallContext;
 use crate::trace::RequestTrace;
 
 pub struct HandlerPlugin {
-    identity: PluginIdentity,
-    grants: Grants,
-    limits: Limits,
-    settings: PluginSettings,
+    plugin: LoadedPlugin,
     pre: EventHandlerPre<CallState>,
-    runtime: Arc<PluginRuntime>,
 }
 
 impl HandlerPlugin {
-    /// Loads `dir/NAME.wasm` and checks that it exports `event-handler`.
+    /// Loads `dir/NAME.wasm` and checks that it exports `handler`.
     pub fn load(runtime: Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let loaded = loader::load(&runtime, dir, name, PluginKind::EventHandler)?;
-        let pre = EventHandlerPre::new(loaded.pre)
-            .map_err(|e| anyhow::anyhow!("plugin `{name}` is not an event handler: {e:#}"))?;
-        Ok(Self {
-            identity: loaded.identity,
-            grants: loaded.manifest.grants,
-            limits: loaded.manifest.limits,
-            settings: loaded.settings,
-            pre,
-            runtime,
-        })
+        let (plugin, pre) = loader::load(runtime, dir, name, PluginKind::EventHandler)?;
+        let pre =
+            EventHandlerPre::new(pre).map_err(|e| anyhow::anyhow!("plugin `{name}` is not an event handler: {e:#}"))?;
+        Ok(Self { plugin, pre })
     }
 
     pub fn identity(&self) -> &PluginIdentity {
-        &self.identity
+        &self.plugin.identity
     }
 
     /// Hands `event` to the plugin in a fresh instance, in one transaction
@@ -55,19 +44,12 @@ impl HandlerPlugin {
         attempt: u32,
         before_commit: impl BeforeCommit<()>,
     ) -> Result<Result<(), HandlerError>, PluginFailure> {
-        let target = CallTarget {
-            identity: &self.identity,
-            grants: &self.grants,
-            limits: &self.limits,
-            settings: &self.settings,
-            runtime: &self.runtime,
-        };
         let context = CallContext { request_id: trace.request_id.clone(), now: Utc::now().timestamp_micros() };
         call::run(
-            target,
+            &self.plugin,
             trace,
             CallKind::Write,
-            async |store: &mut wasmtime::Store<CallState>| {
+            async |store: &mut Store<CallState>| {
                 let instance = self.pre.instantiate_async(&mut *store).await?;
                 instance.todo_plugin_handler().call_handle(store, &context, event, attempt).await
             },

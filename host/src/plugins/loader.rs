@@ -2,6 +2,7 @@
 //! import-checked and linked `InstancePre`, ready for per-call instances.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -9,21 +10,19 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{InstancePre, Linker};
 
 use super::PluginIdentity;
-use super::call::{CallState, PluginRuntime};
+use super::call::{CallState, LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
 use super::manifest::{Manifest, PluginKind};
 
-/// A plugin ready to be instantiated, whatever its world.
-pub(super) struct LoadedPlugin {
-    pub identity: PluginIdentity,
-    pub manifest: Manifest,
-    pub settings: PluginSettings,
-    pub pre: InstancePre<CallState>,
-}
-
-/// Loads plugin `name` of `kind` from `dir`. Every failure says which step
-/// failed and why.
-pub(super) fn load(runtime: &PluginRuntime, dir: &Path, name: &str, kind: PluginKind) -> anyhow::Result<LoadedPlugin> {
+/// Loads plugin `name` of `kind` from `dir`, ready to be instantiated (the
+/// world's bindings type-check the `InstancePre`). Every failure says which
+/// step failed and why.
+pub(super) fn load(
+    runtime: Arc<PluginRuntime>,
+    dir: &Path,
+    name: &str,
+    kind: PluginKind,
+) -> anyhow::Result<(LoadedPlugin, InstancePre<CallState>)> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
     }
@@ -58,15 +57,17 @@ pub(super) fn load(runtime: &PluginRuntime, dir: &Path, name: &str, kind: Plugin
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("the component does not fit the host's interfaces: {e:#}"))?;
 
-    Ok(LoadedPlugin {
+    let plugin = LoadedPlugin {
         identity: PluginIdentity {
             name: name.to_string(),
             version: manifest.version.clone(),
             sha256,
             loaded_at: Utc::now(),
         },
-        settings: PluginSettings(std::sync::Arc::new(manifest.settings_as_strings())),
-        manifest,
-        pre,
-    })
+        settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
+        grants: manifest.grants,
+        limits: manifest.limits,
+        runtime,
+    };
+    Ok((plugin, pre))
 }

@@ -9,39 +9,27 @@ use wasmtime::Store;
 use super::PluginIdentity;
 use super::bindings::StoragePre;
 use super::bindings::exports::todo::plugin::task_store::Guest as TaskStore;
-use super::call::{self, BeforeCommit, CallKind, CallState, CallTarget, PluginFailure, PluginRuntime};
-use super::capabilities::config::PluginSettings;
+use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
 use super::loader;
-use super::manifest::{Grants, Limits, PluginKind};
+use super::manifest::PluginKind;
 use crate::trace::RequestTrace;
 
 pub struct StoragePlugin {
-    identity: PluginIdentity,
-    grants: Grants,
-    limits: Limits,
-    settings: PluginSettings,
+    plugin: LoadedPlugin,
     pre: StoragePre<CallState>,
-    runtime: Arc<PluginRuntime>,
 }
 
 impl StoragePlugin {
     /// Loads `dir/NAME.wasm` and checks that it exports `task-store`.
     pub fn load(runtime: Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let loaded = loader::load(&runtime, dir, name, PluginKind::Storage)?;
-        let pre = StoragePre::new(loaded.pre)
-            .map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
-        Ok(Self {
-            identity: loaded.identity,
-            grants: loaded.manifest.grants,
-            limits: loaded.manifest.limits,
-            settings: loaded.settings,
-            pre,
-            runtime,
-        })
+        let (plugin, pre) = loader::load(runtime, dir, name, PluginKind::Storage)?;
+        let pre =
+            StoragePre::new(pre).map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
+        Ok(Self { plugin, pre })
     }
 
     pub fn identity(&self) -> &PluginIdentity {
-        &self.identity
+        &self.plugin.identity
     }
 
     /// Calls one `task-store` function in a fresh instance. A `Write`
@@ -54,15 +42,8 @@ impl StoragePlugin {
         body: impl AsyncFnOnce(&TaskStore, &mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
         before_commit: impl BeforeCommit<R>,
     ) -> Result<Result<R, E>, PluginFailure> {
-        let target = CallTarget {
-            identity: &self.identity,
-            grants: &self.grants,
-            limits: &self.limits,
-            settings: &self.settings,
-            runtime: &self.runtime,
-        };
         call::run(
-            target,
+            &self.plugin,
             trace,
             kind,
             async |store: &mut Store<CallState>| {
