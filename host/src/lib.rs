@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod plugins;
 pub mod problem;
 pub mod ratelimit;
+pub mod redis_client;
 pub mod startup;
 pub mod tasks;
 pub mod telemetry;

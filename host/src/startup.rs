@@ -11,7 +11,6 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 
 use rdkafka::producer::{FutureProducer, Producer};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +25,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::kafka::Kafka;
 use crate::plugins::{PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
+use crate::redis_client::RedisClient;
 use crate::tasks::{TaskService, TaskStore};
 
 /// Shortest JWT secret accepted: 256 bits for HS256.
@@ -56,10 +56,7 @@ impl Application {
             TokenKeys::new(&signing_secret(&config.auth)?, Duration::from_secs(config.auth.access_token_ttl_secs));
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool).await?;
-        let redis = match &config.redis.redis_url {
-            Some(url) => Some(connect_redis(url, config.redis.timeout()).await?),
-            None => None,
-        };
+        let redis = RedisClient::connect(&config.redis).await?;
 
         let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
         let runtime = Arc::new(PluginRuntime::new(engine, pool.clone(), config.plugins.plugin_max_instances));
@@ -73,7 +70,7 @@ impl Application {
             .await?,
         );
         let store = TaskStore::new(plugins.clone());
-        let command_status = CommandStatus::new(pool.clone(), redis, config.redis.timeout());
+        let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
         let commands = match Kafka::new(&config.kafka) {
@@ -88,6 +85,7 @@ impl Application {
             tasks: TaskService::new(store),
             commands,
             command_status,
+            redis,
             accounts: Accounts::new(UserRepository::new(pool.clone())),
             keys,
             plugins,
@@ -167,13 +165,6 @@ impl Workers {
             let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         }
     }
-}
-
-async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-    let config =
-        ConnectionManagerConfig::new().set_response_timeout(Some(timeout)).set_connection_timeout(Some(timeout));
-    ConnectionManager::new_with_config(client, config).await.context("cannot connect to Redis (REDIS_URL)")
 }
 
 fn signing_secret(config: &AuthConfig) -> anyhow::Result<Vec<u8>> {

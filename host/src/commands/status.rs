@@ -3,10 +3,6 @@
 //! `command_results`, written in the transaction that applied the command,
 //! and win over the mark.
 
-use std::time::Duration;
-
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -14,6 +10,7 @@ use uuid::Uuid;
 
 use super::Command;
 use crate::auth::{Actor, Role};
+use crate::redis_client::RedisClient;
 
 /// How long a pending mark lives: a command still unapplied after this is
 /// answered from `command_results` only.
@@ -22,8 +19,7 @@ const PENDING_TTL_SECS: u64 = 24 * 60 * 60;
 #[derive(Clone)]
 pub struct CommandStatus {
     pool: PgPool,
-    redis: Option<ConnectionManager>,
-    timeout: Duration,
+    redis: Option<RedisClient>,
 }
 
 /// `GET /commands/{id}`.
@@ -46,8 +42,8 @@ pub enum CommandState {
 }
 
 impl CommandStatus {
-    pub fn new(pool: PgPool, redis: Option<ConnectionManager>, timeout: Duration) -> Self {
-        Self { pool, redis, timeout }
+    pub fn new(pool: PgPool, redis: Option<RedisClient>) -> Self {
+        Self { pool, redis }
     }
 
     fn pending_key(id: Uuid) -> String {
@@ -57,12 +53,15 @@ impl CommandStatus {
     /// Marks `command` pending. Best effort: without the mark the command
     /// is still applied; it just answers 404 until then.
     pub async fn mark_pending(&self, command: &Command) {
-        let Some(mut redis) = self.redis.clone() else { return };
-        let key = Self::pending_key(command.id);
-        let issuer = command.issuer.user_id.to_string();
-        let marked = tokio::time::timeout(self.timeout, redis.set_ex::<_, _, ()>(key, issuer, PENDING_TTL_SECS)).await;
-        if !matches!(marked, Ok(Ok(()))) {
-            tracing::warn!(command_id = %command.id, "cannot mark the command pending in Redis");
+        let Some(redis) = &self.redis else { return };
+        let mark = redis::cmd("SET")
+            .arg(Self::pending_key(command.id))
+            .arg(command.issuer.user_id.to_string())
+            .arg("EX")
+            .arg(PENDING_TTL_SECS)
+            .clone();
+        if let Err(error) = redis.run::<()>(&mark).await {
+            tracing::warn!(command_id = %command.id, %error, "cannot mark the command pending");
         }
     }
 
@@ -82,10 +81,10 @@ impl CommandStatus {
             };
             return Ok(visible(issuer).then_some(state));
         }
-        let Some(mut redis) = self.redis.clone() else { return Ok(None) };
-        let issuer = tokio::time::timeout(self.timeout, redis.get::<_, Option<String>>(Self::pending_key(id))).await;
+        let Some(redis) = &self.redis else { return Ok(None) };
+        let issuer = redis.run::<Option<String>>(redis::cmd("GET").arg(Self::pending_key(id))).await;
         Ok(match issuer {
-            Ok(Ok(Some(issuer))) => {
+            Ok(Some(issuer)) => {
                 Uuid::parse_str(&issuer).ok().filter(|issuer| visible(*issuer)).map(|_| CommandState::Pending { id })
             }
             _ => None,

@@ -32,6 +32,7 @@ use crate::commands::{CommandBus, CommandStatus};
 use crate::plugins::PluginRegistry;
 use crate::problem::Problem;
 use crate::ratelimit::{self, Quota};
+use crate::redis_client::RedisClient;
 use crate::tasks::TaskService;
 
 /// What every handler may use.
@@ -41,6 +42,8 @@ pub struct AppState {
     /// `None` without a broker: `Prefer: respond-async` is then ignored.
     pub commands: Option<CommandBus>,
     pub command_status: CommandStatus,
+    /// `None` without `REDIS_URL`.
+    pub redis: Option<RedisClient>,
     pub accounts: Accounts,
     pub keys: TokenKeys,
     pub plugins: Arc<PluginRegistry>,
