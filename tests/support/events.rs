@@ -30,6 +30,11 @@ pub fn unique_prefix() -> String {
 }
 
 impl HostOptions {
+    /// Connects the host to the test Redis.
+    pub fn redis(self) -> Self {
+        self.env("REDIS_URL", &redis_url())
+    }
+
     /// Connects the host to the test broker (topics under `prefix`) and
     /// Redis. Runs no event handler unless `handlers` names some.
     pub fn kafka(self, prefix: &str, handlers: &[&str]) -> Self {
@@ -38,10 +43,10 @@ impl HostOptions {
 
     /// Like `kafka`, on another broker.
     pub fn kafka_on(self, brokers: &str, prefix: &str, handlers: &[&str]) -> Self {
-        self.env("KAFKA_BROKERS", brokers)
+        self.redis()
+            .env("KAFKA_BROKERS", brokers)
             .env("KAFKA_TOPIC_PREFIX", prefix)
             .env("KAFKA_TOPIC_PARTITIONS", "3")
-            .env("REDIS_URL", &redis_url())
             .env("EVENT_HANDLERS", &handlers.join(","))
             .env("HANDLER_RETRY_BACKOFF_MS", "50")
     }
