@@ -64,3 +64,21 @@ async fn auth_routes_are_limited_per_address_more_strictly() {
     // Anonymous requests elsewhere count against the (laxer) API quota.
     assert_eq!(app.request(Method::GET, "/health/live").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn replicas_share_one_quota_per_user_through_redis() {
+    let options = || HostOptions::default().redis().env("RATE_LIMIT_PER_SECOND", "1").env("RATE_LIMIT_BURST", "5");
+    let first = TestApp::spawn_with(options()).await;
+    let second = TestApp::spawn_with(options().database(&first.database)).await;
+    let ann = first.register_user().await;
+
+    for _ in 0..5 {
+        assert_eq!(send(&first, &ann, Method::GET, "/tasks", None).await.status(), 200);
+    }
+    // The second replica's own limiter has not seen Ann, but the cluster has.
+    let response = send(&second, &ann, Method::GET, "/tasks", None).await;
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(response.headers()["ratelimit-limit"], "5");
+    assert_problem(response, 429, "rate-limited").await;
+}

@@ -110,6 +110,11 @@ pub struct AuthConfig {
     /// Lifetime of an access token, in seconds.
     #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
     pub access_token_ttl_secs: u64,
+
+    /// Lifetime of a refresh token, in seconds (30 days); each refresh
+    /// hands out a new one with a full lifetime. Needs REDIS_URL.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 60 * 60)]
+    pub refresh_token_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -223,6 +228,32 @@ pub struct RedisConfig {
     /// Timeout of one Redis command, in milliseconds; a slower Redis counts as down.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
+
+    /// How long an `Idempotency-Key` and the response it replays are kept, in seconds.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 60 * 60)]
+    pub idempotency_ttl_secs: u64,
+
+    /// Run the overdue job (announces tasks past due as `task.overdue`);
+    /// needs Redis for its lock.
+    #[arg(long, env = "OVERDUE_JOB_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub overdue_job_enabled: bool,
+
+    /// How often the overdue job runs (once per interval across all replicas), in seconds.
+    #[arg(long, env = "OVERDUE_INTERVAL_SECS", default_value_t = 60)]
+    pub overdue_interval_secs: u64,
+
+    /// Lease of a scheduled job's lock, in milliseconds: a crashed holder is
+    /// replaced within this time.
+    #[arg(long, env = "JOB_LOCK_TTL_MS", default_value_t = 30_000)]
+    pub job_lock_ttl_ms: u64,
+
+    /// Serve task reads from Redis (cache-aside).
+    #[arg(long, env = "CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_enabled: bool,
+
+    /// How long a cached task or listing page lives, in seconds.
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
 }
 
 impl RedisConfig {

@@ -15,18 +15,21 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Accounts, TokenKeys, UserRepository};
+use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
 use crate::events::handlers::HandlerRunner;
 use crate::events::relay::OutboxRelay;
 use crate::http::{self, AppState, HttpLimits};
+use crate::idempotency::IdempotencyStore;
+use crate::jobs::Scheduler;
+use crate::jobs::overdue::OverdueJob;
 use crate::kafka::Kafka;
 use crate::plugins::{PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
-use crate::tasks::{TaskService, TaskStore};
+use crate::tasks::{TaskCache, TaskService, TaskStore};
 
 /// Shortest JWT secret accepted: 256 bits for HS256.
 const MIN_SECRET_BYTES: usize = 32;
@@ -69,10 +72,25 @@ impl Application {
             )
             .await?,
         );
-        let store = TaskStore::new(plugins.clone());
+        let cache = TaskCache::new(
+            redis.clone().filter(|_| config.redis.cache_enabled),
+            Duration::from_secs(config.redis.cache_ttl_secs),
+        );
+        let store = TaskStore::new(plugins.clone(), cache.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
+        match (&redis, config.redis.overdue_job_enabled) {
+            (Some(redis), true) => {
+                let job = OverdueJob::new(store.clone(), pool.clone());
+                let interval = Duration::from_secs(config.redis.overdue_interval_secs);
+                let lock_ttl = Duration::from_millis(config.redis.job_lock_ttl_ms);
+                let scheduler = Scheduler::new(job, redis.clone(), interval, lock_ttl);
+                workers.tasks.spawn(scheduler.run(workers.shutdown.clone()));
+            }
+            (None, true) => tracing::warn!("REDIS_URL is not set: the overdue job (which needs its lock) does not run"),
+            (_, false) => {}
+        }
         let commands = match Kafka::new(&config.kafka) {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
             None => {
@@ -81,13 +99,16 @@ impl Application {
             }
         };
 
+        let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
+        let sessions = Sessions::new(keys, UserRepository::new(pool.clone()), redis.clone(), refresh_ttl);
         let state = AppState {
-            tasks: TaskService::new(store),
+            tasks: TaskService::new(store, cache),
             commands,
             command_status,
+            idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),
             redis,
             accounts: Accounts::new(UserRepository::new(pool.clone())),
-            keys,
+            sessions,
             plugins,
             pool,
         };

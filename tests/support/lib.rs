@@ -11,6 +11,7 @@
 //!   next to the test executable.
 
 pub mod events;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::process::Stdio;

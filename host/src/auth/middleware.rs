@@ -1,6 +1,12 @@
 //! Bearer tokens on requests. `identify` runs on every route, before rate
 //! limiting (which keys on the user when there is one); `require_auth`
 //! guards the protected routes and answers 401 problems.
+//!
+//! A revoked token (logout, or its refresh family revoked) is refused on
+//! every replica: the revocation list is in Redis. When Redis does not
+//! answer, the check fails open with a warning: an access token lives 15
+//! minutes by default, and refusing every request during an outage would
+//! turn a cache failure into a full one.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -10,8 +16,11 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::errors::ErrorKind;
 
 use super::Actor;
-use super::tokens::TokenKeys;
+use super::sessions::Sessions;
+use super::tokens::Claims;
 use crate::problem::Problem;
+
+const NO_TOKEN: &str = "this endpoint needs `Authorization: Bearer <access token>`";
 
 /// What the `Authorization` header said, if anything.
 #[derive(Debug, Clone)]
@@ -21,26 +30,43 @@ pub enum Identity {
 }
 
 /// Verifies the bearer token, if any, and records the outcome.
-pub async fn identify(State(keys): State<TokenKeys>, mut request: Request, next: Next) -> Response {
+pub async fn identify(State(sessions): State<Sessions>, mut request: Request, next: Next) -> Response {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let identity = match value.to_str().ok().and_then(bearer_token) {
-            None => Identity::Rejected("the Authorization header must be `Bearer <access token>`"),
-            Some(token) => match keys.verify(token) {
-                Ok(claims) => Identity::Actor(Actor { user_id: claims.sub, role: claims.role }),
-                Err(error) => Identity::Rejected(match error.kind() {
-                    ErrorKind::ExpiredSignature => "the access token has expired",
-                    ErrorKind::InvalidSignature => "the access token's signature is not valid",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "the access token is not signed with HS256"
-                    }
-                    ErrorKind::InvalidIssuer => "the access token was not issued by this server",
-                    _ => "the access token is malformed",
-                }),
-            },
+        let verified = match value.to_str().ok().and_then(bearer_token) {
+            None => Err("the Authorization header must be `Bearer <access token>`"),
+            Some(token) => verify(&sessions, token).await,
         };
-        request.extensions_mut().insert(identity);
+        match verified {
+            Ok(claims) => {
+                request.extensions_mut().insert(Identity::Actor(Actor { user_id: claims.sub, role: claims.role }));
+                request.extensions_mut().insert(AccessToken(claims));
+            }
+            Err(reason) => {
+                request.extensions_mut().insert(Identity::Rejected(reason));
+            }
+        }
     }
     next.run(request).await
+}
+
+/// The token's claims, or why it is refused.
+async fn verify(sessions: &Sessions, token: &str) -> Result<Claims, &'static str> {
+    let claims = sessions.keys().verify(token).map_err(|error| match error.kind() {
+        ErrorKind::ExpiredSignature => "the access token has expired",
+        ErrorKind::InvalidSignature => "the access token's signature is not valid",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "the access token is not signed with HS256",
+        ErrorKind::InvalidIssuer => "the access token was not issued by this server",
+        _ => "the access token is malformed",
+    })?;
+    match sessions.is_revoked(&claims).await {
+        Ok(false) => Ok(claims),
+        Ok(true) => Err("the access token has been revoked"),
+        Err(error) => {
+            // Fail open (see the module comment).
+            tracing::warn!(%error, jti = %claims.jti, "cannot check whether the access token was revoked; accepting it");
+            Ok(claims)
+        }
+    }
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -57,7 +83,7 @@ pub async fn require_auth(mut request: Request, next: Next) -> Response {
             next.run(request).await
         }
         Some(Identity::Rejected(reason)) => unauthorized(reason).into_response(),
-        None => unauthorized("this endpoint needs `Authorization: Bearer <access token>`").into_response(),
+        None => unauthorized(NO_TOKEN).into_response(),
     }
 }
 
@@ -75,10 +101,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Authenticated>()
-            .copied()
-            .ok_or_else(|| unauthorized("this endpoint needs `Authorization: Bearer <access token>`"))
+        verified(parts)
     }
+}
+
+/// The verified, unrevoked access token of a route behind `require_auth`
+/// (what logout revokes).
+#[derive(Debug, Clone)]
+pub struct AccessToken(pub Claims);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccessToken {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        verified(parts)
+    }
+}
+
+fn verified<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, Problem> {
+    parts.extensions.get::<T>().cloned().ok_or_else(|| unauthorized(NO_TOKEN))
 }

@@ -1,14 +1,19 @@
-//! Accounts and access tokens: argon2id passwords, HS256 JWTs, the users
-//! table, and the middleware that turns a bearer token into an `Actor`.
+//! Accounts and tokens: argon2id passwords, HS256 access JWTs, rotating
+//! refresh tokens and revocation (in Redis), the users table, and the
+//! middleware that turns a bearer token into an `Actor`.
 
 pub mod middleware;
 mod password;
+mod refresh;
+mod revocation;
 mod service;
+mod sessions;
 mod tokens;
 mod users;
 
-pub use middleware::Authenticated;
+pub use middleware::{AccessToken, Authenticated};
 pub use service::{Accounts, AuthError, Credentials, Registration};
+pub use sessions::{RefreshRequest, Sessions, Tokens};
 pub use tokens::TokenKeys;
 pub use users::{User, UserRepository};
 

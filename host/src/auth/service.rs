@@ -1,10 +1,11 @@
-//! Registration, login and account creation.
+//! Registration, login and account creation; the errors of `/auth/*`.
 
 use serde::Deserialize;
 
 use super::Role;
 use super::password::{PasswordHasher, PasswordPolicyError};
 use super::users::{NewUser, User, UserError, UserRepository};
+use crate::redis_client::RedisUnavailable;
 use crate::validation::FieldError;
 
 pub const MAX_EMAIL_CHARS: usize = 254;
@@ -36,6 +37,13 @@ pub enum AuthError {
     EmailTaken,
     #[error("the email or the password is wrong")]
     InvalidCredentials,
+    /// Unknown, expired, revoked or reused: deliberately one error.
+    #[error("the refresh token is not valid")]
+    InvalidRefreshToken,
+    #[error("refresh tokens and logout need Redis, and REDIS_URL is not set")]
+    RedisNotConfigured,
+    #[error(transparent)]
+    RedisUnavailable(#[from] RedisUnavailable),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

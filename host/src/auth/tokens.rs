@@ -1,4 +1,6 @@
-//! Access tokens: HS256 JWTs carrying sub, role, iat, exp, jti and iss.
+//! Access tokens: HS256 JWTs carrying sub, role, iat, exp, jti, iss and,
+//! when a refresh token was issued with it, the refresh family (`fam`) so
+//! that logging out or reusing a refresh token revokes it too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +14,8 @@ use super::Role;
 
 /// The `iss` of every token this host signs, and the only one it accepts.
 pub const ISSUER: &str = "todo-host";
-/// Clock skew tolerated on `exp`.
-const LEEWAY_SECS: u64 = 5;
+/// Clock skew tolerated on `exp`: a revocation must outlive it.
+pub(super) const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -23,6 +25,10 @@ pub struct Claims {
     pub exp: i64,
     pub jti: Uuid,
     pub iss: String,
+    /// The refresh family of the login this token descends from; absent
+    /// when no refresh token was issued (no Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<Uuid>,
 }
 
 /// The signing and verification keys, and the rules a token must meet.
@@ -55,7 +61,7 @@ impl TokenKeys {
         self.0.ttl
     }
 
-    pub fn issue(&self, user_id: Uuid, role: Role) -> anyhow::Result<String> {
+    pub fn issue(&self, user_id: Uuid, role: Role, family: Option<Uuid>) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -64,6 +70,7 @@ impl TokenKeys {
             exp: now + self.0.ttl.as_secs() as i64,
             jti: Uuid::now_v7(),
             iss: ISSUER.to_string(),
+            fam: family,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .map_err(|e| anyhow::anyhow!("cannot sign a token: {e}"))
@@ -87,15 +94,15 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let keys = keys("a secret of at least thirty-two bytes");
-        let user = Uuid::now_v7();
-        let claims = keys.verify(&keys.issue(user, Role::Viewer).unwrap()).unwrap();
-        assert_eq!((claims.sub, claims.role), (user, Role::Viewer));
+        let (user, family) = (Uuid::now_v7(), Uuid::now_v7());
+        let claims = keys.verify(&keys.issue(user, Role::Viewer, Some(family)).unwrap()).unwrap();
+        assert_eq!((claims.sub, claims.role, claims.fam), (user, Role::Viewer, Some(family)));
         assert_eq!(claims.exp - claims.iat, 60);
     }
 
     #[test]
     fn another_key_is_refused() {
-        let token = keys("a secret of at least thirty-two bytes").issue(Uuid::now_v7(), Role::Admin).unwrap();
+        let token = keys("a secret of at least thirty-two bytes").issue(Uuid::now_v7(), Role::Admin, None).unwrap();
         assert!(keys("another secret of thirty-two bytes!!").verify(&token).is_err());
     }
 }

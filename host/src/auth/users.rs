@@ -82,13 +82,27 @@ impl UserRepository {
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let role = Role::parse(&row.role)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown role `{}`", row.role).into()))?;
-            let user =
-                User { id: row.id, email: row.email, display_name: row.display_name, role, created_at: row.created_at };
-            Ok((user, row.password_hash))
-        })
-        .transpose()
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// The account as it is now (a refresh takes the current role).
+    pub async fn find_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+        let row: Option<UserRow> =
+            sqlx::query_as("SELECT id, email, display_name, role, created_at, password_hash FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(UserRow::into_user).transpose()?.map(|(user, _)| user))
+    }
+}
+
+impl UserRow {
+    /// The account (its role checked) and its password hash.
+    fn into_user(self) -> Result<(User, String), sqlx::Error> {
+        let role = Role::parse(&self.role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role `{}`", self.role).into()))?;
+        let user =
+            User { id: self.id, email: self.email, display_name: self.display_name, role, created_at: self.created_at };
+        Ok((user, self.password_hash))
     }
 }

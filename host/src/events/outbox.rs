@@ -9,7 +9,7 @@ use sqlx::types::Json;
 
 use super::task_event;
 use crate::kafka::topics;
-use crate::tasks::model::TaskChange;
+use crate::tasks::model::{Task, TaskChange};
 use crate::trace::RequestTrace;
 
 /// One record to publish. `topic` is the logical name (`task-events`,
@@ -26,12 +26,20 @@ impl OutboxRecord {
     /// The CloudEvent announcing `change` on `task-events`, keyed by task id
     /// so that one task's events keep their order.
     pub fn task_event(change: &TaskChange, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
-        let event = task_event::for_change(change, time);
+        Self::about_task(change.task(), task_event::for_change(change, time), trace)
+    }
+
+    /// `task.overdue` about `task`, noticed at `time`.
+    pub fn overdue(task: &Task, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
+        Self::about_task(task, task_event::envelope("task.overdue", task, None, time), trace)
+    }
+
+    fn about_task(task: &Task, event: serde_json::Value, trace: &RequestTrace) -> Self {
         let mut headers = trace.headers();
         headers.insert("content-type".into(), task_event::CONTENT_TYPE.into());
         Self {
             topic: topics::TASK_EVENTS.into(),
-            key: Some(change.task().id.to_string()),
+            key: Some(task.id.to_string()),
             payload: serde_json::to_vec(&event).unwrap_or_default(),
             headers,
         }

@@ -1,4 +1,4 @@
-//! `/auth`: registration and login.
+//! `/auth`: registration, login, refresh and logout.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::extract::Json;
-use crate::auth::{Credentials, Registration, User};
+use crate::auth::{AccessToken, Credentials, RefreshRequest, Registration, Tokens, User};
 use crate::problem::Problem;
 
 pub async fn register(
@@ -24,18 +24,42 @@ pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
+    /// Absent when the server could not issue one (no Redis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<u64>,
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    Json(credentials): Json<Credentials>,
-) -> Result<impl IntoResponse, Problem> {
+impl IntoResponse for Tokens {
+    fn into_response(self) -> axum::response::Response {
+        let (refresh_token, refresh_expires_in) =
+            self.refresh.map(|refresh| (refresh.token, refresh.expires_in.as_secs())).unzip();
+        let body = TokenResponse {
+            access_token: self.access_token,
+            token_type: "Bearer",
+            expires_in: self.expires_in.as_secs(),
+            refresh_token,
+            refresh_expires_in,
+        };
+        // Tokens must not linger in shared caches.
+        ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+    }
+}
+
+pub async fn login(State(state): State<AppState>, Json(credentials): Json<Credentials>) -> Result<Tokens, Problem> {
     let user = state.accounts.authenticate(credentials).await?;
-    let access_token = state.keys.issue(user.id, user.role).map_err(|error| {
-        tracing::error!(%error, "cannot sign an access token");
-        Problem::internal()
-    })?;
-    let body = TokenResponse { access_token, token_type: "Bearer", expires_in: state.keys.ttl().as_secs() };
-    // Tokens must not linger in shared caches.
-    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)))
+    Ok(state.sessions.start(&user).await?)
+}
+
+/// Rotates a refresh token: a new access token and a new refresh token.
+pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshRequest>) -> Result<Tokens, Problem> {
+    Ok(state.sessions.refresh(request).await?)
+}
+
+/// Revokes the caller's access token and its refresh family.
+pub async fn logout(State(state): State<AppState>, AccessToken(claims): AccessToken) -> Result<StatusCode, Problem> {
+    state.sessions.end(&claims).await?;
+    tracing::info!(user_id = %claims.sub, "logged out");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -99,10 +99,25 @@ impl From<AuthError> for Problem {
                 Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials")
                     .detail("the email or the password is wrong")
             }
+            AuthError::InvalidRefreshToken => {
+                Problem::new(StatusCode::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token")
+                    .detail("the refresh token is unknown, expired or revoked; log in again")
+            }
+            AuthError::RedisNotConfigured => {
+                redis_unavailable("refresh tokens and logout need Redis, which this server is not configured with")
+            }
+            AuthError::RedisUnavailable(error) => {
+                tracing::warn!(%error, "Redis is unavailable to refresh or logout");
+                redis_unavailable("Redis is unavailable; retry shortly").header(axum::http::header::RETRY_AFTER, 1)
+            }
             AuthError::Internal(error) => {
                 tracing::error!(error = %format!("{error:#}"), "authentication failed internally");
                 Problem::internal()
             }
         }
     }
+}
+
+fn redis_unavailable(detail: &str) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "redis-unavailable", "Service unavailable").detail(detail)
 }

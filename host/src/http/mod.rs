@@ -3,7 +3,8 @@
 //!
 //! Layers, outermost first: request id → tracing → panic catcher → identify
 //! (bearer token → identity) → rate limit (per route group) → require auth
-//! (all but /auth/* and /health/*) → handler.
+//! (all but /auth/* and /health/*) → idempotency keys (POST /tasks and
+//! /tasks/batch) → handler.
 
 mod auth;
 mod commands;
@@ -11,11 +12,13 @@ mod errors;
 pub mod extract;
 mod health;
 mod history;
+mod idempotency;
 mod tasks;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
@@ -27,10 +30,12 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
-use crate::auth::{Accounts, TokenKeys};
+use crate::auth::{Accounts, Sessions};
 use crate::commands::{CommandBus, CommandStatus};
+use crate::idempotency::IdempotencyStore;
 use crate::plugins::PluginRegistry;
 use crate::problem::Problem;
+use crate::ratelimit::cluster::ClusterLimiter;
 use crate::ratelimit::{self, Quota};
 use crate::redis_client::RedisClient;
 use crate::tasks::TaskService;
@@ -44,8 +49,10 @@ pub struct AppState {
     pub command_status: CommandStatus,
     /// `None` without `REDIS_URL`.
     pub redis: Option<RedisClient>,
+    /// `None` without `REDIS_URL`: `Idempotency-Key` is then not enforced.
+    pub idempotency: Option<IdempotencyStore>,
     pub accounts: Accounts,
-    pub keys: TokenKeys,
+    pub sessions: Sessions,
     pub plugins: Arc<PluginRegistry>,
     pub pool: PgPool,
 }
@@ -60,14 +67,20 @@ pub struct HttpLimits {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let cluster_limiter = |policy, quota| ClusterLimiter::new(state.redis.clone(), policy, quota);
     let auth_routes = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout).route_layer(middleware::from_fn(require_auth)))
+        // The cluster-wide limit runs inside the cheap per-process one.
+        .layer(middleware::from_fn_with_state(cluster_limiter("auth", limits.auth_quota), ratelimit::cluster::limit))
         .layer(ratelimit::layer("auth", limits.auth_quota));
 
+    let idempotent = middleware::from_fn_with_state(state.idempotency.clone(), idempotency::guard);
     let task_routes = Router::new()
-        .route("/tasks", get(tasks::list).post(tasks::create))
-        .route("/tasks/batch", post(tasks::batch))
+        .route("/tasks", get(tasks::list).post(tasks::create.layer(idempotent.clone())))
+        .route("/tasks/batch", post(tasks::batch.layer(idempotent)))
         .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
         .route("/tasks/{id}/history", get(history::get))
         .route("/commands/{id}", get(commands::get))
@@ -75,7 +88,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
 
     let open_routes = Router::new().route("/health/live", get(health::live)).route("/health/ready", get(health::ready));
 
-    let api = task_routes.merge(open_routes).layer(ratelimit::layer("api", limits.api_quota));
+    let api = task_routes
+        .merge(open_routes)
+        .layer(middleware::from_fn_with_state(cluster_limiter("api", limits.api_quota), ratelimit::cluster::limit))
+        .layer(ratelimit::layer("api", limits.api_quota));
 
     Router::new()
         .merge(auth_routes)
@@ -83,7 +99,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.keys.clone(), identify))
+        .layer(middleware::from_fn_with_state(state.sessions.clone(), identify))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

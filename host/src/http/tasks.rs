@@ -15,7 +15,7 @@ use crate::problem::Problem;
 use crate::tasks::model::{
     BatchOperation, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskStatus,
 };
-use crate::tasks::{BatchOutcome, ListQuery, PreparedWrite, RequestContext, WriteOutcome};
+use crate::tasks::{BatchOutcome, CacheOutcome, ListQuery, PreparedWrite, RequestContext, WriteOutcome};
 use crate::trace::RequestTrace;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -35,6 +35,17 @@ fn with_etag(mut response: Response, version: i64) -> Response {
     if let Ok(tag) = HeaderValue::from_str(&etag(version)) {
         response.headers_mut().insert(header::ETAG, tag);
     }
+    response
+}
+
+/// `Cache-Status` (RFC 9211): whether the answer came from the cache.
+fn with_cache_status(mut response: Response, cache: CacheOutcome) -> Response {
+    let status = match cache {
+        CacheOutcome::Hit => "todo-host; hit",
+        CacheOutcome::Miss => "todo-host; fwd=miss; stored",
+        CacheOutcome::Bypass => "todo-host; fwd=bypass",
+    };
+    response.headers_mut().insert(HeaderName::from_static("cache-status"), HeaderValue::from_static(status));
     response
 }
 
@@ -99,11 +110,13 @@ pub async fn get(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let task = state.tasks.get(&context(trace, caller), id).await?;
-    if if_none_match_version(&headers) == Some(task.version) {
-        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), task.version));
-    }
-    Ok(task_response(StatusCode::OK, task))
+    let (task, cache) = state.tasks.get(&context(trace, caller), id).await?;
+    let response = if if_none_match_version(&headers) == Some(task.version) {
+        with_etag(StatusCode::NOT_MODIFIED.into_response(), task.version)
+    } else {
+        task_response(StatusCode::OK, task)
+    };
+    Ok(with_cache_status(response, cache))
 }
 
 pub async fn update(
@@ -162,7 +175,7 @@ pub async fn list(
     caller: Authenticated,
     trace: RequestTrace,
     Query(params): Query<ListParams>,
-) -> Result<axum::Json<TaskList>, Problem> {
+) -> Result<Response, Problem> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
@@ -187,8 +200,9 @@ pub async fn list(
         limit,
         cursor: params.cursor,
     };
-    let page = state.tasks.list(&context(trace, caller), query).await?;
-    Ok(axum::Json(TaskList { items: page.items, next_cursor: page.next_cursor }))
+    let (page, cache) = state.tasks.list(&context(trace, caller), query).await?;
+    let response = axum::Json(TaskList { items: page.items, next_cursor: page.next_cursor }).into_response();
+    Ok(with_cache_status(response, cache))
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,9 @@
-//! Per-process rate limiting with tower-governor (GCRA): keyed by user when
-//! the request carries a valid token, by client IP otherwise. Over quota →
-//! 429 problem+json with `Retry-After` and `RateLimit-*` headers.
+//! Rate limiting, keyed by user when the request carries a valid token, by
+//! client IP otherwise: per process with tower-governor (GCRA), and across
+//! the cluster with the same GCRA in Redis (`cluster`). Over quota → 429
+//! problem+json with `Retry-After` and `RateLimit-*` headers.
+
+pub mod cluster;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -53,15 +56,16 @@ impl KeyExtractor for ClientKeyExtractor {
     type Key = ClientKey;
 
     fn extract<T>(&self, request: &Request<T>) -> Result<Self::Key, GovernorError> {
-        if let Some(Identity::Actor(actor)) = request.extensions().get::<Identity>() {
-            return Ok(ClientKey::User(actor.user_id));
-        }
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| ClientKey::Ip(peer.ip()))
-            .ok_or(GovernorError::UnableToExtractKey)
+        client_key(request).ok_or(GovernorError::UnableToExtractKey)
     }
+}
+
+/// The user behind a verified token, or else the TCP peer's address.
+pub fn client_key<T>(request: &Request<T>) -> Option<ClientKey> {
+    if let Some(Identity::Actor(actor)) = request.extensions().get::<Identity>() {
+        return Some(ClientKey::User(actor.user_id));
+    }
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| ClientKey::Ip(peer.ip()))
 }
 
 /// A limiter for one group of routes (`policy` names it in the headers).
@@ -87,27 +91,32 @@ pub fn layer(policy: &'static str, quota: Quota) -> RateLimitLayer {
         .error_handler(move |error| too_many_requests(error, policy, quota).into_response())
 }
 
-fn too_many_requests(error: GovernorError, policy: &str, quota: Quota) -> Problem {
+fn too_many_requests(error: GovernorError, policy: &'static str, quota: Quota) -> Problem {
     match error {
         GovernorError::TooManyRequests { wait_time, .. } => {
+            metrics::counter!("rate_limited_total", "policy" => policy, "scope" => "process").increment(1);
             // governor rounds the wait down to whole seconds; never tell a
             // client to come back before its quota has.
-            let retry_after = wait_time + 1;
-            let window = (quota.period * quota.burst).as_secs().max(1);
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
-                .detail(format!(
-                    "this client used its quota of {} requests per {window} s on these routes; retry in {retry_after} s",
-                    quota.burst
-                ))
-                .header(header::RETRY_AFTER, retry_after)
-                .header(HeaderName::from_static("ratelimit-limit"), quota.burst)
-                .header(HeaderName::from_static("ratelimit-remaining"), 0)
-                .header(HeaderName::from_static("ratelimit-reset"), retry_after)
-                .header(HeaderName::from_static("ratelimit-policy"), format!("{};w={window};policy=\"{policy}\"", quota.burst))
+            rate_limited(wait_time + 1, policy, quota)
         }
         GovernorError::UnableToExtractKey | GovernorError::Other { .. } => {
             tracing::error!(%error, "rate limiter could not classify a request");
             Problem::internal()
         }
     }
+}
+
+/// The 429 of `policy`: come back in `retry_after` seconds.
+pub fn rate_limited(retry_after: u64, policy: &str, quota: Quota) -> Problem {
+    let window = (quota.period * quota.burst).as_secs().max(1);
+    Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+        .detail(format!(
+            "this client used its quota of {} requests per {window} s on these routes; retry in {retry_after} s",
+            quota.burst
+        ))
+        .header(header::RETRY_AFTER, retry_after)
+        .header(HeaderName::from_static("ratelimit-limit"), quota.burst)
+        .header(HeaderName::from_static("ratelimit-remaining"), 0)
+        .header(HeaderName::from_static("ratelimit-reset"), retry_after)
+        .header(HeaderName::from_static("ratelimit-policy"), format!("{};w={window};policy=\"{policy}\"", quota.burst))
 }

@@ -26,7 +26,7 @@ pub enum Priority {
     High,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
     pub owner_id: Uuid,
@@ -226,7 +226,7 @@ pub struct TaskFilter {
     pub title_contains: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskPage {
     pub items: Vec<Task>,
     pub next_cursor: Option<String>,

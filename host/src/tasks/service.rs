@@ -13,6 +13,7 @@ use crate::auth::{Actor, Role};
 use crate::plugins::NothingMore;
 use crate::trace::RequestTrace;
 
+use super::cache::{CacheOutcome, CacheSlot, ListScope, TaskCache};
 use super::cursor;
 use super::error::TaskError;
 use super::model::{
@@ -149,11 +150,12 @@ pub struct BatchOutcome {
 #[derive(Clone)]
 pub struct TaskService {
     store: TaskStore,
+    cache: TaskCache,
 }
 
 impl TaskService {
-    pub fn new(store: TaskStore) -> Self {
-        Self { store }
+    pub fn new(store: TaskStore, cache: TaskCache) -> Self {
+        Self { store, cache }
     }
 
     pub fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {
@@ -258,15 +260,34 @@ impl TaskService {
         Ok(write.outcome(changes))
     }
 
-    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<Task, TaskError> {
-        self.store.get(&ctx.call(), ctx.read_scope(), id).await
+    /// One task, from the cache when it holds it.
+    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<(Task, CacheOutcome), TaskError> {
+        let scope = ctx.read_scope();
+        let (cached, slot) = self.cache.task(id).await;
+        if let Some(task) = cached {
+            // The store's own scope rule, applied to the cached task.
+            if scope.is_some_and(|owner| owner != task.owner_id) {
+                return Err(TaskError::NotFound);
+            }
+            return Ok((task, CacheOutcome::Hit));
+        }
+        let task = self.store.get(&ctx.call(), scope, id).await?;
+        let outcome = self.fill(slot, &task).await;
+        Ok((task, outcome))
     }
 
-    pub async fn list(&self, ctx: &RequestContext, query: ListQuery) -> Result<TaskPage, TaskError> {
+    /// One page of a listing, from the cache when it holds it.
+    pub async fn list(&self, ctx: &RequestContext, query: ListQuery) -> Result<(TaskPage, CacheOutcome), TaskError> {
         if query.filter.owner_id.is_some() {
             ctx.require_admin("only admins may filter by owner")?;
         }
         let scope = ctx.read_scope();
+        let cache_scope = scope.map_or(ListScope::All, ListScope::Owner);
+        let shape = (scope, &query.filter, query.sort, query.order, query.limit, &query.cursor);
+        let (cached, slot) = self.cache.page(cache_scope, &shape).await;
+        if let Some(page) = cached {
+            return Ok((page, CacheOutcome::Hit));
+        }
         // Everything that shapes the listing, so a cursor cannot be replayed
         // against another one.
         let fingerprint = cursor::fingerprint(&(scope, &query.filter, query.sort, query.order));
@@ -278,7 +299,17 @@ impl TaskService {
             .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
         let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
         let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
-        Ok(TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) })
+        let page = TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) };
+        let outcome = self.fill(slot, &page).await;
+        Ok((page, outcome))
+    }
+
+    /// Stores a database answer in the cache slot of a miss (before
+    /// answering, so the caller's next read is a hit).
+    async fn fill(&self, slot: Option<CacheSlot>, value: &impl Serialize) -> CacheOutcome {
+        let Some(slot) = slot else { return CacheOutcome::Bypass };
+        self.cache.store(slot, value).await;
+        CacheOutcome::Miss
     }
 }
 

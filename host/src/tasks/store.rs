@@ -17,6 +17,7 @@ use crate::plugins::wit_types;
 use crate::plugins::{BeforeCommit, CallKind, CallState, NothingMore, PluginRegistry};
 use crate::trace::RequestTrace;
 
+use super::cache::TaskCache;
 use super::error::{BatchFailure, TaskError};
 use super::model::{Priority, SortField, SortOrder, Task, TaskChange, TaskFilter, TaskPatch, TaskStatus};
 
@@ -108,13 +109,14 @@ impl<T: BeforeCommit<Vec<TaskChange>> + Send> BeforeCommit<Vec<TaskChange>> for 
 #[derive(Clone)]
 pub struct TaskStore {
     plugins: Arc<PluginRegistry>,
+    cache: TaskCache,
 }
 
 type Guest = wit::Guest;
 
 impl TaskStore {
-    pub fn new(plugins: Arc<PluginRegistry>) -> Self {
-        Self { plugins }
+    pub fn new(plugins: Arc<PluginRegistry>, cache: TaskCache) -> Self {
+        Self { plugins, cache }
     }
 
     async fn read<R, E: Into<TaskError>>(
@@ -126,7 +128,9 @@ impl TaskStore {
         answer.map_err(Into::into)
     }
 
-    /// Runs a write; its changes are announced in its transaction.
+    /// Runs a write; its changes are announced in its transaction, and what
+    /// they made stale in the cache is orphaned once it committed. Every
+    /// write path (sync, batch, async commands) comes through here.
     async fn write(
         &self,
         call: &Call<'_>,
@@ -135,7 +139,9 @@ impl TaskStore {
         then: impl BeforeCommit<Vec<TaskChange>> + Send,
     ) -> Result<Vec<TaskChange>, TaskError> {
         let announce = Announce { traces, now: call.now, then };
-        self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await?
+        let changes = self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await??;
+        self.cache.invalidate(&changes).await;
+        Ok(changes)
     }
 
     pub async fn create(&self, call: &Call<'_>, task: Creation) -> Result<TaskChange, TaskError> {

@@ -1,0 +1,180 @@
+//! Cache-aside for task reads, in Redis, shared by every replica.
+//!
+//! Entries are never deleted on write; they are orphaned. Each key embeds
+//! generations read in the same script that reads the entry:
+//! - a task: `…:task:<id>:<epoch>:<task generation>`;
+//! - a listing page: `…:list:<scope>:<epoch>:<scope generation>:<query digest>`,
+//!   where the scope is the owner (role `user`) or `all` (admin, viewer).
+//!
+//! After a write commits, the task's generation, its owners' generations
+//! and the `all` generation are bumped (one pipeline, no KEYS/SCAN). A reader
+//! that raced the write stores what it read under the old generation, where
+//! nobody looks any more, so a write is never followed by a stale read. If
+//! the bump fails (Redis down), this replica bumps the global epoch at its
+//! first successful call afterwards, orphaning everything.
+//!
+//! A cached task is served only under the same scope check the store
+//! applies (a user's key is their own listing; a task entry is checked
+//! against the caller's owner scope), so the cache never widens what a
+//! caller may read. Every Redis failure or timeout degrades to the
+//! database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::Script;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::model::{Task, TaskChange, TaskPage};
+use crate::redis_client::RedisClient;
+
+const PREFIX: &str = "todo:cache";
+const EPOCH_KEY: &str = "todo:cache:epoch";
+
+/// Whether an answer came from the cache (reported as `Cache-Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    /// No cache configured, or Redis unavailable.
+    Bypass,
+}
+
+/// A listing's scope as far as caching goes.
+#[derive(Debug, Clone, Copy)]
+pub enum ListScope {
+    Owner(Uuid),
+    All,
+}
+
+#[derive(Clone)]
+pub struct TaskCache {
+    redis: Option<RedisClient>,
+    ttl: Duration,
+    lookup: Arc<Script>,
+    /// Set when an invalidation could not reach Redis.
+    flush_pending: Arc<AtomicBool>,
+}
+
+/// Where a missed entry goes once the database answered.
+pub struct CacheSlot {
+    key: String,
+}
+
+impl TaskCache {
+    pub fn new(redis: Option<RedisClient>, ttl: Duration) -> Self {
+        // One round trip: the generations and the entry they point at.
+        let lookup = Script::new(
+            r"
+            local epoch = redis.call('GET', KEYS[1]) or '0'
+            local generation = redis.call('GET', KEYS[2]) or '0'
+            local key = ARGV[1] .. ':' .. epoch .. ':' .. generation .. ARGV[2]
+            return {key, redis.call('GET', key)}
+            ",
+        );
+        Self { redis, ttl, lookup: Arc::new(lookup), flush_pending: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// The cached task, if any; `slot` says where to store it on a miss.
+    pub async fn task(&self, id: Uuid) -> (Option<Task>, Option<CacheSlot>) {
+        self.lookup(&format!("{PREFIX}:gen:task:{id}"), &format!("{PREFIX}:task:{id}"), "").await
+    }
+
+    /// The cached page of a listing; `query` is everything that shapes it.
+    pub async fn page(&self, scope: ListScope, query: &impl Serialize) -> (Option<TaskPage>, Option<CacheSlot>) {
+        let scope = match scope {
+            ListScope::Owner(owner) => owner.to_string(),
+            ListScope::All => "all".to_string(),
+        };
+        let digest = hex::encode(&Sha256::digest(serde_json::to_vec(query).unwrap_or_default())[..12]);
+        self.lookup(&format!("{PREFIX}:gen:scope:{scope}"), &format!("{PREFIX}:list:{scope}"), &format!(":{digest}"))
+            .await
+    }
+
+    async fn lookup<T: DeserializeOwned>(
+        &self,
+        generation_key: &str,
+        base: &str,
+        suffix: &str,
+    ) -> (Option<T>, Option<CacheSlot>) {
+        let Some(redis) = &self.redis else { return (None, None) };
+        if !self.flush_if_pending(redis).await {
+            return (None, None);
+        }
+        let mut invocation = self.lookup.key(EPOCH_KEY);
+        invocation.key(generation_key).arg(base).arg(suffix);
+        match redis.script::<(String, Option<Vec<u8>>)>(&invocation).await {
+            Ok((key, Some(bytes))) => match serde_json::from_slice(&bytes) {
+                Ok(value) => {
+                    metrics::counter!("cache_hits_total").increment(1);
+                    (Some(value), None)
+                }
+                Err(_) => (None, Some(CacheSlot { key })),
+            },
+            Ok((key, None)) => {
+                metrics::counter!("cache_misses_total").increment(1);
+                (None, Some(CacheSlot { key }))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cache lookup failed; reading the database");
+                (None, None)
+            }
+        }
+    }
+
+    /// Stores what the database answered for a miss.
+    pub async fn store(&self, slot: CacheSlot, value: &impl Serialize) {
+        let Some(redis) = &self.redis else { return };
+        let Ok(bytes) = serde_json::to_vec(value) else { return };
+        let set = redis::cmd("SET").arg(&slot.key).arg(bytes).arg("EX").arg(self.ttl.as_secs().max(1)).clone();
+        if let Err(error) = redis.run::<()>(&set).await {
+            tracing::debug!(%error, "cannot fill the cache");
+        }
+    }
+
+    /// Orphans every entry `changes` may have made stale: the tasks, their
+    /// owners' listings (both owners of a reassignment) and the global
+    /// listings.
+    pub async fn invalidate(&self, changes: &[TaskChange]) {
+        let Some(redis) = &self.redis else { return };
+        if changes.is_empty() {
+            return;
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.incr(format!("{PREFIX}:gen:scope:all"), 1).ignore();
+        for change in changes {
+            let task = change.task();
+            pipeline.incr(format!("{PREFIX}:gen:task:{}", task.id), 1).ignore();
+            pipeline.incr(format!("{PREFIX}:gen:scope:{}", task.owner_id), 1).ignore();
+            if let TaskChange::Updated { before, .. } = change
+                && before.owner_id != task.owner_id
+            {
+                pipeline.incr(format!("{PREFIX}:gen:scope:{}", before.owner_id), 1).ignore();
+            }
+        }
+        if let Err(error) = redis.pipeline::<()>(&pipeline).await {
+            tracing::warn!(%error, "cannot invalidate the cache; it will be flushed once Redis answers");
+            self.flush_pending.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Bumps the epoch if an invalidation was lost; `false` if Redis still
+    /// does not answer (the cache must then not be used).
+    async fn flush_if_pending(&self, redis: &RedisClient) -> bool {
+        if !self.flush_pending.load(Ordering::SeqCst) {
+            return true;
+        }
+        match redis.run::<i64>(redis::cmd("INCR").arg(EPOCH_KEY)).await {
+            Ok(_) => {
+                self.flush_pending.store(false, Ordering::SeqCst);
+                tracing::info!("cache flushed after a lost invalidation");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The overdue job: once per tick across replicas (a Redis lock with
+//! fencing), each overdue task announced once, a dead holder replaced
+//! within one lock TTL, and a holder with a stale fence refused.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::json;
+use sqlx::Row;
+use todo_host_tests::redis::TestRedis;
+use todo_host_tests::{HostOptions, TestApp, TestUser, send};
+
+fn job_host(redis: &TestRedis) -> HostOptions {
+    HostOptions::default()
+        .env("REDIS_URL", &redis.url())
+        .env("OVERDUE_INTERVAL_SECS", "1")
+        .env("JOB_LOCK_TTL_MS", "1500")
+}
+
+async fn create_due(app: &TestApp, user: &TestUser, title: &str, due_in_secs: i64, status: &str) {
+    let due = (Utc::now() + chrono::Duration::seconds(due_in_secs)).to_rfc3339();
+    let body = json!({ "title": title, "due_at": due, "status": status });
+    assert_eq!(send(app, user, Method::POST, "/tasks", Some(body)).await.status(), 201);
+}
+
+/// Titles of the tasks announced overdue so far (outbox rows).
+async fn announced(app: &TestApp) -> Vec<String> {
+    let rows = sqlx::query(
+        "SELECT convert_from(payload, 'UTF8')::jsonb #>> '{data,task,title}' AS title FROM outbox \
+         WHERE convert_from(payload, 'UTF8')::jsonb ->> 'type' = 'task.overdue' ORDER BY id",
+    )
+    .fetch_all(&mut app.db().await)
+    .await
+    .unwrap();
+    rows.iter().map(|row| row.get("title")).collect()
+}
+
+async fn job_runs(app: &TestApp) -> Vec<(i64, String)> {
+    let rows = sqlx::query("SELECT slot, holder FROM job_runs WHERE job = 'overdue' ORDER BY slot")
+        .fetch_all(&mut app.db().await)
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get("slot"), row.get("holder"))).collect()
+}
+
+#[tokio::test]
+async fn three_replicas_run_each_tick_once_and_announce_each_overdue_task_once() {
+    let redis = TestRedis::start().await;
+    let first = TestApp::spawn_with(job_host(&redis)).await;
+    let others = [
+        TestApp::spawn_with(job_host(&redis).database(&first.database)).await,
+        TestApp::spawn_with(job_host(&redis).database(&first.database)).await,
+    ];
+    let user = first.register_user().await;
+    for n in 0..5 {
+        create_due(&first, &user, &format!("late {n}"), -3600, "todo").await;
+    }
+    create_due(&first, &user, "late but in progress", -60, "in_progress").await;
+    create_due(&first, &user, "late but done", -3600, "done").await;
+    create_due(&first, &user, "not yet due", 3600, "todo").await;
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut titles = announced(&first).await;
+    titles.sort();
+    assert_eq!(
+        titles,
+        ["late 0", "late 1", "late 2", "late 3", "late 4", "late but in progress"],
+        "each overdue task once; done and future tasks never"
+    );
+    let runs = job_runs(&first).await;
+    assert!(runs.len() >= 3, "one run per one-second tick: {runs:?}");
+    for pair in runs.windows(2) {
+        assert!(pair[0].0 < pair[1].0, "one run per slot: {runs:?}");
+    }
+    for app in std::iter::once(&first).chain(&others) {
+        let failed: Vec<String> = app.logs().into_iter().filter(|line| line.contains("scheduled job failed")).collect();
+        assert!(failed.is_empty(), "no replica collided with another: {failed:#?}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_holder_is_replaced_within_one_lock_ttl() {
+    let redis = TestRedis::start().await;
+    let app = TestApp::spawn_with(job_host(&redis)).await;
+    let user = app.register_user().await;
+    create_due(&app, &user, "late", -3600, "todo").await;
+
+    // A holder that took the lock and died: nobody may run until it expires.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let taken: Option<String> = redis::cmd("SET")
+        .arg("todo:lock:job:overdue")
+        .arg("a-dead-replica")
+        .arg("NX")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(taken.is_some());
+    let taken_at = Instant::now();
+    let deadline = taken_at + Duration::from_secs(10);
+    while job_runs(&app).await.is_empty() {
+        assert!(Instant::now() < deadline, "no replica took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = taken_at.elapsed();
+    assert!(waited >= Duration::from_millis(1400), "nobody ran while the lease held ({waited:?})");
+    assert!(waited < Duration::from_millis(1500 + 1000), "taken over within one TTL and a poll ({waited:?})");
+    assert_eq!(announced(&app).await, ["late"]);
+}
+
+#[tokio::test]
+async fn a_holder_with_a_stale_fencing_token_cannot_act() {
+    let redis = TestRedis::start().await;
+    let app = TestApp::spawn_with(job_host(&redis).env("OVERDUE_JOB_ENABLED", "false")).await;
+    let user = app.register_user().await;
+    create_due(&app, &user, "late", -3600, "todo").await;
+    // A newer holder has already written a far higher fence.
+    sqlx::query("INSERT INTO job_fences (job, fence) VALUES ('overdue', 1000000)")
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+    let runner = TestApp::spawn_with(job_host(&redis).database(&app.database)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !runner.logs().iter().any(|line| line.contains("is stale")) {
+        assert!(Instant::now() < deadline, "the stale holder was not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(announced(&app).await.is_empty(), "the stale holder announced nothing");
+    assert!(job_runs(&app).await.is_empty());
+}
