@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -14,6 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::server::LocalServer;
 use crate::{HostOptions, required_env};
 
 pub fn kafka_brokers() -> String {
@@ -185,60 +185,41 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-/// A broker of a test's own (Tansu, durable in a temporary SQLite file),
-/// for tests that stop and restart it.
-pub struct TestBroker {
-    port: u16,
-    dir: PathBuf,
-    process: Option<tokio::process::Child>,
-}
+/// A broker of a test's own (Tansu, durable in a SQLite file in its
+/// directory), for tests that stop and restart it.
+pub struct TestBroker(LocalServer);
 
 impl TestBroker {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("todo-host-broker-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Self { port, dir, process: None };
-        broker.restart().await;
-        broker
+        Self(
+            LocalServer::start("tansu", |port, _| {
+                let url = format!("tcp://127.0.0.1:{port}");
+                let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
+                // Tansu resolves a sqlite:// path against its working directory.
+                command
+                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", "sqlite://tansu.db"]);
+                command
+            })
+            .await,
+        )
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the broker (SIGKILL: nothing is flushed on the way out).
-    pub async fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill().await.unwrap();
-        }
-    }
-
-    /// Starts the broker again on the same port and data.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let process = tokio::process::Command::new(required_env("TEST_TANSU_BIN"))
-            // Tansu resolves a sqlite:// path against its working directory.
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tansu starts");
-        self.process = Some(process);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        format!("127.0.0.1:{}", self.port())
     }
 }
 
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for TestBroker {
+    type Target = LocalServer;
+
+    fn deref(&self) -> &LocalServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestBroker {
+    fn deref_mut(&mut self) -> &mut LocalServer {
+        &mut self.0
     }
 }

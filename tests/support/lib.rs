@@ -12,6 +12,7 @@
 
 pub mod events;
 pub mod redis;
+pub mod server;
 
 use std::path::PathBuf;
 use std::process::Stdio;
