@@ -21,7 +21,7 @@ use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
 use crate::events::handlers::HandlerRunner;
 use crate::events::relay::OutboxRelay;
-use crate::http::{self, AppState, HttpLimits};
+use crate::http::{self, HttpLimits, Services};
 use crate::idempotency::IdempotencyStore;
 use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
@@ -101,7 +101,7 @@ impl Application {
 
         let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
         let sessions = Sessions::new(keys, UserRepository::new(pool.clone()), redis.clone(), refresh_ttl);
-        let state = AppState {
+        let state = Arc::new(Services {
             tasks: TaskService::new(store, cache),
             commands,
             command_status,
@@ -111,7 +111,7 @@ impl Application {
             sessions,
             plugins,
             pool,
-        };
+        });
         let limits = HttpLimits {
             api_quota: Quota::per_second(config.rate_limit.rate_limit_per_second, config.rate_limit.rate_limit_burst),
             auth_quota: Quota::per_minute(

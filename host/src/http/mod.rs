@@ -40,9 +40,11 @@ use crate::ratelimit::{self, Quota};
 use crate::redis_client::RedisClient;
 use crate::tasks::TaskService;
 
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler may use. Shared behind an `Arc`: axum clones the
+/// state for every extractor and middleware of every request.
+pub type AppState = Arc<Services>;
+
+pub struct Services {
     pub tasks: TaskService,
     /// `None` without a broker: `Prefer: respond-async` is then ignored.
     pub commands: Option<CommandBus>,
