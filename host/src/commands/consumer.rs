@@ -66,7 +66,11 @@ impl CommandConsumer {
                 _ = shutdown.cancelled() => break,
                 batch = self.next_batch() => batch,
             };
-            let commands: Vec<Command> = batch.iter().filter_map(parse_command).collect();
+            let mut commands: Vec<Command> = batch.iter().filter_map(parse_command).collect();
+            // A record produced twice must not collide with itself on its
+            // result row and stall the batch forever.
+            let mut seen = std::collections::HashSet::new();
+            commands.retain(|command| seen.insert(command.id));
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.apply(&commands).await {
@@ -202,9 +206,15 @@ impl CommandConsumer {
     }
 }
 
-/// Failures of the infrastructure rather than of the command.
+/// Failures of the infrastructure rather than of the command: a database
+/// that is down or slow (a call can outlast its deadline waiting for a row
+/// lock) says nothing about the command, which must be retried, not failed.
 fn is_transient(error: &TaskError) -> bool {
-    matches!(error, TaskError::Unavailable(_) | TaskError::Plugin(PluginFailure::CommitFailed { .. }))
+    matches!(
+        error,
+        TaskError::Unavailable(_)
+            | TaskError::Plugin(PluginFailure::CommitFailed { .. } | PluginFailure::DeadlineExceeded { .. })
+    )
 }
 
 fn parse_command(message: &OwnedMessage) -> Option<Command> {

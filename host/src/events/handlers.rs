@@ -4,7 +4,8 @@
 //! Delivery is at-least-once: an event's offset is stored only once the
 //! handler succeeded or the event was dead-lettered. A retryable error (or
 //! a trap) is retried with exponential backoff up to the configured
-//! attempts; then, or at once for a permanent error, the event goes to
+//! attempts (database outages wait without using up attempts); then, or at
+//! once for a permanent error, the event goes to
 //! `task-events.dlq` with headers saying why. The processed-event ledger
 //! (`processed_events`) commits in the handler's own transaction, so a
 //! redelivered event is recognised and skipped.
@@ -26,8 +27,11 @@ use tracing::Instrument;
 use crate::config::EventConfig;
 use crate::kafka::{self, Kafka, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
-use crate::plugins::{BeforeCommit, HandlerPlugin};
+use crate::plugins::{BeforeCommit, HandlerPlugin, PluginFailure};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
+
+/// Longest wait between checks of a database that is down.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct HandlerRunner {
     plugin: Arc<HandlerPlugin>,
@@ -139,31 +143,55 @@ impl HandlerRunner {
     ) -> Option<Result<(), DeadLetter>> {
         let handler = self.plugin.identity().name.as_str();
         let mut last_error = String::new();
-        for attempt in 1..=self.max_attempts {
-            match self.already_processed(&event.id).await {
+        let mut attempt = 1;
+        let mut outage = Duration::from_millis(100);
+        loop {
+            // Infrastructure trouble (the ledger unreadable, the commit
+            // refused) says nothing about the handler: wait for the database
+            // without using up an attempt, holding the partition meanwhile.
+            let infrastructure = match self.already_processed(&event.id).await {
                 Ok(true) => {
                     tracing::debug!("event already processed; skipped");
                     return Some(Ok(()));
                 }
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "cannot read the processed-event ledger"),
-            }
-            let ledger = Ledger { handler, event_id: &event.id };
-            match self.plugin.handle(trace, event, attempt, ledger).await {
-                Ok(Ok(())) => return Some(Ok(())),
-                Ok(Err(HandlerError::Permanent(error))) => {
-                    return Some(Err(DeadLetter { kind: "permanent", error, attempts: attempt }));
+                Ok(false) => {
+                    let ledger = Ledger { handler, event_id: &event.id };
+                    match self.plugin.handle(trace, event, attempt, ledger).await {
+                        Ok(Ok(())) => return Some(Ok(())),
+                        Ok(Err(HandlerError::Permanent(error))) => {
+                            return Some(Err(DeadLetter { kind: "permanent", error, attempts: attempt }));
+                        }
+                        Ok(Err(HandlerError::Retryable(error))) => {
+                            last_error = error;
+                            None
+                        }
+                        Err(failure @ PluginFailure::CommitFailed { .. }) => Some(failure.to_string()),
+                        Err(failure) => {
+                            last_error = failure.to_string();
+                            None
+                        }
+                    }
                 }
-                Ok(Err(HandlerError::Retryable(error))) => last_error = error,
-                Err(failure) => last_error = failure.to_string(),
-            }
-            if attempt < self.max_attempts {
-                let delay = self.backoff * 2u32.saturating_pow(attempt - 1);
-                tracing::info!(attempt, error = %last_error, retry_in_ms = delay.as_millis(), "event handler failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
+                Err(error) => Some(format!("cannot read the processed-event ledger: {error}")),
+            };
+            let delay = match infrastructure {
+                Some(error) => {
+                    tracing::warn!(%error, retry_in_ms = outage.as_millis(), "event handling waits for the database");
+                    let delay = outage;
+                    outage = (outage * 2).min(MAX_OUTAGE_BACKOFF);
+                    delay
                 }
+                None if attempt >= self.max_attempts => break,
+                None => {
+                    let delay = self.backoff * 2u32.saturating_pow(attempt - 1);
+                    tracing::info!(attempt, error = %last_error, retry_in_ms = delay.as_millis(), "event handler failed; retrying");
+                    attempt += 1;
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
             }
         }
         Some(Err(DeadLetter { kind: "retryable", error: last_error, attempts: self.max_attempts }))

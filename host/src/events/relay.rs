@@ -72,6 +72,9 @@ impl OutboxRelay {
                     continue;
                 }
             }
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = tokio::time::Instant::now();
                 self.prune().await;
@@ -81,7 +84,8 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(self.poll_interval) => {}
                 notified = next_notification(&mut listener) => {
                     if !notified {
-                        listener = self.listen().await;
+                        // Listened again at the top of the loop.
+                        listener = None;
                     }
                 }
             }

@@ -51,14 +51,40 @@ impl From<TaskError> for Problem {
 
 fn plugin_failure(failure: PluginFailure) -> Problem {
     let plugin = failure.plugin().to_string();
-    let (status, slug, title) = match &failure {
-        PluginFailure::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", "Plugin timed out"),
-        PluginFailure::CommitFailed { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Service unavailable")
+    let (status, slug, title, detail) = match &failure {
+        PluginFailure::DeadlineExceeded { .. }
+        | PluginFailure::MemoryExhausted { .. }
+        | PluginFailure::Trapped { .. } => {
+            let (status, slug, title) = match &failure {
+                PluginFailure::DeadlineExceeded { .. } => {
+                    (StatusCode::GATEWAY_TIMEOUT, "plugin-timeout", "Plugin timed out")
+                }
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed", "Plugin failed"),
+            };
+            // What the plugin did is the operator's business and not secret.
+            (status, slug, title, failure.to_string())
         }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed", "Plugin failed"),
+        // These carry database and runtime messages: logged, never sent.
+        PluginFailure::CommitFailed { .. } => {
+            tracing::warn!(%failure, "plugin call not committed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Service unavailable",
+                "the database did not commit the change; nothing was changed — retry shortly".to_string(),
+            )
+        }
+        PluginFailure::Failed { .. } => {
+            tracing::error!(%failure, "plugin call failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "plugin-failed",
+                "Plugin failed",
+                format!("plugin `{plugin}` failed; the error has been logged"),
+            )
+        }
     };
-    Problem::new(status, slug, title).detail(failure.to_string()).with("plugin", plugin)
+    Problem::new(status, slug, title).detail(detail).with("plugin", plugin)
 }
 
 /// An all-or-nothing batch that was rolled back: the status of the first

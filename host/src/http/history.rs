@@ -3,7 +3,8 @@
 //! it trails the task by the event pipeline's latency).
 //!
 //! Visibility follows the task's owner at the time of each change: a user
-//! sees the entries of the times the task was theirs.
+//! sees the entries of the times the task was theirs. Entries are ordered
+//! by the task's version (the order of its commits), not by clock.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -44,7 +45,7 @@ pub async fn get(
     let owner = (actor.role == Role::User).then_some(actor.user_id);
     let items: Vec<HistoryEntry> = sqlx::query_as(
         "SELECT event_id, event_type, occurred_at, request_id, changes, task FROM task_audit \
-         WHERE task_id = $1 AND ($2::uuid IS NULL OR owner_id = $2) ORDER BY occurred_at, event_id",
+         WHERE task_id = $1 AND ($2::uuid IS NULL OR owner_id = $2) ORDER BY (task ->> 'version')::bigint, occurred_at, event_id",
     )
     .bind(id)
     .bind(owner)

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use super::extract::prefers_async;
 use crate::auth::Authenticated;
 use crate::idempotency::{Claim, IdempotencyStore, StoredResponse, Ticket};
 use crate::problem::Problem;
@@ -87,11 +88,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
-/// What makes two requests the same: method, path and body (neither
-/// method nor path holds a space or a newline, so the text is unambiguous).
+/// What makes two requests the same: method, path, whether it asked to be
+/// applied asynchronously, and body (neither method nor path holds a space
+/// or a newline, so the text is unambiguous).
 fn fingerprint(parts: &Parts, body: &[u8]) -> String {
     let mut hash = Sha256::new();
-    hash.update(format!("{} {}\n", parts.method, parts.uri.path()));
+    let mode = if prefers_async(&parts.headers) { "async" } else { "sync" };
+    hash.update(format!("{} {} {mode}\n", parts.method, parts.uri.path()));
     hash.update(body);
     hex::encode(hash.finalize())
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::kafka::topics;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -77,9 +79,17 @@ impl Default for Limits {
     }
 }
 
+/// Topics only the host writes: a plugin publishing there could forge
+/// task events or inject commands that run with any issuer's rights.
+const RESERVED_TOPICS: [&str; 3] = [topics::TASK_EVENTS, topics::DEAD_LETTERS, topics::TASK_COMMANDS];
+
 impl Manifest {
-    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let manifest: Self = toml::from_str(text)?;
+        if let Some(topic) = manifest.grants.publish.iter().find(|topic| RESERVED_TOPICS.contains(&topic.as_str())) {
+            anyhow::bail!("[grants] publish may not name `{topic}`: only the host publishes there");
+        }
+        Ok(manifest)
     }
 
     /// Settings as the strings the `config` import hands out: strings as
@@ -109,6 +119,17 @@ mod tests {
         assert!(!manifest.grants.sql);
         assert_eq!(manifest.limits.deadline_ms, 1000);
         assert_eq!(manifest.limits.memory_bytes(), 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn publishing_to_the_hosts_own_topics_is_refused() {
+        let manifest = "kind = \"event-handler\"\nversion = \"1\"\n[grants]\npublish = [\"notifications\"]\n";
+        assert_eq!(Manifest::parse(manifest).unwrap().grants.publish, ["notifications"]);
+        for topic in ["task-commands", "task-events"] {
+            let manifest = format!("kind = \"event-handler\"\nversion = \"1\"\n[grants]\npublish = [\"{topic}\"]\n");
+            let error = Manifest::parse(&manifest).unwrap_err();
+            assert!(error.to_string().contains(topic), "{error}");
+        }
     }
 
     #[test]

@@ -144,6 +144,9 @@ impl TaskCache {
         if changes.is_empty() {
             return;
         }
+        // A lost invalidation is settled first, also on replicas that only
+        // write (the command consumer).
+        self.flush_if_pending(redis).await;
         let mut pipeline = redis::pipe();
         pipeline.incr(format!("{PREFIX}:gen:scope:all"), 1).ignore();
         for change in changes {
