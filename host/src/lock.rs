@@ -25,6 +25,7 @@ struct Scripts {
     acquire: Script,
     renew: Script,
     release: Script,
+    raise_fence: Script,
 }
 
 /// A held lock.
@@ -62,6 +63,14 @@ impl DistributedLock {
                 return 0
                 ",
             ),
+            raise_fence: Script::new(
+                r"
+                if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+                    redis.call('SET', KEYS[1], ARGV[1])
+                end
+                return 1
+                ",
+            ),
         };
         Self { redis, key: format!("todo:lock:{name}"), ttl, scripts: Arc::new(scripts) }
     }
@@ -93,6 +102,14 @@ impl DistributedLock {
         let mut invocation = self.scripts.release.key(&self.key);
         invocation.arg(&lease.token);
         Ok(self.redis.script::<i64>(&invocation).await? == 1)
+    }
+
+    /// Moves the fencing counter up to `fence` (never down), so the next
+    /// acquisition draws a token newer than any the guarded work has seen.
+    pub async fn raise_fence(&self, fence: i64) -> Result<(), RedisUnavailable> {
+        let mut invocation = self.scripts.raise_fence.key(format!("{}:fence", self.key));
+        invocation.arg(fence);
+        self.redis.script::<i64>(&invocation).await.map(|_| ())
     }
 
     fn ttl_ms(&self) -> u64 {

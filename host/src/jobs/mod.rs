@@ -67,8 +67,18 @@ impl<J: SlotJob> Scheduler<J> {
         if let Err(error) = self.lock.release(&lease).await {
             tracing::debug!(job = J::NAME, %error, "cannot release the job lock; it expires by itself");
         }
-        if let Some(items) = outcome? {
-            tracing::info!(job = J::NAME, slot, fence = lease.fence, items, "scheduled job ran");
+        match outcome {
+            Ok(Some(items)) => tracing::info!(job = J::NAME, slot, fence = lease.fence, items, "scheduled job ran"),
+            Ok(None) => {}
+            Err(error) => {
+                // Redis lost its counter (restarted without persistence, or
+                // failed over): catch up with the database, or every run
+                // would be refused until the counter got there by itself.
+                if let Some(stale) = error.downcast_ref::<StaleFence>() {
+                    self.lock.raise_fence(stale.recorded).await?;
+                }
+                return Err(error);
+            }
         }
         Ok(())
     }
@@ -101,9 +111,19 @@ impl<J: SlotJob> Scheduler<J> {
     }
 }
 
-/// Opens a transaction for `job` holding `fence`; fails when a newer fence
-/// was recorded (another replica took the job over). The fence row stays
-/// locked until the transaction ends, so the check holds until COMMIT.
+/// The database has seen a newer fencing token than this run's.
+#[derive(Debug, thiserror::Error)]
+#[error("fencing token {fence} of job `{job}` is stale (the database has seen {recorded}): another replica took over")]
+pub struct StaleFence {
+    job: String,
+    fence: i64,
+    recorded: i64,
+}
+
+/// Opens a transaction for `job` holding `fence`; fails with `StaleFence`
+/// when a newer fence was recorded (another replica took the job over).
+/// The fence row stays locked until the transaction ends, so the check
+/// holds until COMMIT.
 pub async fn fenced(pool: &PgPool, job: &str, fence: i64) -> anyhow::Result<Transaction<'static, Postgres>> {
     let mut transaction = pool.begin().await?;
     let accepted: Option<i64> = sqlx::query_scalar(
@@ -115,6 +135,12 @@ pub async fn fenced(pool: &PgPool, job: &str, fence: i64) -> anyhow::Result<Tran
     .bind(fence)
     .fetch_optional(&mut *transaction)
     .await?;
-    anyhow::ensure!(accepted.is_some(), "fencing token {fence} of job `{job}` is stale: another replica took over");
+    if accepted.is_none() {
+        let recorded: i64 = sqlx::query_scalar("SELECT fence FROM job_fences WHERE job = $1")
+            .bind(job)
+            .fetch_one(&mut *transaction)
+            .await?;
+        return Err(StaleFence { job: job.to_string(), fence, recorded }.into());
+    }
     Ok(transaction)
 }
