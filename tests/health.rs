@@ -1,19 +1,91 @@
-//! `/health/*`: open to probes without a token.
+//! `/health*` and `/metrics`: open to probes and scrapers without a token;
+//! readiness follows the dependencies; counters move with traffic.
+
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::json;
-use todo_host_tests::{TestApp, status_and_json};
+use serde_json::{Value, json};
+use todo_host_tests::events::unique_prefix;
+use todo_host_tests::redis::TestRedis;
+use todo_host_tests::{HostOptions, TestApp, send, status_and_json};
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    status_and_json(app.request(Method::GET, path).send().await.unwrap()).await
+}
 
 #[tokio::test]
 async fn liveness_and_readiness_answer_without_a_token() {
-    let app = TestApp::spawn().await;
-    let (status, body) = status_and_json(app.request(Method::GET, "/health/live").send().await.unwrap()).await;
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&unique_prefix(), &[])).await;
+    let (status, body) = get(&app, "/health/live").await;
     assert_eq!((status, body), (200, json!({ "status": "ok" })));
 
-    let (status, body) = status_and_json(app.request(Method::GET, "/health/ready").send().await.unwrap()).await;
+    let (status, body) = get(&app, "/health/ready").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
-    assert_eq!(body["checks"]["postgres"], "up");
-    assert_eq!(body["checks"]["storage_plugin"], "postgres-store@0.1.0");
-    assert!(!body.to_string().contains("postgres://"), "no connection strings: {body}");
+    for dependency in ["postgres", "redis", "kafka"] {
+        assert_eq!(body["checks"][dependency]["status"], "up", "{body}");
+    }
+    assert_eq!(body["checks"]["storage_plugin"]["detail"], "postgres-store@0.1.0");
+
+    let (status, detail) = get(&app, "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["plugins"][0]["name"], "postgres-store");
+    assert_eq!(detail["plugins"][0]["sha256"].as_str().map(str::len), Some(64));
+    for text in [body.to_string(), detail.to_string()] {
+        assert!(!text.contains("postgres://") && !text.contains("redis://"), "no connection strings: {text}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_while_redis_is_down_and_recovers() {
+    let mut redis = TestRedis::start().await;
+    let app = TestApp::spawn_with(HostOptions::default().env("REDIS_URL", &redis.url())).await;
+    assert_eq!(get(&app, "/health/ready").await.0, 200);
+
+    redis.stop().await;
+    let (status, body) = get(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["redis"]["status"], "down");
+    assert_eq!(body["checks"]["postgres"]["status"], "up", "the breakdown names the one that is down");
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&app, "/health/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_plugin_calls_and_cache_lookups() {
+    let app = TestApp::spawn_with(HostOptions::default().redis()).await;
+    let user = app.register_user().await;
+    let scrape = || async {
+        let response = app.request(Method::GET, "/metrics").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        response.text().await.unwrap()
+    };
+    let requests = r#"http_requests_total{method="GET",route="/tasks",status="200"}"#;
+    let plugin_ok = r#"plugin_calls_total{plugin="postgres-store",outcome="ok"}"#;
+    let before = scrape().await;
+    for _ in 0..3 {
+        assert_eq!(send(&app, &user, Method::GET, "/tasks", None).await.status(), 200);
+    }
+    let after = scrape().await;
+    assert_eq!(sample(&after, requests) - sample(&before, requests), 3.0, "{after}");
+    assert!(sample(&after, plugin_ok) > sample(&before, plugin_ok));
+    assert!(sample(&after, "cache_hits_total") >= 2.0, "the second and third listings were hits");
+    assert!(after.contains("http_request_duration_seconds_bucket"));
+    assert!(after.contains(r#"db_pool_connections{state="idle"}"#));
+    assert!(after.contains("outbox_backlog"));
 }

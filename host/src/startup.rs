@@ -111,6 +111,8 @@ impl Application {
             sessions,
             plugins,
             pool,
+            kafka: workers.producer.clone(),
+            metrics: http::metrics::install_recorder()?,
         });
         let limits = HttpLimits {
             api_quota: Quota::per_second(config.rate_limit.rate_limit_per_second, config.rate_limit.rate_limit_burst),

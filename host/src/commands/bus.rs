@@ -43,6 +43,7 @@ impl CommandBus {
             .send(record, self.timeout)
             .await
             .map_err(|(error, _)| SubmitError::Unavailable(error.to_string()))?;
+        metrics::counter!("kafka_produced_total", "topic" => topics::TASK_COMMANDS).increment(1);
         self.status.mark_pending(&command).await;
         Ok(command.id)
     }

@@ -66,6 +66,7 @@ impl CommandConsumer {
                 _ = shutdown.cancelled() => break,
                 batch = self.next_batch() => batch,
             };
+            metrics::counter!("kafka_consumed_total", "consumer" => "commands").increment(batch.len() as u64);
             let mut commands: Vec<Command> = batch.iter().filter_map(parse_command).collect();
             // A record produced twice must not collide with itself on its
             // result row and stall the batch forever.

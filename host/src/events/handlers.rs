@@ -82,7 +82,10 @@ impl HandlerRunner {
                 message = self.consumer.recv() => message,
             };
             let message = match message {
-                Ok(message) => message,
+                Ok(message) => {
+                    metrics::counter!("kafka_consumed_total", "consumer" => handler.clone()).increment(1);
+                    message
+                }
                 Err(error) => {
                     tracing::warn!(%handler, %error, "cannot consume task events");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -234,7 +237,11 @@ impl HandlerRunner {
                 sent = self.producer.send(record, Duration::from_secs(10)) => sent,
             };
             match sent {
-                Ok(_) => return true,
+                Ok(_) => {
+                    let handler = self.plugin.identity().name.clone();
+                    metrics::counter!("kafka_dead_lettered_total", "handler" => handler).increment(1);
+                    return true;
+                }
                 Err((error, _)) => {
                     tracing::warn!(%error, "cannot dead-letter an event; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -153,6 +153,10 @@ impl OutboxRelay {
                 Err(_) => anyhow::bail!("the Kafka producer dropped an outbox record"),
             }
         }
+        for row in &rows {
+            let topic: String = row.try_get("topic")?;
+            metrics::counter!("kafka_produced_total", "topic" => topic).increment(1);
+        }
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind(&ids)
             .execute(&mut *transaction)

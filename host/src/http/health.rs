@@ -1,7 +1,11 @@
-//! `/health/*`: liveness (the process answers) and readiness (it can serve:
-//! PostgreSQL answers and the storage plugin is loaded).
+//! Health: `/health/live` (the process answers), `/health/ready` (it can
+//! serve: PostgreSQL, Redis and the broker — those configured — answer and
+//! the storage plugin is loaded; 503 with a per-dependency breakdown
+//! otherwise) and `/health` (the same checks with timings and the loaded
+//! plugins). No connection strings or secrets in any of them.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,34 +14,106 @@ use serde_json::json;
 
 use super::AppState;
 
+/// How long one dependency may take to answer a health check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub async fn live() -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
 #[derive(Serialize)]
-pub struct Readiness {
+pub struct Check {
     status: &'static str,
-    checks: Checks,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct Checks {
-    postgres: &'static str,
-    storage_plugin: String,
+impl Check {
+    fn disabled(detail: &str) -> Self {
+        Self { status: "disabled", latency_ms: None, detail: Some(detail.to_string()) }
+    }
+
+    fn is_down(&self) -> bool {
+        self.status == "down"
+    }
 }
 
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
-    let postgres = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool))
-        .await
-        .is_ok_and(|result| result.is_ok());
-    let plugin = state.plugins.storage();
-    let status = if postgres { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Readiness {
-        status: if postgres { "ready" } else { "unavailable" },
-        checks: Checks {
-            postgres: if postgres { "up" } else { "down" },
-            storage_plugin: format!("{}@{}", plugin.identity().name, plugin.identity().version),
-        },
+/// Runs `probe` with the check timeout and times it.
+async fn probe(probe: impl Future<Output = Result<(), String>>) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = Some((started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0);
+    match outcome {
+        Ok(Ok(())) => Check { status: "up", latency_ms, detail: None },
+        Ok(Err(detail)) => Check { status: "down", latency_ms, detail: Some(detail) },
+        Err(_) => Check { status: "down", latency_ms, detail: Some(format!("no answer within {CHECK_TIMEOUT:?}")) },
+    }
+}
+
+async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
+    let postgres = probe(async {
+        sqlx::query("SELECT 1").execute(&state.pool).await.map(|_| ()).map_err(|_| "query failed".to_string())
+    });
+    let redis = async {
+        match &state.redis {
+            Some(redis) => {
+                probe(async { redis.run::<String>(&redis::cmd("PING")).await.map(|_| ()).map_err(|e| e.to_string()) })
+                    .await
+            }
+            None => Check::disabled("REDIS_URL is not set"),
+        }
     };
+    let kafka = async {
+        match state.kafka.clone() {
+            Some(producer) => {
+                probe(async move {
+                    use rdkafka::producer::Producer;
+                    tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, CHECK_TIMEOUT))
+                        .await
+                        .map_err(|_| "the check panicked".to_string())?
+                        .map(|_| ())
+                        .map_err(|error| error.to_string())
+                })
+                .await
+            }
+            None => Check::disabled("KAFKA_BROKERS is not set"),
+        }
+    };
+    let (postgres, redis, kafka) = tokio::join!(postgres, redis, kafka);
+    let storage = state.plugins.storage();
+    let plugin = Check {
+        status: "up",
+        latency_ms: None,
+        detail: Some(format!("{}@{}", storage.identity().name, storage.identity().version)),
+    };
+    BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka), ("storage_plugin", plugin)])
+}
+
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let checks = checks(&state).await;
+    let ready = !checks.values().any(Check::is_down);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })))
+}
+
+pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let checks = checks(&state).await;
+    let ready = !checks.values().any(Check::is_down);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let storage = state.plugins.storage();
+    let plugins: Vec<_> = std::iter::once(storage.identity().clone())
+        .chain(state.plugins.handlers().iter().map(|handler| handler.identity().clone()))
+        .map(|identity| {
+            json!({ "name": identity.name, "version": identity.version, "sha256": identity.sha256, "loaded_at": identity.loaded_at })
+        })
+        .collect();
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": checks,
+        "plugins": plugins,
+    });
     (status, axum::Json(body))
 }

@@ -2,9 +2,10 @@
 //! problem+json.
 //!
 //! Layers, outermost first: request id → tracing → panic catcher → identify
-//! (bearer token → identity) → rate limit (per route group) → require auth
-//! (all but /auth/* and /health/*) → idempotency keys (POST /tasks and
-//! /tasks/batch) → handler.
+//! (bearer token → identity) → request metrics (per matched route) → rate
+//! limit (per route group: per process, then cluster-wide) → require auth
+//! (all but /auth/*, /health* and /metrics) → idempotency keys (POST /tasks
+//! and /tasks/batch) → handler.
 
 mod auth;
 mod commands;
@@ -13,6 +14,7 @@ pub mod extract;
 mod health;
 mod history;
 mod idempotency;
+pub mod metrics;
 mod tasks;
 
 use std::sync::Arc;
@@ -22,6 +24,8 @@ use axum::handler::Handler;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -57,6 +61,9 @@ pub struct Services {
     pub sessions: Sessions,
     pub plugins: Arc<PluginRegistry>,
     pub pool: PgPool,
+    /// `None` without a broker; used to check it is reachable.
+    pub kafka: Option<FutureProducer>,
+    pub metrics: PrometheusHandle,
 }
 
 /// Quotas and limits the router applies.
@@ -88,7 +95,11 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/commands/{id}", get(commands::get))
         .route_layer(middleware::from_fn(require_auth));
 
-    let open_routes = Router::new().route("/health/live", get(health::live)).route("/health/ready", get(health::ready));
+    let open_routes = Router::new()
+        .route("/health", get(health::detail))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::render));
 
     let api = task_routes
         .merge(open_routes)
@@ -98,6 +109,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .merge(auth_routes)
         .merge(api)
+        .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

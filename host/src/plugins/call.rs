@@ -3,7 +3,7 @@
 //! and a precise account of why a call failed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
@@ -108,10 +108,37 @@ impl<R> BeforeCommit<R> for NothingMore {
 }
 
 /// Runs `body` (instantiate + call an export) in a fresh store and ends the
+/// call's transaction by its outcome (see `execute`), counting the call by
+/// plugin and outcome and timing it.
+pub(super) async fn run<R, E>(
+    plugin: &LoadedPlugin,
+    trace: &RequestTrace,
+    kind: CallKind,
+    body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+    before_commit: impl BeforeCommit<R>,
+) -> Result<Result<R, E>, PluginFailure> {
+    let started = Instant::now();
+    let result = execute(plugin, trace, kind, body, before_commit).await;
+    let outcome = match &result {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(PluginFailure::Trapped { .. }) => "trap",
+        Err(PluginFailure::DeadlineExceeded { .. }) => "deadline",
+        Err(PluginFailure::MemoryExhausted { .. }) => "memory",
+        Err(PluginFailure::CommitFailed { .. }) => "commit_failed",
+        Err(PluginFailure::Failed { .. }) => "failed",
+    };
+    let name = plugin.identity.name.clone();
+    metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!("plugin_call_duration_seconds", "plugin" => name).record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Runs `body` (instantiate + call an export) in a fresh store and ends the
 /// call's transaction by its outcome: on `Ok(Ok(_))`, `before_commit` runs
 /// in it and it commits. `Ok(Err(_))` is the export's own error: the
 /// transaction is rolled back and the error handed on.
-pub(super) async fn run<R, E>(
+async fn execute<R, E>(
     plugin: &LoadedPlugin,
     trace: &RequestTrace,
     kind: CallKind,
