@@ -38,6 +38,14 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub redis: RedisConfig,
 
+    /// How long a shutdown (SIGTERM/SIGINT) waits for in-flight requests
+    /// before it stops serving anyway, in seconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub cors: CorsConfig,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -260,4 +268,25 @@ impl RedisConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CorsConfig {
+    /// Origins browsers may call the API from (comma-separated, e.g.
+    /// `https://app.example.com`; `*` for any). Unset: no CORS headers.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Methods allowed cross-origin.
+    #[arg(long, env = "CORS_ALLOWED_METHODS", value_delimiter = ',', default_value = "GET,POST,PATCH,DELETE")]
+    pub cors_allowed_methods: Vec<String>,
+
+    /// Request headers allowed cross-origin.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_HEADERS",
+        value_delimiter = ',',
+        default_value = "authorization,content-type,if-match,if-none-match,idempotency-key,prefer,x-request-id,traceparent"
+    )]
+    pub cors_allowed_headers: Vec<String>,
 }

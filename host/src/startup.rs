@@ -41,6 +41,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     workers: Workers,
+    shutdown_timeout: Duration,
 }
 
 /// The background work of a process — outbox relay, event handlers,
@@ -121,26 +122,41 @@ impl Application {
                 config.rate_limit.auth_rate_limit_burst,
             ),
             max_body_bytes: config.max_body_bytes,
+            cors: http::cors::layer(&config.cors)?,
         };
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, router: http::router(state, limits), workers })
+        let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+        Ok(Self { listener, router: http::router(state, limits), workers, shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish
-    /// and stops the background work.
+    /// Serves until SIGINT or SIGTERM; then stops accepting, lets in-flight
+    /// requests finish (for up to `SHUTDOWN_TIMEOUT_SECS`) and stops the
+    /// background work: consumers commit their offsets, the producer
+    /// flushes, locks are released and the pools close.
     pub async fn run(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the HTTP server failed");
+        let stopping = CancellationToken::new();
+        let signalled = stopping.clone();
+        let server = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                signalled.cancel();
+            });
+        let served = tokio::select! {
+            served = server.into_future() => served.context("the HTTP server failed"),
+            _ = async { stopping.cancelled().await; tokio::time::sleep(self.shutdown_timeout).await } => {
+                tracing::warn!(timeout_secs = self.shutdown_timeout.as_secs(), "in-flight requests outlived the shutdown timeout");
+                Ok(())
+            }
+        };
         self.workers.stop().await;
+        tracing::info!("stopped");
         served
     }
 }

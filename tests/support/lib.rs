@@ -104,7 +104,7 @@ pub struct TestApp {
     pub database: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// Killed when the `TestApp` is dropped.
-    _process: Child,
+    process: Child,
 }
 
 pub struct TestUser {
@@ -159,7 +159,7 @@ impl TestApp {
             }
         };
         let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { address: format!("http://{address}"), client, database_url, database, logs, _process: child }
+        Self { address: format!("http://{address}"), client, database_url, database, logs, process: child }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -168,6 +168,14 @@ impl TestApp {
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.process.id().expect("the host is running");
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.process.wait().await.unwrap()
     }
 
     /// Every line the host printed so far.

@@ -9,6 +9,7 @@
 
 mod auth;
 mod commands;
+pub mod cors;
 mod errors;
 pub mod extract;
 mod health;
@@ -66,11 +67,13 @@ pub struct Services {
     pub metrics: PrometheusHandle,
 }
 
-/// Quotas and limits the router applies.
+/// Quotas, limits and cross-origin rules the router applies.
 pub struct HttpLimits {
     pub api_quota: Quota,
     pub auth_quota: Quota,
     pub max_body_bytes: usize,
+    /// `None`: no CORS headers.
+    pub cors: Option<tower_http::cors::CorsLayer>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -131,6 +134,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                     axum::response::IntoResponse::into_response(Problem::internal())
                 })),
         )
+        // Outermost: a preflight is answered before auth and rate limits.
+        .layer(tower::util::option_layer(limits.cors))
         .with_state(state)
 }
 

@@ -1,0 +1,112 @@
+//! Operations: request ids in responses and logs, no secrets in logs,
+//! graceful shutdown under load, CORS.
+
+use reqwest::Method;
+use serde_json::json;
+use todo_host_tests::{HostOptions, PASSWORD, TestApp, send};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn the_request_id_is_echoed_and_tags_the_logs_of_its_request() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let request_id = format!("test-{}", Uuid::new_v4().simple());
+    let response = app
+        .request(Method::POST, "/tasks")
+        .header("authorization", user.bearer())
+        .header("x-request-id", &request_id)
+        .json(&json!({ "title": "traced" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lines: Vec<String> = app.logs().into_iter().filter(|line| line.contains(&request_id)).collect();
+    assert!(!lines.is_empty(), "no log line carries the request id");
+    for line in &lines {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+        assert_eq!(entry["span"]["request_id"], request_id.as_str(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn passwords_and_tokens_never_reach_the_logs() {
+    let app = TestApp::spawn_with(HostOptions::default().redis().env("RUST_LOG", "debug")).await;
+    let user = app.register_user().await;
+    let login = app
+        .request(Method::POST, "/auth/login")
+        .json(&json!({ "email": user.email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = login.json().await.unwrap();
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(send(&app, &user, Method::GET, "/tasks", None).await.status(), 200);
+    let bad = app.request(Method::GET, "/tasks").header("authorization", "Bearer not.a.valid-token").send().await;
+    assert_eq!(bad.unwrap().status(), 401);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let logs = app.logs();
+    assert!(logs.len() > 5, "the host logged something at debug level");
+    for secret in
+        [PASSWORD, user.token.as_str(), refresh_token.as_str(), todo_host_tests::JWT_SECRET, "not.a.valid-token"]
+    {
+        let leaked: Vec<&String> = logs.iter().filter(|line| line.contains(secret)).collect();
+        assert!(leaked.is_empty(), "a secret reached the logs: {leaked:#?}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_every_accepted_request_finish() {
+    let mut app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let batch = json!({ "operations": (0..100).map(|n| json!({ "op": "create", "task": { "title": format!("t{n}") } })).collect::<Vec<_>>() });
+
+    let mut requests = Vec::new();
+    for _ in 0..24 {
+        let request =
+            app.request(Method::POST, "/tasks/batch").header("authorization", user.bearer()).json(&batch).send();
+        requests.push(tokio::spawn(request));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let exit = app.terminate().await;
+    assert!(exit.success(), "the host stopped cleanly: {exit:?}");
+
+    let (mut completed, mut refused) = (0, 0);
+    for request in requests {
+        match request.await.unwrap() {
+            Ok(response) => {
+                assert_eq!(response.status(), 200, "an accepted request completed");
+                completed += 1;
+            }
+            // Not accepted before the listener closed: never half-done.
+            Err(error) if error.is_connect() => refused += 1,
+            Err(error) => panic!("an accepted request was cut off: {error}"),
+        }
+    }
+    assert!(completed > 0, "some requests were in flight when SIGTERM came");
+    let mut db = app.db().await;
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut db).await.unwrap();
+    assert_eq!(rows, 100 * completed, "every completed batch is stored whole ({refused} refused)");
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_for_allowed_origins_only() {
+    let app = TestApp::spawn_with(HostOptions::default().env("CORS_ALLOWED_ORIGINS", "https://app.example.com")).await;
+    let preflight = |origin: &'static str| {
+        app.request(Method::OPTIONS, "/tasks")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_string();
+    assert!(methods.contains("PATCH"), "{methods}");
+
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+}
