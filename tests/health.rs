@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use todo_host_tests::events::unique_prefix;
+use todo_host_tests::postgres::TestPostgres;
 use todo_host_tests::redis::TestRedis;
 use todo_host_tests::{HostOptions, TestApp, send, status_and_json};
 
@@ -88,4 +89,24 @@ async fn metrics_count_requests_plugin_calls_and_cache_lookups() {
     assert!(after.contains("http_request_duration_seconds_bucket"));
     assert!(after.contains(r#"db_pool_connections{state="idle"}"#));
     assert!(after.contains("outbox_backlog"));
+}
+
+#[tokio::test]
+async fn readiness_fails_while_postgres_is_down_and_recovers() {
+    let mut postgres = TestPostgres::start().await;
+    let app = TestApp::spawn_with(HostOptions::default().env("DATABASE_URL", &postgres.url())).await;
+    assert_eq!(get(&app, "/health/ready").await.0, 200);
+
+    postgres.stop().await;
+    let (status, body) = get(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["postgres"]["status"], "down");
+    assert_eq!(get(&app, "/health/live").await.0, 200, "the process itself is alive");
+
+    postgres.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&app, "/health/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -11,6 +11,7 @@
 //!   next to the test executable.
 
 pub mod events;
+pub mod postgres;
 pub mod redis;
 pub mod server;
 
