@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use todo_host_tests::redis::TestRedis;
 use todo_host_tests::{HostOptions, TestApp, TestUser, send};
 
@@ -136,4 +136,51 @@ async fn a_holder_with_a_stale_fencing_token_cannot_act_and_the_counter_catches_
         .unwrap();
     assert!(fence > 1_000_000, "the run that acted held a newer fence ({fence})");
     assert_eq!(announced(&app).await, ["late"]);
+}
+
+#[tokio::test]
+async fn the_retention_job_prunes_old_bookkeeping_and_keeps_recent_rows() {
+    let redis = TestRedis::start().await;
+    let app = TestApp::spawn_with(
+        job_host(&redis)
+            .env("OVERDUE_JOB_ENABLED", "false")
+            .env("RETENTION_INTERVAL_SECS", "1")
+            .env("COMMAND_RESULT_RETENTION_SECS", "3600")
+            .env("LEDGER_RETENTION_SECS", "3600"),
+    )
+    .await;
+    let user = app.register_user().await;
+    let mut db = app.db().await;
+    for (age, tag) in [("2 hours", "old"), ("1 minute", "recent")] {
+        sqlx::query(&format!(
+            "INSERT INTO command_results (id, issuer_id, status, result, finished_at) \
+             VALUES (gen_random_uuid(), $1, 'applied', '{{}}', now() - interval '{age}')"
+        ))
+        .bind(user.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO processed_events (handler, event_id, processed_at) VALUES ('test', '{tag}', now() - interval '{age}')"
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let count = |table: &'static str| {
+        let url = app.database_url.clone();
+        async move {
+            let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+            let (count,): (i64,) =
+                sqlx::query_as(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut db).await.unwrap();
+            count
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("command_results").await != 1 || count("processed_events").await != 1 {
+        assert!(Instant::now() < deadline, "old rows were not pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (kept,): (String,) = sqlx::query_as("SELECT event_id FROM processed_events").fetch_one(&mut db).await.unwrap();
+    assert_eq!(kept, "recent");
 }

@@ -250,6 +250,19 @@ pub struct RedisConfig {
     #[arg(long, env = "OVERDUE_INTERVAL_SECS", default_value_t = 60)]
     pub overdue_interval_secs: u64,
 
+    /// How often the retention job prunes old bookkeeping rows, in seconds.
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    pub retention_interval_secs: u64,
+
+    /// How long an async command's outcome is kept (GET /commands/{id}), in seconds.
+    #[arg(long, env = "COMMAND_RESULT_RETENTION_SECS", default_value_t = 86_400)]
+    pub command_result_retention_secs: u64,
+
+    /// How long processed-event ledger rows, job runs and overdue notices are
+    /// kept, in seconds (keep above the Kafka topics' retention).
+    #[arg(long, env = "LEDGER_RETENTION_SECS", default_value_t = 14 * 86_400)]
+    pub ledger_retention_secs: u64,
+
     /// Lease of a scheduled job's lock, in milliseconds: a crashed holder is
     /// replaced within this time.
     #[arg(long, env = "JOB_LOCK_TTL_MS", default_value_t = 30_000)]

@@ -25,6 +25,7 @@ use crate::http::{self, HttpLimits, Services};
 use crate::idempotency::IdempotencyStore;
 use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
+use crate::jobs::retention::RetentionJob;
 use crate::kafka::Kafka;
 use crate::plugins::{PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
@@ -81,16 +82,9 @@ impl Application {
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
-        match (&redis, config.redis.overdue_job_enabled) {
-            (Some(redis), true) => {
-                let job = OverdueJob::new(store.clone(), pool.clone());
-                let interval = Duration::from_secs(config.redis.overdue_interval_secs);
-                let lock_ttl = Duration::from_millis(config.redis.job_lock_ttl_ms);
-                let scheduler = Scheduler::new(job, redis.clone(), interval, lock_ttl);
-                workers.tasks.spawn(scheduler.run(workers.shutdown.clone()));
-            }
-            (None, true) => tracing::warn!("REDIS_URL is not set: the overdue job (which needs its lock) does not run"),
-            (_, false) => {}
+        match &redis {
+            Some(redis) => workers.schedule(&config, redis, &store, &pool),
+            None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
         }
         let commands = match Kafka::new(&config.kafka) {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
@@ -162,6 +156,24 @@ impl Application {
 }
 
 impl Workers {
+    /// Starts the scheduled jobs (each once per slot across replicas).
+    fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool) {
+        let settings = &config.redis;
+        let lock_ttl = Duration::from_millis(settings.job_lock_ttl_ms);
+        if settings.overdue_job_enabled {
+            let job = OverdueJob::new(store.clone(), pool.clone());
+            let interval = Duration::from_secs(settings.overdue_interval_secs);
+            self.tasks.spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.shutdown.clone()));
+        }
+        let retention = RetentionJob::new(
+            pool.clone(),
+            Duration::from_secs(settings.command_result_retention_secs),
+            Duration::from_secs(settings.ledger_retention_secs),
+        );
+        let interval = Duration::from_secs(settings.retention_interval_secs);
+        self.tasks.spawn(Scheduler::new(retention, redis.clone(), interval, lock_ttl).run(self.shutdown.clone()));
+    }
+
     /// Starts what runs against the broker and answers the command bus.
     async fn start(
         &mut self,

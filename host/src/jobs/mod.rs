@@ -8,9 +8,11 @@
 //! mid-run, its lease expires within one TTL and the next poll elsewhere
 //! takes over the same slot.
 //!
-//! - `overdue`: announces tasks past their due date (`task.overdue`).
+//! - `overdue`: announces tasks past their due date (`task.overdue`);
+//! - `retention`: prunes the ledgers and command results.
 
 pub mod overdue;
+pub mod retention;
 
 use std::time::Duration;
 
