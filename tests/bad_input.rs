@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, TestApp, assert_problem, send};
+use todo_host_tests::{HostOptions, TestApp, assert_problem, send, send_with_header};
 
 #[tokio::test]
 async fn malformed_bodies_are_refused_with_the_right_status() {
@@ -84,14 +84,15 @@ async fn invalid_ids_routes_and_methods_are_problems() {
     assert_problem(send(&app, &user, Method::DELETE, "/tasks/123", None).await, 400, "invalid-id").await;
     assert_problem(send(&app, &user, Method::GET, "/nowhere", None).await, 404, "not-found").await;
     assert_problem(send(&app, &user, Method::PUT, "/tasks", None).await, 405, "method-not-allowed").await;
-    let response = app
-        .request(Method::PATCH, &format!("/tasks/{}", uuid::Uuid::now_v7()))
-        .header("authorization", user.bearer())
-        .header("if-match", "W/\"1\"")
-        .json(&json!({"title":"x"}))
-        .send()
-        .await
-        .unwrap();
+    let response = send_with_header(
+        &app,
+        &user,
+        Method::PATCH,
+        &format!("/tasks/{}", uuid::Uuid::now_v7()),
+        ("if-match", "W/\"1\""),
+        json!({"title":"x"}),
+    )
+    .await;
     assert_problem(response, 400, "invalid-precondition").await;
 }
 

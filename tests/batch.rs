@@ -2,13 +2,10 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{TestApp, TestUser, assert_problem, send, status_and_json};
+use todo_host_tests::{TestApp, TestUser, assert_problem, create_task, send, status_and_json};
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> Value {
-    let (status, task) =
-        status_and_json(send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await).await;
-    assert_eq!(status, 201);
-    task
+    create_task(app, user, json!({ "title": title })).await
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use todo_host_tests::events::unique_prefix;
 use todo_host_tests::redis::TestRedis;
-use todo_host_tests::{HostOptions, TestApp, TestUser, send, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, send_with_header, status_and_json};
 
 fn cache_status(response: &Response) -> String {
     response.headers().get("cache-status").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
@@ -21,10 +21,7 @@ async fn read(app: &TestApp, user: &TestUser, path: &str) -> (u16, Value, bool) 
 }
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> String {
-    let (status, task) =
-        status_and_json(send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await).await;
-    assert_eq!(status, 201, "{task}");
-    task["id"].as_str().unwrap().to_string()
+    create_task(app, user, json!({ "title": title })).await["id"].as_str().unwrap().to_string()
 }
 
 fn titles(page: &Value) -> Vec<String> {
@@ -69,14 +66,9 @@ async fn the_second_read_is_a_hit_and_every_write_path_makes_the_next_read_fresh
     assert!(read(&app, &admin, "/tasks").await.1["items"].as_array().unwrap().len() == 2);
 
     // An async command, applied by the consumer.
-    let response = app
-        .request(Method::PATCH, &path)
-        .header("authorization", user.bearer())
-        .header("prefer", "respond-async")
-        .json(&json!({ "title": "v4" }))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        send_with_header(&app, &user, Method::PATCH, &path, ("prefer", "respond-async"), json!({ "title": "v4" }))
+            .await;
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

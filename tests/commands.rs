@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use todo_host_tests::events::unique_prefix;
-use todo_host_tests::{HostOptions, TestApp, TestUser, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, send_with_header, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -95,14 +95,9 @@ async fn a_failing_async_write_reports_the_problem_and_spares_the_others() {
 async fn invalid_async_writes_are_refused_before_they_are_queued() {
     let app = async_app().await;
     let user = app.register_user().await;
-    let response = app
-        .request(Method::POST, "/tasks")
-        .header("authorization", user.bearer())
-        .header("prefer", "respond-async")
-        .json(&json!({ "title": "" }))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        send_with_header(&app, &user, Method::POST, "/tasks", ("prefer", "respond-async"), json!({ "title": "" }))
+            .await;
     todo_host_tests::assert_problem(response, 422, "validation-failed").await;
 }
 

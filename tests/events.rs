@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use todo_host_tests::events::{TestBroker, TopicReader, events_of, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, send, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, send, send_with_header, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -101,14 +101,8 @@ async fn rolled_back_writes_announce_nothing() {
     let path = format!("/tasks/{}", id(&task));
 
     // A stale If-Match and a failing batch: both roll back.
-    let stale = app
-        .request(Method::PATCH, &path)
-        .header("authorization", user.bearer())
-        .header("if-match", "\"7\"")
-        .json(&json!({ "title": "never" }))
-        .send()
-        .await
-        .unwrap();
+    let stale =
+        send_with_header(&app, &user, Method::PATCH, &path, ("if-match", "\"7\""), json!({ "title": "never" })).await;
     assert_eq!(stale.status(), 412);
     let missing = uuid::Uuid::now_v7();
     let batch = json!({ "operations": [
@@ -183,14 +177,12 @@ async fn two_relaying_replicas_publish_every_event_once_and_in_order() {
 async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it_returns() {
     let mut broker = TestBroker::start().await;
     let prefix = unique_prefix();
-    let app = TestApp::spawn_with(HostOptions::default().kafka_on(&broker.brokers(), &prefix, &[])).await;
+    let app = TestApp::spawn_with(HostOptions::default().kafka_on(&broker.url(), &prefix, &[])).await;
     let user = app.register_user().await;
     let topic = format!("{prefix}task-events");
     let (before, _) = create(&app, &user, "before the outage").await;
     let before_id = id(&before);
-    TopicReader::on(&broker.brokers(), &topic)
-        .read_until(WAIT, |records| !events_of(records, &before_id).is_empty())
-        .await;
+    TopicReader::on(&broker.url(), &topic).read_until(WAIT, |records| !events_of(records, &before_id).is_empty()).await;
 
     broker.stop().await;
     let mut written = Vec::new();
@@ -199,7 +191,7 @@ async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it
     }
     broker.restart().await;
 
-    let mut reader = TopicReader::on(&broker.brokers(), &topic);
+    let mut reader = TopicReader::on(&broker.url(), &topic);
     let records = reader
         .read_until(Duration::from_secs(60), |records| written.iter().all(|id| !events_of(records, id).is_empty()))
         .await;

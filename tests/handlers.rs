@@ -8,15 +8,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 use todo_host_tests::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, send, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> String {
-    let (status, task) =
-        status_and_json(send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await).await;
-    assert_eq!(status, 201, "{task}");
-    task["id"].as_str().unwrap().to_string()
+    create_task(app, user, json!({ "title": title })).await["id"].as_str().unwrap().to_string()
 }
 
 /// Polls `check` until it answers `Some`, failing after `WAIT`.

@@ -9,9 +9,10 @@ use reqwest::Method;
 use serde_json::json;
 use sqlx::{Connection, Row};
 use todo_host_tests::redis::TestRedis;
+use todo_host_tests::server::LocalServer;
 use todo_host_tests::{HostOptions, TestApp, TestUser, send};
 
-fn job_host(redis: &TestRedis) -> HostOptions {
+fn job_host(redis: &LocalServer) -> HostOptions {
     HostOptions::default()
         .env("REDIS_URL", &redis.url())
         .env("OVERDUE_INTERVAL_SECS", "1")

@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, PASSWORD, TestApp, send};
+use todo_host_tests::{HostOptions, PASSWORD, TestApp, send, send_with_header};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -11,14 +11,15 @@ async fn the_request_id_is_echoed_and_tags_the_logs_of_its_request() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
     let request_id = format!("test-{}", Uuid::new_v4().simple());
-    let response = app
-        .request(Method::POST, "/tasks")
-        .header("authorization", user.bearer())
-        .header("x-request-id", &request_id)
-        .json(&json!({ "title": "traced" }))
-        .send()
-        .await
-        .unwrap();
+    let response = send_with_header(
+        &app,
+        &user,
+        Method::POST,
+        "/tasks",
+        ("x-request-id", &request_id),
+        json!({ "title": "traced" }),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-request-id"], request_id.as_str());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -2,13 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{TestApp, TestUser, assert_problem, send, status_and_json};
-
-async fn create(app: &TestApp, user: &TestUser, body: Value) -> Value {
-    let (status, task) = status_and_json(send(app, user, Method::POST, "/tasks", Some(body)).await).await;
-    assert_eq!(status, 201, "{task}");
-    task
-}
+use todo_host_tests::{TestApp, assert_problem, create_task, send, send_with_header, status_and_json};
 
 #[tokio::test]
 async fn create_answers_201_with_location_etag_and_defaults() {
@@ -47,7 +41,8 @@ async fn create_answers_201_with_location_etag_and_defaults() {
 async fn patch_changes_only_the_given_fields_and_advances_the_version() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
-    let task = create(&app, &user, json!({ "title": "t", "description": "d", "due_at": "2030-01-01T00:00:00Z" })).await;
+    let task =
+        create_task(&app, &user, json!({ "title": "t", "description": "d", "due_at": "2030-01-01T00:00:00Z" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
 
     let response =
@@ -80,7 +75,7 @@ async fn patch_changes_only_the_given_fields_and_advances_the_version() {
 async fn if_match_guards_writes_and_if_none_match_saves_a_download() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
-    let task = create(&app, &user, json!({ "title": "t" })).await;
+    let task = create_task(&app, &user, json!({ "title": "t" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
 
     let stale = |method: Method, body: Option<Value>| {
@@ -96,14 +91,8 @@ async fn if_match_guards_writes_and_if_none_match_saves_a_download() {
     assert_eq!(body["current_version"], 1);
     assert_problem(stale(Method::DELETE, None).await.unwrap(), 412, "version-mismatch").await;
 
-    let response = app
-        .request(Method::PATCH, &path)
-        .header("authorization", user.bearer())
-        .header("if-match", "\"1\"")
-        .json(&json!({ "title": "x" }))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        send_with_header(&app, &user, Method::PATCH, &path, ("if-match", "\"1\""), json!({ "title": "x" })).await;
     assert_eq!(response.status(), 200);
 
     let response = app
@@ -138,7 +127,7 @@ async fn if_match_guards_writes_and_if_none_match_saves_a_download() {
 async fn delete_answers_204_then_the_task_is_gone() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
-    let task = create(&app, &user, json!({ "title": "t" })).await;
+    let task = create_task(&app, &user, json!({ "title": "t" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
     let response = send(&app, &user, Method::DELETE, &path, None).await;
     assert_eq!(response.status(), 204);
@@ -152,7 +141,7 @@ async fn another_users_task_is_not_found_for_every_method() {
     let app = TestApp::spawn().await;
     let owner = app.register_user().await;
     let stranger = app.register_user().await;
-    let task = create(&app, &owner, json!({ "title": "private" })).await;
+    let task = create_task(&app, &owner, json!({ "title": "private" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
 
     let missing = format!("/tasks/{}", uuid::Uuid::now_v7());
@@ -183,7 +172,7 @@ async fn viewers_read_everything_and_change_nothing() {
     let app = TestApp::spawn().await;
     let owner = app.register_user().await;
     let viewer = app.create_user("viewer").await;
-    let task = create(&app, &owner, json!({ "title": "visible" })).await;
+    let task = create_task(&app, &owner, json!({ "title": "visible" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
 
     let (status, fetched) = status_and_json(send(&app, &viewer, Method::GET, &path, None).await).await;
@@ -209,7 +198,7 @@ async fn admins_manage_every_task_and_may_reassign() {
     let owner = app.register_user().await;
     let other = app.register_user().await;
     let admin = app.create_user("admin").await;
-    let task = create(&app, &owner, json!({ "title": "t" })).await;
+    let task = create_task(&app, &owner, json!({ "title": "t" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
 
     let (status, moved) =
@@ -220,7 +209,7 @@ async fn admins_manage_every_task_and_may_reassign() {
     assert_eq!(status, 200);
 
     // Users may not give tasks away or create them for others.
-    let own = create(&app, &other, json!({ "title": "mine" })).await;
+    let own = create_task(&app, &other, json!({ "title": "mine" })).await;
     let own_path = format!("/tasks/{}", own["id"].as_str().unwrap());
     assert_problem(
         send(&app, &other, Method::PATCH, &own_path, Some(json!({ "owner_id": owner.id }))).await,
@@ -234,7 +223,7 @@ async fn admins_manage_every_task_and_may_reassign() {
         "forbidden",
     )
     .await;
-    let created_for = create(&app, &admin, json!({ "title": "for you", "owner_id": owner.id })).await;
+    let created_for = create_task(&app, &admin, json!({ "title": "for you", "owner_id": owner.id })).await;
     assert_eq!(created_for["owner_id"], owner.id.to_string());
 
     // Reassigning to nobody is refused and changes nothing.

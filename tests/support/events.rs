@@ -187,12 +187,14 @@ pub fn path_str(path: &Path) -> &str {
 
 /// A broker of a test's own (Tansu, durable in a SQLite file in its
 /// directory), for tests that stop and restart it.
-pub struct TestBroker(LocalServer);
+pub struct TestBroker;
 
 impl TestBroker {
-    pub async fn start() -> Self {
-        Self(
-            LocalServer::start("tansu", |port, _| {
+    pub async fn start() -> LocalServer {
+        LocalServer::start(
+            "tansu",
+            |port| format!("127.0.0.1:{port}"),
+            |port, _| {
                 let url = format!("tcp://127.0.0.1:{port}");
                 let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
                 // Tansu resolves a sqlite:// path against its working directory.
@@ -200,26 +202,8 @@ impl TestBroker {
                     .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
                     .args(["--storage-engine", "sqlite://tansu.db"]);
                 command
-            })
-            .await,
+            },
         )
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
-    }
-}
-
-impl std::ops::Deref for TestBroker {
-    type Target = LocalServer;
-
-    fn deref(&self) -> &LocalServer {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for TestBroker {
-    fn deref_mut(&mut self) -> &mut LocalServer {
-        &mut self.0
+        .await
     }
 }

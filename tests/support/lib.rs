@@ -273,6 +273,32 @@ pub async fn send(app: &TestApp, user: &TestUser, method: Method, path: &str, bo
     request.send().await.unwrap()
 }
 
+/// A request as `user` with one more header (`If-Match`, `Prefer`…) and a
+/// JSON body.
+pub async fn send_with_header(
+    app: &TestApp,
+    user: &TestUser,
+    method: Method,
+    path: &str,
+    (name, value): (&str, &str),
+    body: Value,
+) -> Response {
+    app.request(method, path)
+        .header("authorization", user.bearer())
+        .header(name, value)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Creates a task as `user` from `body`, asserting 201; answers the task.
+pub async fn create_task(app: &TestApp, user: &TestUser, body: Value) -> Value {
+    let (status, task) = status_and_json(send(app, user, Method::POST, "/tasks", Some(body)).await).await;
+    assert_eq!(status, 201, "{task}");
+    task
+}
+
 /// The status and JSON body of a response (`Null` when it has none).
 pub async fn status_and_json(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();

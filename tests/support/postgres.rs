@@ -2,7 +2,6 @@
 //! it. PostgreSQL refuses to run as root: as root, its tools run as the
 //! `postgres` user.
 
-use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -10,7 +9,7 @@ use tokio::process::Command;
 
 use crate::server::LocalServer;
 
-pub struct TestPostgres(LocalServer);
+pub struct TestPostgres;
 
 fn bin_dir() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -40,9 +39,11 @@ fn as_postgres(program: &Path) -> std::process::Command {
 
 impl TestPostgres {
     /// A fresh cluster (superuser `postgres`, trust auth, fsync off).
-    pub async fn start() -> Self {
-        Self(
-            LocalServer::start("postgres", |port, dir| {
+    pub async fn start() -> LocalServer {
+        LocalServer::start(
+            "postgres",
+            |port| format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            |port, dir| {
                 let data = dir.join("data");
                 if !data.exists() {
                     std::fs::create_dir_all(&data).unwrap();
@@ -70,26 +71,8 @@ impl TestPostgres {
                     "fsync=off",
                 ]);
                 command
-            })
-            .await,
+            },
         )
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port())
-    }
-}
-
-impl Deref for TestPostgres {
-    type Target = LocalServer;
-
-    fn deref(&self) -> &LocalServer {
-        &self.0
-    }
-}
-
-impl DerefMut for TestPostgres {
-    fn deref_mut(&mut self) -> &mut LocalServer {
-        &mut self.0
+        .await
     }
 }

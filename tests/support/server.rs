@@ -13,6 +13,8 @@ type Spawn = Box<dyn Fn(u16, &Path) -> Command + Send + Sync>;
 pub struct LocalServer {
     name: &'static str,
     port: u16,
+    /// How clients reach it (`redis://…`, `host:port`…).
+    url: String,
     dir: PathBuf,
     spawn: Spawn,
     process: Option<Child>,
@@ -20,18 +22,22 @@ pub struct LocalServer {
 
 impl LocalServer {
     /// Starts `spawn(port, dir)` on a free port and an empty directory, and
-    /// waits until it listens.
-    pub async fn start(name: &'static str, spawn: impl Fn(u16, &Path) -> Command + Send + Sync + 'static) -> Self {
+    /// waits until it listens; `url(port)` is how clients reach it.
+    pub async fn start(
+        name: &'static str,
+        url: impl Fn(u16) -> String,
+        spawn: impl Fn(u16, &Path) -> Command + Send + Sync + 'static,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("todo-host-{name}-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self { name, port, dir, spawn: Box::new(spawn), process: None };
+        let mut server = Self { name, port, url: url(port), dir, spawn: Box::new(spawn), process: None };
         server.restart().await;
         server
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    pub fn url(&self) -> String {
+        self.url.clone()
     }
 
     /// Kills the process (SIGKILL: nothing is flushed on the way out).
