@@ -43,11 +43,6 @@ impl Kafka {
         format!("{}{logical}", self.config.kafka_topic_prefix)
     }
 
-    /// The logical name of a broker's topic.
-    pub fn logical_topic<'a>(&self, topic: &'a str) -> &'a str {
-        topic.strip_prefix(&self.config.kafka_topic_prefix).unwrap_or(topic)
-    }
-
     /// A consumer group's id.
     pub fn group(&self, name: &str) -> String {
         format!("{}todo-host.{name}", self.config.kafka_topic_prefix)

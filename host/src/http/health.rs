@@ -91,17 +91,24 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
     BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka), ("storage_plugin", plugin)])
 }
 
+/// 200 "ready" unless a configured dependency is down.
+fn verdict(checks: &BTreeMap<&'static str, Check>) -> (StatusCode, &'static str) {
+    if checks.values().any(Check::is_down) {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = checks(&state).await;
-    let ready = !checks.values().any(Check::is_down);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })))
+    let (status, verdict) = verdict(&checks);
+    (status, axum::Json(json!({ "status": verdict, "checks": checks })))
 }
 
 pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = checks(&state).await;
-    let ready = !checks.values().any(Check::is_down);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let (status, verdict) = verdict(&checks);
     let storage = state.plugins.storage();
     let plugins: Vec<_> = std::iter::once(storage.identity().clone())
         .chain(state.plugins.handlers().iter().map(|handler| handler.identity().clone()))
@@ -110,7 +117,7 @@ pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<se
         })
         .collect();
     let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
+        "status": verdict,
         "version": env!("CARGO_PKG_VERSION"),
         "checks": checks,
         "plugins": plugins,
