@@ -7,13 +7,17 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
+
+/// How often a consumer's statistics, and so its lag, are refreshed.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Logical topic names; the broker's names carry `KAFKA_TOPIC_PREFIX`.
 pub mod topics {
@@ -69,9 +73,11 @@ impl Kafka {
 
     /// A consumer in `group` whose offsets are stored explicitly (after the
     /// record was processed) and committed in the background: at-least-once.
-    pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
+    /// It reports its lag as the `kafka_consumer_lag` gauge.
+    pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer<LagReporter>> {
         self.client_config()
             .set("group.id", group)
+            .set("statistics.interval.ms", LAG_REPORT_INTERVAL.as_millis().to_string())
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
@@ -81,7 +87,7 @@ impl Kafka {
             // Kafka answers as soon as data arrives; Tansu waits the full
             // time, which would add it to every event's latency.
             .set("fetch.wait.max.ms", self.config.kafka_fetch_wait_max_ms.to_string())
-            .create()
+            .create_with_context(LagReporter { group: group.to_string() })
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
     }
 
@@ -110,4 +116,42 @@ pub fn headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
     headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
         all.insert(Header { key, value: Some(value.as_bytes()) })
     })
+}
+
+/// Turns librdkafka's periodic statistics into the `kafka_consumer_lag`
+/// gauge: records of each partition this consumer fetches that are not yet
+/// processed (by group, topic and partition).
+pub struct LagReporter {
+    group: String,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for partition in stats.partitions.values() {
+                if let Some(lag) = partition_lag(partition) {
+                    metrics::gauge!("kafka_consumer_lag", "group" => self.group.clone(), "topic" => topic.clone(),
+                        "partition" => partition.partition.to_string())
+                    .set(lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// High watermark minus the processed position: the stored offset (what
+/// this consumer finished), else the committed one, else — a group that
+/// never committed starts at the earliest record — the low watermark.
+/// `None` for librdkafka's internal partition and before the first fetch.
+fn partition_lag(partition: &Partition) -> Option<i64> {
+    if partition.partition < 0 || partition.hi_offset < 0 {
+        return None;
+    }
+    let position = [partition.stored_offset, partition.committed_offset]
+        .into_iter()
+        .find(|offset| *offset >= 0)
+        .unwrap_or(partition.lo_offset.max(0));
+    Some((partition.hi_offset - position).max(0))
 }

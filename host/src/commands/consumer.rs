@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::Command;
 use crate::config::CommandConfig;
-use crate::kafka::{Kafka, topics};
+use crate::kafka::{Kafka, LagReporter, topics};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
 use crate::tasks::model::TaskChange;
@@ -39,7 +39,7 @@ use crate::trace::RequestTrace;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct CommandConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagReporter>,
     store: TaskStore,
     pool: PgPool,
     batch_max: usize,

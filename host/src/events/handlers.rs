@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::EventConfig;
-use crate::kafka::{self, Kafka, topics};
+use crate::kafka::{self, Kafka, LagReporter, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{BeforeCommit, HandlerPlugin, PluginFailure};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
@@ -36,7 +36,7 @@ const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
 pub struct HandlerRunner {
     plugin: Arc<HandlerPlugin>,
     kafka: Kafka,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagReporter>,
     producer: FutureProducer,
     pool: PgPool,
     max_attempts: u32,
