@@ -76,6 +76,35 @@ async fn validation_lists_each_broken_field() {
 }
 
 #[tokio::test]
+async fn nul_characters_are_refused_by_field_never_as_a_server_error() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let body = assert_problem(
+        send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "a\u{0}b" }))).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["pointer"], "/title");
+    assert_problem(send(&app, &user, Method::GET, "/tasks?q=a%00b", None).await, 400, "invalid-query").await;
+
+    let register = |body: serde_json::Value| app.request(Method::POST, "/auth/register").json(&body).send();
+    let response = register(json!({ "email": "nul\u{0}@example.com", "password": "long-enough-1" })).await.unwrap();
+    let body = assert_problem(response, 422, "validation-failed").await;
+    assert_eq!(body["errors"][0]["pointer"], "/email");
+    let response =
+        register(json!({ "email": "nul@example.com", "password": "long-enough-1", "display_name": "\u{0}" }))
+            .await
+            .unwrap();
+    let body = assert_problem(response, 422, "validation-failed").await;
+    assert_eq!(body["errors"][0]["pointer"], "/display_name");
+    let login = json!({ "email": "nul\u{0}@example.com", "password": "long-enough-1" });
+    let response = app.request(Method::POST, "/auth/login").json(&login).send().await.unwrap();
+    assert_problem(response, 401, "invalid-credentials").await;
+    assert_eq!(app.task_rows().await, 0, "nothing was written");
+}
+
+#[tokio::test]
 async fn invalid_ids_routes_and_methods_are_problems() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;

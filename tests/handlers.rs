@@ -70,6 +70,30 @@ async fn the_audit_log_records_each_change_once_even_when_events_are_delivered_t
     // Someone else's task's history is not theirs to read.
     let stranger = app.register_user().await;
     assert_eq!(history(&app, &stranger, &task_id).await.0, 404);
+
+    // Deleted, the task takes its history with it, except for admins.
+    assert_eq!(send(&app, &user, Method::DELETE, &path, None).await.status(), 204);
+    assert_eq!(history(&app, &user, &task_id).await.0, 404);
+    let admin = app.create_user("admin").await;
+    let items = eventually("the deletion's audit entry", || async {
+        let (_, body) = history(&app, &admin, &task_id).await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        items.iter().any(|item| item["type"] == "task.deleted").then_some(items)
+    })
+    .await;
+    assert_eq!(items.len(), 4);
+}
+
+#[tokio::test]
+async fn a_readable_task_with_nothing_recorded_has_an_empty_history_and_an_unknown_id_none() {
+    // No audit-log handler runs here, so nothing is ever recorded.
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let task_id = create(&app, &user, "unaudited").await;
+    assert_eq!(history(&app, &user, &task_id).await, (200, json!({ "items": [] })));
+    let stranger = app.register_user().await;
+    assert_eq!(history(&app, &stranger, &task_id).await.0, 404, "not theirs to see");
+    assert_eq!(history(&app, &user, &uuid::Uuid::now_v7().to_string()).await.0, 404);
 }
 
 #[tokio::test]
@@ -135,6 +159,37 @@ async fn a_handler_that_always_fails_dead_letters_after_its_attempts() {
     assert_eq!(record.headers["dlq-error-kind"], "retryable");
     assert_eq!(record.headers["dlq-attempts"], "3", "HANDLER_MAX_ATTEMPTS defaults to 3");
     assert!(record.headers["dlq-error"].contains("flaky-handler"), "{:?}", record.headers);
+}
+
+#[tokio::test]
+async fn a_handler_that_falls_behind_shows_its_lag_in_the_metrics() {
+    // Each event costs this handler three attempts, 1 s + 2 s apart.
+    let manifest = "kind = \"event-handler\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n[settings]\nfailure = \"always-retryable\"\n";
+    let dir = plugin_dir_with(&[("slow-handler", "flaky-handler", manifest)]);
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(
+        HostOptions::default()
+            .kafka(&prefix, &["slow-handler"])
+            .env("PLUGIN_DIR", path_str(&dir))
+            .env("HANDLER_RETRY_BACKOFF_MS", "1000"),
+    )
+    .await;
+    let user = app.register_user().await;
+    for n in 0..8 {
+        create(&app, &user, &format!("backlog {n}")).await;
+    }
+    let group = format!("group=\"{prefix}todo-host.handler.slow-handler\"");
+    let lag = || async {
+        let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("kafka_consumer_lag{") && line.contains(&group))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    // Statistics come every 5 s; by then at most two events are done.
+    let behind = eventually("the lag to be reported", || async { Some(lag().await).filter(|lag| *lag >= 5.0) }).await;
+    assert!(behind <= 8.0, "{behind}");
 }
 
 #[tokio::test]

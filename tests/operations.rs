@@ -1,5 +1,5 @@
 //! Operations: request ids in responses and logs, no secrets in logs,
-//! graceful shutdown under load, CORS.
+//! graceful shutdown under load, CORS, the OpenAPI document and Swagger UI.
 
 use reqwest::Method;
 use serde_json::json;
@@ -112,4 +112,29 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
 
     let other = preflight("https://evil.example.com").await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_swagger_ui_are_served_without_a_token() {
+    let app = TestApp::spawn().await;
+    let response = app.request(Method::GET, "/openapi.json").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let get_task = &document["paths"]["/tasks/{id}"]["get"];
+    assert_eq!(
+        get_task["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Task"
+    );
+    assert_eq!(
+        get_task["responses"]["404"]["content"]["application/problem+json"]["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+
+    let page = app.request(Method::GET, "/docs/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    let config = app.request(Method::GET, "/docs/swagger-initializer.js").send().await.unwrap().text().await.unwrap();
+    assert!(config.contains("/openapi.json"), "Swagger UI reads this server's document: {config}");
 }

@@ -2,9 +2,18 @@
 
 use serde::Serialize;
 
+/// PostgreSQL text cannot hold U+0000: text carrying one is refused with
+/// this rule up front, naming the field, rather than failing in the store.
+pub const NO_NUL_RULE: &str = "must not contain the NUL character (U+0000)";
+
+pub fn contains_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
 /// One rule a request broke, located by a JSON pointer into the body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// JSON pointer (RFC 6901) to the offending member; empty for the whole body.
     pub pointer: String,
     pub detail: String,
 }

@@ -6,24 +6,30 @@ use super::Role;
 use super::password::{PasswordHasher, PasswordPolicyError};
 use super::users::{NewUser, User, UserError, UserRepository};
 use crate::redis_client::RedisUnavailable;
-use crate::validation::FieldError;
+use crate::validation::{FieldError, NO_NUL_RULE, contains_nul};
 
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 /// The body of `POST /auth/register`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ann@example.com", "password": "correct-horse-42", "display_name": "Ann"}))]
 pub struct Registration {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    /// 10–128 characters, with a letter and a digit, not containing the email.
+    #[schema(min_length = 10, max_length = 128, pattern = "^(?=.*[A-Za-z])(?=.*[0-9])")]
     pub password: String,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000]*$")]
     pub display_name: Option<String>,
 }
 
 /// The body of `POST /auth/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ann@example.com", "password": "correct-horse-42"}))]
 pub struct Credentials {
     pub email: String,
     pub password: String,
@@ -89,6 +95,8 @@ impl Accounts {
         if display_name.as_ref().is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
             errors
                 .push(FieldError::new("/display_name", format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
+        } else if display_name.as_deref().is_some_and(contains_nul) {
+            errors.push(FieldError::new("/display_name", NO_NUL_RULE));
         }
         if !errors.is_empty() {
             return Err(AuthError::Invalid(errors));
@@ -101,7 +109,13 @@ impl Accounts {
     /// email is unknown or the password wrong.
     pub async fn authenticate(&self, credentials: Credentials) -> Result<User, AuthError> {
         let email = normalize_email(&credentials.email);
-        let account = self.users.find_by_email(&email).await.map_err(anyhow::Error::from)?;
+        // No account has such an email (registration refuses it); the
+        // password is still checked, against the decoy, for even timing.
+        let account = if contains_nul(&email) {
+            None
+        } else {
+            self.users.find_by_email(&email).await.map_err(anyhow::Error::from)?
+        };
         let (user, hash) = match account {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
@@ -123,7 +137,7 @@ fn check_email(email: &str) -> Result<(), String> {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
     });
-    if !valid_shape || email.chars().any(char::is_whitespace) {
+    if !valid_shape || email.chars().any(|c| c.is_whitespace() || c == '\0') {
         return Err("must be an email address".into());
     }
     if email.chars().count() > MAX_EMAIL_CHARS {

@@ -18,7 +18,7 @@ use super::users::{User, UserRepository};
 use crate::redis_client::{RedisClient, RedisUnavailable};
 
 /// The body of `POST /auth/refresh`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Role;
 
 /// An account as the API shows it: never with its password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,

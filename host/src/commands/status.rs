@@ -23,7 +23,7 @@ pub struct CommandStatus {
 }
 
 /// `GET /commands/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CommandState {
     Pending {
@@ -32,11 +32,13 @@ pub enum CommandState {
     /// `result` is what the synchronous request would have answered.
     Applied {
         id: Uuid,
+        #[schema(value_type = Object)]
         result: Value,
     },
     /// `problem` is the problem+json the synchronous request would have answered.
     Failed {
         id: Uuid,
+        #[schema(value_type = Object)]
         problem: Value,
     },
 }

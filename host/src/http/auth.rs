@@ -4,12 +4,19 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::Json;
+use super::openapi::params::ProblemDetails;
 use crate::auth::{AccessToken, Credentials, RefreshRequest, Registration, Tokens, User};
 use crate::problem::Problem;
 
+/// Creates an account with the `user` role.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Registration, responses(
+    (status = 201, description = "The account (never its password hash)", body = User),
+    (status = 409, description = "An account with this email exists", body = ProblemDetails, content_type = "application/problem+json"),
+))]
 pub async fn register(
     State(state): State<AppState>,
     Json(registration): Json<Registration>,
@@ -19,10 +26,14 @@ pub async fn register(
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
+    /// A JWT for `Authorization: Bearer …`.
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String)]
     token_type: &'static str,
+    /// Seconds the access token lives.
     expires_in: u64,
     /// Absent when the server could not issue one (no Redis).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,17 +58,32 @@ impl IntoResponse for Tokens {
     }
 }
 
+/// Exchanges an email and a password for tokens.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials, responses(
+    (status = 200, description = "Tokens", body = TokenResponse),
+    (status = 401, description = "Wrong email or password", body = ProblemDetails, content_type = "application/problem+json"),
+))]
 pub async fn login(State(state): State<AppState>, Json(credentials): Json<Credentials>) -> Result<Tokens, Problem> {
     let user = state.accounts.authenticate(credentials).await?;
     Ok(state.sessions.start(&user).await?)
 }
 
 /// Rotates a refresh token: a new access token and a new refresh token.
+/// Reusing a spent refresh token revokes its whole family.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, description = "New tokens", body = TokenResponse),
+    (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ProblemDetails, content_type = "application/problem+json"),
+    (status = 503, description = "Redis is not configured or did not answer", body = ProblemDetails, content_type = "application/problem+json"),
+))]
 pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshRequest>) -> Result<Tokens, Problem> {
     Ok(state.sessions.refresh(request).await?)
 }
 
-/// Revokes the caller's access token and its refresh family.
+/// Revokes the caller's access token and its refresh family, on every replica.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+    (status = 204, description = "Logged out"),
+    (status = 503, description = "Redis is not configured or did not answer", body = ProblemDetails, content_type = "application/problem+json"),
+))]
 pub async fn logout(State(state): State<AppState>, AccessToken(claims): AccessToken) -> Result<StatusCode, Problem> {
     state.sessions.end(&claims).await?;
     tracing::info!(user_id = %claims.sub, "logged out");

@@ -85,7 +85,7 @@ pub fn prefers_async(headers: &HeaderMap) -> bool {
         .any(|value| value.split([',', ';']).any(|preference| preference.trim().eq_ignore_ascii_case("respond-async")))
 }
 
-/// `If-Match` as a version: `None` when absent or `*`.
+/// `If-Match` as a version: `None` when absent or `*`; `"3"` or `3`.
 pub fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
         return Ok(None);
@@ -94,7 +94,8 @@ pub fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     if text == "*" {
         return Ok(None);
     }
-    parse_etag(text).map(Some).ok_or_else(|| {
+    // A bare version is taken too: clients often drop the quotes.
+    parse_etag(text).or_else(|| text.parse().ok()).map(Some).ok_or_else(|| {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-precondition", "Invalid precondition")
             .detail("If-Match must be one strong entity tag, as sent in ETag (e.g. \"3\")")
     })
@@ -139,7 +140,8 @@ mod tests {
         assert_eq!(if_match_version(&headers("if-match", "*")).unwrap(), None);
         assert_eq!(if_match_version(&headers("if-match", "\"7\"")).unwrap(), Some(7));
         assert!(if_match_version(&headers("if-match", "W/\"7\"")).is_err());
-        assert!(if_match_version(&headers("if-match", "7")).is_err());
+        assert_eq!(if_match_version(&headers("if-match", "7")).unwrap(), Some(7), "unquoted");
+        assert!(if_match_version(&headers("if-match", "seven")).is_err());
     }
 
     #[test]

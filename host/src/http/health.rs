@@ -10,19 +10,32 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
+use crate::plugins::PluginIdentity;
 
 /// How long one dependency may take to answer a health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn live() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    #[schema(value_type = String)]
+    status: &'static str,
 }
 
-#[derive(Serialize)]
+/// The process answers.
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "Alive", body = Liveness)))]
+pub async fn live() -> axum::Json<Liveness> {
+    axum::Json(Liveness { status: "ok" })
+}
+
+/// One dependency's state.
+#[derive(Serialize, ToSchema)]
 pub struct Check {
+    /// `up`, `down`, or `disabled` (not configured).
+    #[schema(value_type = String)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
@@ -100,27 +113,50 @@ fn verdict(checks: &BTreeMap<&'static str, Check>) -> (StatusCode, &'static str)
     }
 }
 
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    let checks = checks(&state).await;
-    let (status, verdict) = verdict(&checks);
-    (status, axum::Json(json!({ "status": verdict, "checks": checks })))
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// By dependency: `postgres`, `redis`, `kafka`, `storage_plugin`.
+    #[schema(value_type = BTreeMap<String, Check>)]
+    checks: BTreeMap<&'static str, Check>,
 }
 
-pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+/// Whether this replica can serve: every configured dependency answers.
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "A dependency is down (see `checks`)", body = Readiness),
+))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let checks = checks(&state).await;
     let (status, verdict) = verdict(&checks);
-    let storage = state.plugins.storage();
-    let plugins: Vec<_> = std::iter::once(storage.identity().clone())
+    (status, axum::Json(Readiness { status: verdict, checks }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthReport {
+    #[serde(flatten)]
+    readiness: Readiness,
+    /// This server's version.
+    #[schema(value_type = String)]
+    version: &'static str,
+    /// The storage plugin, then the event handlers.
+    plugins: Vec<PluginIdentity>,
+}
+
+/// Readiness with timings, the server's version and the loaded plugins.
+#[utoipa::path(get, path = "/health", tag = "operations", responses(
+    (status = 200, description = "Ready", body = HealthReport),
+    (status = 503, description = "A dependency is down (see `checks`)", body = HealthReport),
+))]
+pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<HealthReport>) {
+    let checks = checks(&state).await;
+    let (status, verdict) = verdict(&checks);
+    let plugins = std::iter::once(state.plugins.storage().identity().clone())
         .chain(state.plugins.handlers().iter().map(|handler| handler.identity().clone()))
-        .map(|identity| {
-            json!({ "name": identity.name, "version": identity.version, "sha256": identity.sha256, "loaded_at": identity.loaded_at })
-        })
         .collect();
-    let body = json!({
-        "status": verdict,
-        "version": env!("CARGO_PKG_VERSION"),
-        "checks": checks,
-        "plugins": plugins,
-    });
-    (status, axum::Json(body))
+    let report =
+        HealthReport { readiness: Readiness { status: verdict, checks }, version: env!("CARGO_PKG_VERSION"), plugins };
+    (status, axum::Json(report))
 }

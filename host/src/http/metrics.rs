@@ -5,7 +5,8 @@
 //! `plugin_calls_total` / `plugin_call_duration_seconds` (plugins::call),
 //! `cache_hits_total` / `cache_misses_total` (tasks::cache),
 //! `rate_limited_total` (ratelimit), `kafka_produced_total`,
-//! `kafka_consumed_total`, `kafka_dead_lettered_total` (events, commands).
+//! `kafka_consumed_total`, `kafka_dead_lettered_total` (events, commands),
+//! `kafka_consumer_lag` (kafka::LagReporter).
 //! Gauges that describe a state (pool connections, outbox backlog) are read
 //! at scrape time.
 
@@ -43,6 +44,10 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// Prometheus text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Every series of this process", body = String, content_type = "text/plain"),
+))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let pool = &state.pool;
     let idle = pool.num_idle() as f64;

@@ -16,6 +16,7 @@ mod health;
 mod history;
 mod idempotency;
 pub mod metrics;
+mod openapi;
 mod tasks;
 
 use std::sync::Arc;
@@ -102,7 +103,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/health", get(health::detail))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics::render));
+        .route("/metrics", get(metrics::render))
+        .merge(openapi::routes());
 
     let api = task_routes
         .merge(open_routes)

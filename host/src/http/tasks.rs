@@ -6,10 +6,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
 use super::extract::{Json, Path, Query, etag, if_match_version, if_none_match_version, prefers_async};
+use super::openapi::params::{IdempotencyKey, IfMatch, IfNoneMatch, PreferAsync, ProblemDetails, TaskId};
 use crate::auth::Authenticated;
 use crate::problem::Problem;
 use crate::tasks::model::{
@@ -17,6 +19,7 @@ use crate::tasks::model::{
 };
 use crate::tasks::{BatchOutcome, CacheOutcome, ListQuery, PreparedWrite, RequestContext, WriteOutcome};
 use crate::trace::RequestTrace;
+use crate::validation::{NO_NUL_RULE, contains_nul};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -68,7 +71,7 @@ async fn write(
         })?;
         let location = format!("/commands/{id}");
         let mut response =
-            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id, "status": "pending" }))).into_response();
+            (StatusCode::ACCEPTED, axum::Json(CommandAccepted { id, status: "pending" })).into_response();
         let headers = response.headers_mut();
         headers.insert(HeaderName::from_static("preference-applied"), HeaderValue::from_static("respond-async"));
         if let Ok(location) = HeaderValue::from_str(&location) {
@@ -91,6 +94,20 @@ async fn write(
     })
 }
 
+/// Creates a task, owned by the caller (or by `owner_id`, for an admin).
+#[utoipa::path(post, path = "/tasks", tag = "tasks", operation_id = "create_task", security(("bearer" = [])),
+    params(IdempotencyKey, PreferAsync),
+    request_body = NewTask,
+    responses(
+        (status = 201, description = "The task", body = Task,
+            headers(("Location" = String, description = "/tasks/{id}"), ("ETag" = String, description = "The version, quoted"))),
+        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
+            headers(("Location" = String, description = "/commands/{id}"))),
+        (status = 403, description = "A viewer cannot write; a user cannot create for someone else", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -103,6 +120,17 @@ pub async fn create(
     write(&state, ctx, &headers, prepared).await
 }
 
+/// One task, when the caller may read it (another user's task answers 404).
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", operation_id = "get_task", security(("bearer" = [])),
+    params(TaskId, IfNoneMatch),
+    responses(
+        (status = 200, description = "The task", body = Task,
+            headers(("ETag" = String, description = "The version, quoted"), ("Cache-Status" = String, description = "RFC 9211: hit or miss of the server's cache"))),
+        (status = 304, description = "The client's copy is current"),
+        (status = 404, description = "No task with this id is visible to the caller", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The storage plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -119,6 +147,20 @@ pub async fn get(
     Ok(with_cache_status(response, cache))
 }
 
+/// Changes the given fields; `null` clears a nullable one.
+#[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", operation_id = "update_task", security(("bearer" = [])),
+    params(TaskId, IfMatch, PreferAsync),
+    request_body = TaskChanges,
+    responses(
+        (status = 200, description = "The task after the change", body = Task, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
+            headers(("Location" = String, description = "/commands/{id}"))),
+        (status = 403, description = "A viewer cannot write; only an admin reassigns", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No task with this id is visible to the caller", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` names a version that is not current", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -133,6 +175,19 @@ pub async fn update(
     write(&state, ctx, &headers, prepared).await
 }
 
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", operation_id = "delete_task", security(("bearer" = [])),
+    params(TaskId, IfMatch, PreferAsync),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
+            headers(("Location" = String, description = "/commands/{id}"))),
+        (status = 403, description = "A viewer cannot write", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No task with this id is visible to the caller", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` names a version that is not current", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
+/// Deletes a task.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -147,29 +202,63 @@ pub async fn delete(
 }
 
 /// Query parameters of `GET /tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     status: Option<TaskStatus>,
     priority: Option<Priority>,
+    /// Tasks due before this instant.
     due_before: Option<DateTime<Utc>>,
+    /// Tasks due after this instant.
     due_after: Option<DateTime<Utc>>,
     /// Case-insensitive substring of the title.
+    #[param(max_length = 200, pattern = r"^[^\u0000]*$")]
     q: Option<String>,
     /// Owner's user id (admins only).
     owner: Option<Uuid>,
+    /// Default `created_at`.
+    #[param(inline)]
     sort: Option<SortField>,
+    /// Default `desc`.
+    #[param(inline)]
     order: Option<SortOrder>,
+    /// Page size, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page, with the same filters and sort.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of tasks.
+#[derive(Serialize, ToSchema)]
 pub struct TaskList {
     items: Vec<Task>,
+    /// Absent on the last page.
     next_cursor: Option<String>,
 }
 
+/// The answer to a write queued with `Prefer: respond-async`.
+#[derive(Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// Poll `/commands/{id}`.
+    id: Uuid,
+    /// Always `pending`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
+/// The tasks the caller may read (all for admins and viewers), filtered,
+/// sorted and paginated by cursor.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", operation_id = "list_tasks", security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page", body = TaskList,
+            headers(("Cache-Status" = String, description = "RFC 9211: hit or miss of the server's cache"))),
+        (status = 403, description = "Only an admin filters by owner", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The storage plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -185,6 +274,10 @@ pub async fn list(
     if search.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
         return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
             .detail(format!("q must be at most {MAX_SEARCH_CHARS} characters")));
+    }
+    if search.as_deref().is_some_and(contains_nul) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter")
+            .detail(format!("q {NO_NUL_RULE}")));
     }
     let query = ListQuery {
         filter: TaskFilter {
@@ -205,17 +298,35 @@ pub async fn list(
     Ok(with_cache_status(response, cache))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"operations": [{"op": "create", "task": {"title": "Book the venue"}}, {"op": "create", "task": {"title": "Send the invitations", "priority": "low"}}]}))]
 pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 100)]
     operations: Vec<BatchOperation>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BatchResponse {
+    /// One per operation, in order.
     results: Vec<BatchOutcome>,
 }
 
+/// Up to 100 operations, applied all together or not at all.
+#[utoipa::path(post, path = "/tasks/batch", tag = "tasks", operation_id = "batch_tasks", security(("bearer" = [])),
+    params(IdempotencyKey, PreferAsync),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Every operation was applied", body = BatchResponse),
+        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
+            headers(("Location" = String, description = "/commands/{id}"))),
+        (status = 403, description = "An operation is not the caller's to make", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "An operation names a task not visible to the caller; nothing was applied", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "An operation's `expected_version` is not current; nothing was applied", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn batch(
     State(state): State<AppState>,
     caller: Authenticated,

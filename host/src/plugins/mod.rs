@@ -35,7 +35,7 @@ pub use storage::StoragePlugin;
 use chrono::{DateTime, Utc};
 
 /// What identifies one loaded version of a plugin.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginIdentity {
     pub name: String,
     pub version: String,

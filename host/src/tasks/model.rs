@@ -3,14 +3,16 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use crate::validation::FieldError;
+use crate::validation::{NO_NUL_RULE, contains_nul};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Todo,
@@ -18,7 +20,7 @@ pub enum TaskStatus {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -26,8 +28,9 @@ pub enum Priority {
     High,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Task {
+    /// UUIDv7: ids sort by creation time.
     pub id: Uuid,
     pub owner_id: Uuid,
     pub title: String,
@@ -37,6 +40,7 @@ pub struct Task {
     pub due_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Starts at 1 and grows by one per change; the `ETag` of the task.
     pub version: i64,
 }
 
@@ -63,11 +67,16 @@ impl TaskChange {
 }
 
 /// The body of `POST /tasks` (and of a batch `create`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Write the quarterly report", "priority": "high", "due_at": "2030-01-31T17:00:00Z"}))]
 pub struct NewTask {
+    /// Not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub title: String,
+    /// Without NUL characters.
     #[serde(default)]
+    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     #[serde(default)]
     pub status: Option<TaskStatus>,
@@ -82,21 +91,32 @@ pub struct NewTask {
 
 /// The body of `PATCH /tasks/{id}`: an absent field is left alone, `null`
 /// clears a nullable field.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// At least one field must be given.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "in_progress", "due_at": null}))]
 pub struct TaskChanges {
+    /// Not blank.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub title: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TaskStatus)]
     pub status: Option<Option<TaskStatus>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Priority)]
     pub priority: Option<Option<Priority>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     pub due_at: Option<Option<DateTime<Utc>>>,
     /// Reassigns the task (admins only).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Uuid)]
     pub owner_id: Option<Option<Uuid>>,
 }
 
@@ -182,6 +202,8 @@ fn check_title(title: &str, errors: &mut Vec<FieldError>) {
     let length = title.chars().count();
     if title.trim().is_empty() {
         errors.push(FieldError::new("/title", "must not be empty or blank"));
+    } else if contains_nul(title) {
+        errors.push(FieldError::new("/title", NO_NUL_RULE));
     } else if length > TITLE_MAX_CHARS {
         errors.push(FieldError::new("/title", format!("must be at most {TITLE_MAX_CHARS} characters (got {length})")));
     }
@@ -189,7 +211,9 @@ fn check_title(title: &str, errors: &mut Vec<FieldError>) {
 
 fn check_description(description: &str, errors: &mut Vec<FieldError>) {
     let length = description.chars().count();
-    if length > DESCRIPTION_MAX_CHARS {
+    if contains_nul(description) {
+        errors.push(FieldError::new("/description", NO_NUL_RULE));
+    } else if length > DESCRIPTION_MAX_CHARS {
         errors.push(FieldError::new(
             "/description",
             format!("must be at most {DESCRIPTION_MAX_CHARS} characters (got {length})"),
@@ -198,7 +222,7 @@ fn check_description(description: &str, errors: &mut Vec<FieldError>) {
 }
 
 /// Sort orders of `GET /tasks`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortField {
     #[default]
@@ -207,7 +231,7 @@ pub enum SortField {
     Priority,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortOrder {
     Asc,
@@ -233,7 +257,7 @@ pub struct TaskPage {
 }
 
 /// One operation of `POST /tasks/batch`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BatchOperation {
     Create {
@@ -274,6 +298,14 @@ mod tests {
         let errors = task.validate().unwrap_err();
         let pointers: Vec<_> = errors.iter().map(|e| e.pointer.as_str()).collect();
         assert_eq!(pointers, ["/title", "/description"]);
+    }
+
+    #[test]
+    fn nul_characters_are_refused_by_field() {
+        let task: NewTask =
+            serde_json::from_value(serde_json::json!({ "title": "a\u{0}b", "description": "\u{0}" })).unwrap();
+        let errors = task.validate().unwrap_err();
+        assert_eq!(errors, [FieldError::new("/title", NO_NUL_RULE), FieldError::new("/description", NO_NUL_RULE)]);
     }
 
     #[test]

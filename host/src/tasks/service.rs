@@ -135,9 +135,11 @@ pub struct ListQuery {
 }
 
 /// The result of one batch operation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchOutcome {
     pub index: usize,
+    /// `create`, `update` or `delete`.
+    #[schema(value_type = String)]
     pub op: &'static str,
     /// What the operation alone would have answered: 201, 200 or 204.
     pub status: u16,
