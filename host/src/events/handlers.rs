@@ -27,14 +27,16 @@ use tracing::Instrument;
 use crate::config::EventConfig;
 use crate::kafka::{self, Kafka, LagReporter, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
-use crate::plugins::{BeforeCommit, HandlerPlugin, PluginFailure};
+use crate::plugins::{BeforeCommit, HandlerPlugin, PluginFailure, PluginSlot};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
 
 /// Longest wait between checks of a database that is down.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct HandlerRunner {
-    plugin: Arc<HandlerPlugin>,
+    /// Each event is handled by the version serving when it arrives.
+    plugin: Arc<PluginSlot<HandlerPlugin>>,
+    name: String,
     kafka: Kafka,
     consumer: StreamConsumer<LagReporter>,
     producer: FutureProducer,
@@ -52,17 +54,19 @@ struct DeadLetter {
 
 impl HandlerRunner {
     pub fn new(
-        plugin: Arc<HandlerPlugin>,
+        plugin: Arc<PluginSlot<HandlerPlugin>>,
         kafka: Kafka,
         producer: FutureProducer,
         pool: PgPool,
         settings: &EventConfig,
     ) -> anyhow::Result<Self> {
-        let group = kafka.group(&format!("handler.{}", plugin.identity().name));
+        let name = plugin.identity().name;
+        let group = kafka.group(&format!("handler.{name}"));
         let consumer = kafka.consumer(&group)?;
         consumer.subscribe(&[&kafka.topic(topics::TASK_EVENTS)])?;
         Ok(Self {
             plugin,
+            name,
             kafka,
             consumer,
             producer,
@@ -74,7 +78,7 @@ impl HandlerRunner {
 
     /// Consumes until `shutdown`, then commits the stored offsets.
     pub async fn run(self, shutdown: CancellationToken) {
-        let handler = self.plugin.identity().name.clone();
+        let handler = self.name.clone();
         tracing::info!(%handler, "event handler consuming");
         loop {
             let message = tokio::select! {
@@ -115,7 +119,7 @@ impl HandlerRunner {
         let event = parse_event(message.payload().unwrap_or_default());
         let span = tracing::info_span!(
             "event",
-            handler = %self.plugin.identity().name,
+            handler = %self.name,
             event_id = event.as_ref().map(|e| e.id.as_str()).unwrap_or_default(),
             event_type = event.as_ref().map(|e| e.type_.as_str()).unwrap_or_default(),
             request_id = %trace.request_id,
@@ -144,7 +148,7 @@ impl HandlerRunner {
         event: &Event,
         shutdown: &CancellationToken,
     ) -> Option<Result<(), DeadLetter>> {
-        let handler = self.plugin.identity().name.as_str();
+        let handler = self.name.as_str();
         let mut last_error = String::new();
         let mut attempt = 1;
         let mut outage = Duration::from_millis(100);
@@ -159,7 +163,7 @@ impl HandlerRunner {
                 }
                 Ok(false) => {
                     let ledger = Ledger { handler, event_id: &event.id };
-                    match self.plugin.handle(trace, event, attempt, ledger).await {
+                    match self.plugin.current().handle(trace, event, attempt, ledger).await {
                         Ok(Ok(())) => return Some(Ok(())),
                         Ok(Err(HandlerError::Permanent(error))) => {
                             return Some(Err(DeadLetter { kind: "permanent", error, attempts: attempt }));
@@ -202,7 +206,7 @@ impl HandlerRunner {
 
     async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE handler = $1 AND event_id = $2)")
-            .bind(&self.plugin.identity().name)
+            .bind(&self.name)
             .bind(event_id)
             .fetch_one(&self.pool)
             .await
@@ -218,7 +222,7 @@ impl HandlerRunner {
         shutdown: &CancellationToken,
     ) -> bool {
         tracing::warn!(kind = dead.kind, attempts = dead.attempts, error = %dead.error, "event dead-lettered");
-        headers.insert("dlq-handler".into(), self.plugin.identity().name.clone());
+        headers.insert("dlq-handler".into(), self.name.clone());
         headers.insert("dlq-error".into(), dead.error);
         headers.insert("dlq-error-kind".into(), dead.kind.into());
         headers.insert("dlq-attempts".into(), dead.attempts.to_string());
@@ -238,7 +242,7 @@ impl HandlerRunner {
             };
             match sent {
                 Ok(_) => {
-                    let handler = self.plugin.identity().name.clone();
+                    let handler = self.name.clone();
                     metrics::counter!("kafka_dead_lettered_total", "handler" => handler).increment(1);
                     return true;
                 }

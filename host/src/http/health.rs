@@ -154,7 +154,7 @@ pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<He
     let checks = checks(&state).await;
     let (status, verdict) = verdict(&checks);
     let plugins = std::iter::once(state.plugins.storage().identity().clone())
-        .chain(state.plugins.handlers().iter().map(|handler| handler.identity().clone()))
+        .chain(state.plugins.handlers().iter().map(|slot| slot.identity()))
         .collect();
     let report =
         HealthReport { readiness: Readiness { status: verdict, checks }, version: env!("CARGO_PKG_VERSION"), plugins };

@@ -4,9 +4,10 @@
 //! Layers, outermost first: request id → tracing → panic catcher → identify
 //! (bearer token → identity) → request metrics (per matched route) → rate
 //! limit (per route group: per process, then cluster-wide) → require auth
-//! (all but /auth/*, /health* and /metrics) → idempotency keys (POST /tasks
+//! (all but /auth/*, /health*, /metrics, /openapi.json and /docs) → idempotency keys (POST /tasks
 //! and /tasks/batch) → handler.
 
+mod admin;
 mod auth;
 mod commands;
 pub mod cors;
@@ -97,6 +98,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
         .route("/tasks/{id}/history", get(history::get))
         .route("/commands/{id}", get(commands::get))
+        .route("/admin/plugins", get(admin::list))
+        .route("/admin/plugins/reload", post(admin::reload))
+        .route("/admin/plugins/{name}/rollback", post(admin::rollback))
         .route_layer(middleware::from_fn(require_auth));
 
     let open_routes = Router::new()

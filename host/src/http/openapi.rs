@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as OpenApiDocument,
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{auth, commands, health, history, metrics, tasks};
+use super::{admin, auth, commands, health, history, metrics, tasks};
 use crate::problem;
 
 #[derive(OpenApi)]
@@ -43,6 +43,9 @@ use crate::problem;
         health::ready,
         health::detail,
         metrics::render,
+        admin::list,
+        admin::reload,
+        admin::rollback,
     ),
     components(schemas(params::ProblemDetails)),
     modifiers(&MiddlewareResponses),
@@ -50,6 +53,7 @@ use crate::problem;
         (name = "auth", description = "Accounts and tokens"),
         (name = "tasks", description = "Tasks, served by the storage plugin"),
         (name = "operations", description = "Health and metrics"),
+        (name = "admin", description = "Plugin administration (admins only)"),
     ),
 )]
 pub struct ApiDoc;

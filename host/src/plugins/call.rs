@@ -15,6 +15,7 @@ use super::capabilities::log::PluginLog;
 use super::capabilities::sql::SqlSession;
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::{Grants, Limits};
+use super::stats::{CallOutcome, PluginStats};
 use crate::events::{OutboxRecord, outbox};
 use crate::trace::RequestTrace;
 
@@ -83,12 +84,15 @@ impl PluginFailure {
 
 /// A loaded plugin, whatever its world: who it is, what it may touch, its
 /// limits and settings, and the runtime its calls run on.
-pub(super) struct LoadedPlugin {
-    pub identity: PluginIdentity,
-    pub grants: Grants,
-    pub limits: Limits,
-    pub settings: PluginSettings,
-    pub runtime: Arc<PluginRuntime>,
+pub struct LoadedPlugin {
+    pub(super) identity: PluginIdentity,
+    /// Of the manifest and the `.wasm` (see `PluginSource`).
+    pub(super) digest: String,
+    pub(super) grants: Grants,
+    pub(super) limits: Limits,
+    pub(super) settings: PluginSettings,
+    pub(super) stats: PluginStats,
+    pub(super) runtime: Arc<PluginRuntime>,
 }
 
 /// Host statements that commit together with a successful write call, run
@@ -119,18 +123,20 @@ pub(super) async fn run<R, E>(
 ) -> Result<Result<R, E>, PluginFailure> {
     let started = Instant::now();
     let result = execute(plugin, trace, kind, body, before_commit).await;
-    let outcome = match &result {
-        Ok(Ok(_)) => "ok",
-        Ok(Err(_)) => "error",
-        Err(PluginFailure::Trapped { .. }) => "trap",
-        Err(PluginFailure::DeadlineExceeded { .. }) => "deadline",
-        Err(PluginFailure::MemoryExhausted { .. }) => "memory",
-        Err(PluginFailure::CommitFailed { .. }) => "commit_failed",
-        Err(PluginFailure::Failed { .. }) => "failed",
+    let (outcome, counted_as) = match &result {
+        Ok(Ok(_)) => ("ok", CallOutcome::Ok),
+        Ok(Err(_)) => ("error", CallOutcome::Error),
+        Err(PluginFailure::Trapped { .. }) => ("trap", CallOutcome::Trap),
+        Err(PluginFailure::DeadlineExceeded { .. }) => ("deadline", CallOutcome::Deadline),
+        Err(PluginFailure::MemoryExhausted { .. }) => ("memory", CallOutcome::Trap),
+        Err(PluginFailure::CommitFailed { .. }) => ("commit_failed", CallOutcome::Error),
+        Err(PluginFailure::Failed { .. }) => ("failed", CallOutcome::Error),
     };
+    let took = started.elapsed();
+    plugin.stats.record(counted_as, took);
     let name = plugin.identity.name.clone();
     metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome).increment(1);
-    metrics::histogram!("plugin_call_duration_seconds", "plugin" => name).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("plugin_call_duration_seconds", "plugin" => name).record(took.as_secs_f64());
     result
 }
 
@@ -145,7 +151,7 @@ async fn execute<R, E>(
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
 ) -> Result<Result<R, E>, PluginFailure> {
-    let LoadedPlugin { identity, grants, limits, settings, runtime } = plugin;
+    let LoadedPlugin { identity, grants, limits, settings, runtime, .. } = plugin;
     let plugin = || identity.name.clone();
     let _slot = runtime
         .slots

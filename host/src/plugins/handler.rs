@@ -1,7 +1,6 @@
 //! The `event-handler` world: a loaded handler plugin and calls into its
 //! `handler` export.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -11,8 +10,9 @@ use super::PluginIdentity;
 use super::bindings::event_handler::EventHandlerPre;
 use super::bindings::event_handler::exports::todo::plugin::handler::{Event, HandlerError};
 use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
-use super::loader;
+use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
+use super::slot::Plugin;
 use super::wit_types::CallContext;
 use crate::trace::RequestTrace;
 
@@ -21,15 +21,24 @@ pub struct HandlerPlugin {
     pre: EventHandlerPre<CallState>,
 }
 
-impl HandlerPlugin {
-    /// Loads `dir/NAME.wasm` and checks that it exports `handler`.
-    pub fn load(runtime: Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let (plugin, pre) = loader::load(runtime, dir, name, PluginKind::EventHandler)?;
+impl Plugin for HandlerPlugin {
+    const KIND: PluginKind = PluginKind::EventHandler;
+
+    /// Loads the plugin and checks that it exports `handler`.
+    fn load(runtime: Arc<PluginRuntime>, source: PluginSource) -> anyhow::Result<Self> {
+        let name = source.name.clone();
+        let (plugin, pre) = loader::load(runtime, source, PluginKind::EventHandler)?;
         let pre =
             EventHandlerPre::new(pre).map_err(|e| anyhow::anyhow!("plugin `{name}` is not an event handler: {e:#}"))?;
         Ok(Self { plugin, pre })
     }
 
+    fn loaded(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+}
+
+impl HandlerPlugin {
     pub fn identity(&self) -> &PluginIdentity {
         &self.plugin.identity
     }

@@ -13,40 +13,65 @@ use super::PluginIdentity;
 use super::call::{CallState, LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
 use super::manifest::{Manifest, PluginKind};
+use super::stats::PluginStats;
 
-/// Loads plugin `name` of `kind` from `dir`, ready to be instantiated (the
-/// world's bindings type-check the `InstancePre`). Every failure says which
-/// step failed and why.
+/// A plugin's two files as read from the plugin directory, verified
+/// against the manifest's `sha256` when it gives one.
+pub struct PluginSource {
+    pub name: String,
+    manifest: Manifest,
+    wasm: Vec<u8>,
+    /// Hex SHA-256 of the `.wasm` file.
+    pub sha256: String,
+    /// Hex SHA-256 of the manifest and the `.wasm` together: a reload
+    /// skips a plugin whose digest did not change.
+    pub digest: String,
+}
+
+impl PluginSource {
+    pub fn read(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
+        }
+        let manifest_path = dir.join(format!("{name}.toml"));
+        let manifest_text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
+        let manifest = Manifest::parse(&manifest_text)
+            .with_context(|| format!("the manifest {} is invalid", manifest_path.display()))?;
+        let wasm_path = dir.join(format!("{name}.wasm"));
+        let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        if let Some(expected) = &manifest.sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            bail!("{} has SHA-256 {sha256}, but its manifest requires {expected}", wasm_path.display());
+        }
+        let digest = hex::encode(Sha256::new().chain_update(manifest_text.as_bytes()).chain_update(&wasm).finalize());
+        Ok(Self { name: name.to_string(), manifest, wasm, sha256, digest })
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        self.manifest.kind
+    }
+}
+
+/// Compiles `source` (or takes it from the artifact cache), checks its
+/// imports against its grants and links them, ready to be instantiated
+/// (the world's bindings then type-check the `InstancePre`). Every failure
+/// says which step failed and why.
 pub(super) fn load(
     runtime: Arc<PluginRuntime>,
-    dir: &Path,
-    name: &str,
+    source: PluginSource,
     kind: PluginKind,
 ) -> anyhow::Result<(LoadedPlugin, InstancePre<CallState>)> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-        bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
-    }
-    let manifest_path = dir.join(format!("{name}.toml"));
-    let manifest_text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
-    let manifest = Manifest::parse(&manifest_text)
-        .with_context(|| format!("the manifest {} is invalid", manifest_path.display()))?;
+    let PluginSource { name, manifest, wasm, sha256, digest } = source;
     if manifest.kind != kind {
         bail!("plugin `{name}` is a {:?} plugin, not a {kind:?} plugin", manifest.kind);
     }
-
-    let wasm_path = dir.join(format!("{name}.wasm"));
-    let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
-    let sha256 = hex::encode(Sha256::digest(&wasm));
-    if let Some(expected) = &manifest.sha256
-        && !expected.eq_ignore_ascii_case(&sha256)
-    {
-        bail!("{} has SHA-256 {sha256}, but its manifest requires {expected}", wasm_path.display());
-    }
-
     let engine = &runtime.engine;
-    let component =
-        engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {}", wasm_path.display()))?;
+    let component = engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {name}.wasm"))?;
     capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
     let mut linker = Linker::new(engine.engine());
     capabilities::link(&mut linker, &manifest.grants)?;
@@ -58,15 +83,12 @@ pub(super) fn load(
         .map_err(|e| anyhow::anyhow!("the component does not fit the host's interfaces: {e:#}"))?;
 
     let plugin = LoadedPlugin {
-        identity: PluginIdentity {
-            name: name.to_string(),
-            version: manifest.version.clone(),
-            sha256,
-            loaded_at: Utc::now(),
-        },
+        identity: PluginIdentity { name, version: manifest.version.clone(), sha256, loaded_at: Utc::now() },
+        digest,
         settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
         grants: manifest.grants,
         limits: manifest.limits,
+        stats: PluginStats::default(),
         runtime,
     };
     Ok((plugin, pre))

@@ -11,7 +11,10 @@
 //!   trap classification).
 //! - `storage`: the `storage` world.
 //! - `handler`: the `event-handler` world.
-//! - `registry`: the plugins in service, swappable atomically.
+//! - `slot`: one plugin in service, swapped atomically, with its earlier
+//!   versions for rollback.
+//! - `stats`: per-version call counts and duration quantiles.
+//! - `registry`: the plugins in service and their reloads.
 
 pub mod bindings;
 mod call;
@@ -21,6 +24,8 @@ mod handler;
 mod loader;
 mod manifest;
 mod registry;
+mod slot;
+mod stats;
 mod storage;
 
 pub use bindings::event_handler::exports::todo::plugin::handler as event_handler;
@@ -29,7 +34,9 @@ pub use bindings::todo::plugin::types as wit_types;
 pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
 pub use handler::HandlerPlugin;
-pub use registry::PluginRegistry;
+pub use registry::{LoadFailure, PluginRegistry, ReloadReport, UnknownPlugin};
+pub use slot::{PluginSlot, PluginStatus};
+pub use stats::StatsSnapshot;
 pub use storage::StoragePlugin;
 
 use chrono::{DateTime, Utc};

@@ -1,23 +1,53 @@
-//! The plugins in service. The active storage plugin sits behind an
-//! `ArcSwap`: a call takes the `Arc` current when it starts and finishes on
-//! it, whatever replaces it meanwhile. Event handlers are loaded once, each
-//! run by its own consumer (see `events::handlers`).
+//! The plugins in service and their reloads. Each sits in a `PluginSlot`
+//! (swapped atomically, earlier versions kept for rollback); a reload
+//! reads the plugin directory again, skips what did not change, and swaps
+//! in only what loaded completely — a plugin that fails to load leaves its
+//! serving version in place. Reloads run one at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
+use serde::Serialize;
 
+use super::PluginIdentity;
 use super::call::PluginRuntime;
 use super::handler::HandlerPlugin;
+use super::loader::PluginSource;
 use super::manifest::{Manifest, PluginKind};
+use super::slot::{Plugin, PluginSlot, PluginStatus};
 use super::storage::StoragePlugin;
 
 pub struct PluginRegistry {
-    storage: ArcSwap<StoragePlugin>,
-    handlers: Vec<Arc<HandlerPlugin>>,
+    runtime: Arc<PluginRuntime>,
+    dir: PathBuf,
+    storage: PluginSlot<StoragePlugin>,
+    handlers: Vec<Arc<PluginSlot<HandlerPlugin>>>,
+    reloading: tokio::sync::Mutex<()>,
 }
+
+/// What `POST /admin/plugins/reload` did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// Swapped in: calls from now on run on these versions.
+    pub loaded: Vec<PluginIdentity>,
+    /// Same manifest and `.wasm` as the serving version: not reloaded.
+    pub unchanged: Vec<String>,
+    /// Not loaded; the version serving before keeps serving.
+    pub failed: Vec<LoadFailure>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoadFailure {
+    pub name: String,
+    /// Which step failed and why.
+    pub reason: String,
+}
+
+/// A name no plugin in service has.
+#[derive(Debug, thiserror::Error)]
+#[error("no plugin named `{0}` is in service")]
+pub struct UnknownPlugin(pub String);
 
 impl PluginRegistry {
     /// Loads the storage plugin `storage_name` and the event handlers
@@ -28,41 +58,128 @@ impl PluginRegistry {
         storage_name: String,
         handler_names: Option<Vec<String>>,
     ) -> anyhow::Result<Self> {
-        // Compiling is CPU-bound: keep it off the async workers.
-        tokio::task::spawn_blocking(move || {
-            let storage = StoragePlugin::load(runtime.clone(), &dir, &storage_name)
-                .with_context(|| format!("cannot load the storage plugin `{storage_name}`"))?;
-            log_loaded("storage", storage.identity());
-            let handler_names = match handler_names {
-                Some(names) => names,
-                None => plugins_of_kind(&dir, PluginKind::EventHandler)?,
-            };
-            let handlers = handler_names
-                .iter()
-                .map(|name| {
-                    let handler = HandlerPlugin::load(runtime.clone(), &dir, name)
-                        .with_context(|| format!("cannot load the event handler `{name}`"))?;
-                    log_loaded("event-handler", handler.identity());
-                    Ok(Arc::new(handler))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            Ok(Self { storage: ArcSwap::from_pointee(storage), handlers })
-        })
-        .await
-        .context("the plugin loader panicked")?
+        let (storage, handlers) = {
+            let (runtime, dir) = (runtime.clone(), dir.clone());
+            // Compiling is CPU-bound: keep it off the async workers.
+            tokio::task::spawn_blocking(move || {
+                let storage = load_new::<StoragePlugin>(&runtime, &dir, &storage_name)
+                    .with_context(|| format!("cannot load the storage plugin `{storage_name}`"))?;
+                let handler_names = match handler_names {
+                    Some(names) => names,
+                    None => plugins_of_kind(&dir, PluginKind::EventHandler)?,
+                };
+                let handlers = handler_names
+                    .iter()
+                    .map(|name| {
+                        let handler = load_new::<HandlerPlugin>(&runtime, &dir, name)
+                            .with_context(|| format!("cannot load the event handler `{name}`"))?;
+                        Ok(Arc::new(PluginSlot::new(handler)))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                anyhow::Ok((PluginSlot::new(storage), handlers))
+            })
+            .await
+            .context("the plugin loader panicked")??
+        };
+        Ok(Self { runtime, dir, storage, handlers, reloading: tokio::sync::Mutex::new(()) })
     }
 
     pub fn storage(&self) -> Arc<StoragePlugin> {
-        self.storage.load_full()
+        self.storage.current()
     }
 
-    pub fn handlers(&self) -> &[Arc<HandlerPlugin>] {
+    pub fn handlers(&self) -> &[Arc<PluginSlot<HandlerPlugin>>] {
         &self.handlers
+    }
+
+    /// Every plugin in service, the storage plugin first.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        std::iter::once(self.storage.status()).chain(self.handlers.iter().map(|slot| slot.status())).collect()
+    }
+
+    /// Reloads every plugin in service, or only `only`.
+    pub async fn reload(self: &Arc<Self>, only: Option<&str>) -> Result<ReloadReport, UnknownPlugin> {
+        if let Some(name) = only {
+            self.check_known(name)?;
+        }
+        let _one_at_a_time = self.reloading.lock().await;
+        let registry = self.clone();
+        let only = only.map(str::to_string);
+        let report = tokio::task::spawn_blocking(move || {
+            let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+            let mut report = ReloadReport::default();
+            if wanted(&registry.storage.identity().name) {
+                registry.reload_slot(&registry.storage, &mut report);
+            }
+            for slot in registry.handlers.iter().filter(|slot| wanted(&slot.identity().name)) {
+                registry.reload_slot(slot, &mut report);
+            }
+            report
+        })
+        .await
+        .unwrap_or_else(|panic| ReloadReport {
+            failed: vec![LoadFailure { name: "*".into(), reason: format!("the reload panicked: {panic}") }],
+            ..ReloadReport::default()
+        });
+        Ok(report)
+    }
+
+    /// Serves the previous version of `name` again; `Ok(None)` when there
+    /// is none.
+    pub fn rollback(&self, name: &str) -> Result<Option<PluginIdentity>, UnknownPlugin> {
+        self.check_known(name)?;
+        let restored = if self.storage.identity().name == name {
+            self.storage.rollback()
+        } else {
+            self.handlers.iter().find(|slot| slot.identity().name == name).and_then(|slot| slot.rollback())
+        };
+        if let Some(identity) = &restored {
+            tracing::info!(plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin rolled back");
+        }
+        Ok(restored)
+    }
+
+    fn check_known(&self, name: &str) -> Result<(), UnknownPlugin> {
+        let known =
+            self.storage.identity().name == name || self.handlers.iter().any(|slot| slot.identity().name == name);
+        if known { Ok(()) } else { Err(UnknownPlugin(name.to_string())) }
+    }
+
+    fn reload_slot<P: Plugin>(&self, slot: &PluginSlot<P>, report: &mut ReloadReport) {
+        let name = slot.identity().name;
+        let loaded = PluginSource::read(&self.dir, &name).and_then(|source| {
+            if slot.serves(&source) {
+                return Ok(None);
+            }
+            P::load(self.runtime.clone(), source).map(Some)
+        });
+        match loaded {
+            Ok(None) => report.unchanged.push(name),
+            Ok(Some(plugin)) => {
+                let identity = plugin.loaded().identity.clone();
+                slot.swap(plugin);
+                log_loaded(P::KIND, &identity);
+                report.loaded.push(identity);
+            }
+            Err(error) => {
+                let reason = format!("{error:#}");
+                tracing::error!(plugin = %name, %reason, "plugin reload failed; the serving version stays");
+                slot.failed(reason.clone());
+                report.failed.push(LoadFailure { name, reason });
+            }
+        }
     }
 }
 
-fn log_loaded(kind: &str, identity: &super::PluginIdentity) {
-    tracing::info!(kind, plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin loaded");
+/// Reads and loads plugin `name` of `P`'s world from `dir`.
+fn load_new<P: Plugin>(runtime: &Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<P> {
+    let plugin = P::load(runtime.clone(), PluginSource::read(dir, name)?)?;
+    log_loaded(P::KIND, &plugin.loaded().identity);
+    Ok(plugin)
+}
+
+fn log_loaded(kind: PluginKind, identity: &PluginIdentity) {
+    tracing::info!(?kind, plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin loaded");
 }
 
 /// Names of the plugins of `kind` in `dir` (by their manifests), sorted.

@@ -1,7 +1,6 @@
 //! The `storage` world: a loaded storage plugin and calls into its
 //! `task-store` export.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use wasmtime::Store;
@@ -10,8 +9,9 @@ use super::PluginIdentity;
 use super::bindings::StoragePre;
 use super::bindings::exports::todo::plugin::task_store::Guest as TaskStore;
 use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
-use super::loader;
+use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
+use super::slot::Plugin;
 use crate::trace::RequestTrace;
 
 pub struct StoragePlugin {
@@ -19,15 +19,24 @@ pub struct StoragePlugin {
     pre: StoragePre<CallState>,
 }
 
-impl StoragePlugin {
-    /// Loads `dir/NAME.wasm` and checks that it exports `task-store`.
-    pub fn load(runtime: Arc<PluginRuntime>, dir: &Path, name: &str) -> anyhow::Result<Self> {
-        let (plugin, pre) = loader::load(runtime, dir, name, PluginKind::Storage)?;
+impl Plugin for StoragePlugin {
+    const KIND: PluginKind = PluginKind::Storage;
+
+    /// Loads the plugin and checks that it exports `task-store`.
+    fn load(runtime: Arc<PluginRuntime>, source: PluginSource) -> anyhow::Result<Self> {
+        let name = source.name.clone();
+        let (plugin, pre) = loader::load(runtime, source, PluginKind::Storage)?;
         let pre =
             StoragePre::new(pre).map_err(|e| anyhow::anyhow!("plugin `{name}` is not a storage plugin: {e:#}"))?;
         Ok(Self { plugin, pre })
     }
 
+    fn loaded(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+}
+
+impl StoragePlugin {
     pub fn identity(&self) -> &PluginIdentity {
         &self.plugin.identity
     }

@@ -1,0 +1,209 @@
+//! The plugin admin API: hot reload while requests run, failed loads that
+//! leave the serving version in place, rollback.
+//!
+//! Two versions of the storage plugin whose answers differ: the real
+//! `postgres-store`, and the `faulty-store` fixture installed under the
+//! name `postgres-store` (its listings are always empty).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use todo_host_tests::events::{path_str, plugin_dir_with};
+use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, create_task, send, status_and_json};
+
+const STORE_MANIFEST: &str = "kind = \"storage\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n";
+const EMPTY_STORE_MANIFEST: &str =
+    "kind = \"storage\"\nversion = \"0.2.0-empty\"\n[grants]\nsql = true\n[settings]\nfailure = \"error\"\n";
+
+struct Versions {
+    dir: PathBuf,
+}
+
+impl Versions {
+    /// A plugin directory that can be switched between both versions.
+    fn new() -> Self {
+        let dir = plugin_dir_with(&[
+            ("store-v1", "postgres-store", STORE_MANIFEST),
+            ("store-v2", "faulty-store", EMPTY_STORE_MANIFEST),
+        ]);
+        Self { dir }
+    }
+
+    fn install(&self, version: &str) {
+        self.install_files(
+            &self.dir.join(format!("{version}.wasm")),
+            &std::fs::read_to_string(self.dir.join(format!("{version}.toml"))).unwrap(),
+        );
+    }
+
+    fn install_files(&self, wasm: &Path, manifest: &str) {
+        // Manifest and module are replaced by renames, as an operator's
+        // `cp` + `mv` would: a reload never sees half a file.
+        let staged = self.dir.join("staged.wasm");
+        std::fs::copy(wasm, &staged).unwrap();
+        std::fs::rename(&staged, self.dir.join("postgres-store.wasm")).unwrap();
+        std::fs::write(self.dir.join("staged.toml"), manifest).unwrap();
+        std::fs::rename(self.dir.join("staged.toml"), self.dir.join("postgres-store.toml")).unwrap();
+    }
+
+    fn options(&self) -> HostOptions {
+        HostOptions::default().env("PLUGIN_DIR", path_str(&self.dir))
+    }
+}
+
+async fn reload(app: &TestApp, admin: &TestUser, query: &str) -> Value {
+    let (status, body) =
+        status_and_json(send(app, admin, Method::POST, &format!("/admin/plugins/reload{query}"), None).await).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn storage_status(app: &TestApp, admin: &TestUser) -> Value {
+    let (status, body) = status_and_json(send(app, admin, Method::GET, "/admin/plugins", None).await).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().iter().find(|plugin| plugin["kind"] == "storage").unwrap().clone()
+}
+
+async fn listed(app: &TestApp, user: &TestUser) -> usize {
+    let (status, body) = status_and_json(send(app, user, Method::GET, "/tasks", None).await).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn only_admins_see_and_reload_plugins_and_the_list_counts_calls() {
+    let versions = Versions::new();
+    let app = TestApp::spawn_with(versions.options()).await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    for (method, path) in [(Method::GET, "/admin/plugins"), (Method::POST, "/admin/plugins/reload")] {
+        assert_problem(send(&app, &user, method, path, None).await, 403, "forbidden").await;
+    }
+    create_task(&app, &user, json!({ "title": "counted" })).await;
+    let storage = storage_status(&app, &admin).await;
+    assert_eq!(storage["name"], "postgres-store");
+    assert_eq!(storage["state"], "serving");
+    assert_eq!(storage["sha256"].as_str().unwrap().len(), 64);
+    assert!(storage["calls"].as_u64().unwrap() >= 1, "{storage}");
+    assert!(storage["p99_ms"].as_f64().is_some(), "{storage}");
+
+    let body = reload(&app, &admin, "").await;
+    assert!(body["loaded"].as_array().unwrap().is_empty(), "nothing changed: {body}");
+    assert!(body["unchanged"].as_array().unwrap().contains(&json!("postgres-store")), "{body}");
+    assert_problem(send(&app, &admin, Method::POST, "/admin/plugins/reload?name=nope", None).await, 404, "not-found")
+        .await;
+}
+
+#[tokio::test]
+async fn requests_all_succeed_while_the_storage_plugin_is_reloaded_twenty_times() {
+    let versions = Versions::new();
+    let app = Arc::new(TestApp::spawn_with(versions.options()).await);
+    let user = Arc::new(app.register_user().await);
+    let admin = app.create_user("admin").await;
+    create_task(&app, &user, json!({ "title": "visible in v1 only" })).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (saw_v1, saw_v2, requests) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (app, user, stop) = (app.clone(), user.clone(), stop.clone());
+            let (saw_v1, saw_v2, requests) = (saw_v1.clone(), saw_v2.clone(), requests.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // `listed` asserts a 200 for every request.
+                    match listed(&app, &user).await {
+                        0 => saw_v2.fetch_add(1, Ordering::Relaxed),
+                        _ => saw_v1.fetch_add(1, Ordering::Relaxed),
+                    };
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    for round in 0..20 {
+        let version = if round % 2 == 0 { "store-v2" } else { "store-v1" };
+        versions.install(version);
+        let body = reload(&app, &admin, "?name=postgres-store").await;
+        assert_eq!(body["loaded"].as_array().unwrap().len(), 1, "round {round}: {body}");
+        let expected = if version == "store-v2" { 0 } else { 1 };
+        assert_eq!(listed(&app, &user).await, expected, "round {round}: the new version answers at once");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("every request of the client loop succeeded");
+    }
+    assert!(saw_v1.load(Ordering::Relaxed) > 0 && saw_v2.load(Ordering::Relaxed) > 0);
+    assert!(requests.load(Ordering::Relaxed) >= 100, "{} requests", requests.load(Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn a_plugin_that_fails_to_load_leaves_the_serving_version_in_place() {
+    let versions = Versions::new();
+    let app = TestApp::spawn_with(versions.options()).await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    create_task(&app, &user, json!({ "title": "still served" })).await;
+    let serving = storage_status(&app, &admin).await["sha256"].clone();
+
+    let corrupt = versions.dir.join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm this is not a component").unwrap();
+    let handler = versions.dir.join("audit-log.wasm");
+    let v1 = versions.dir.join("store-v1.wasm");
+    let wrong_sha =
+        format!("kind = \"storage\"\nversion = \"0.3.0\"\nsha256 = \"{}\"\n[grants]\nsql = true\n", "0".repeat(64));
+    let cases = [
+        ("a corrupt module", &corrupt, STORE_MANIFEST.to_string(), "cannot compile"),
+        ("a SHA-256 mismatch", &v1, wrong_sha, "but its manifest requires"),
+        ("another world", &handler, STORE_MANIFEST.to_string(), "is not a storage plugin"),
+        ("an import not granted", &v1, "kind = \"storage\"\nversion = \"0.3.0\"\n".to_string(), "sql"),
+    ];
+    for (case, wasm, manifest, reason) in cases {
+        versions.install_files(wasm, &manifest);
+        let body = reload(&app, &admin, "?name=postgres-store").await;
+        let failed = body["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{case}: {body}");
+        assert_eq!(failed[0]["name"], "postgres-store");
+        assert!(failed[0]["reason"].as_str().unwrap().contains(reason), "{case}: {body}");
+        assert_eq!(listed(&app, &user).await, 1, "{case}: the serving version still answers");
+        let storage = storage_status(&app, &admin).await;
+        assert_eq!((&storage["state"], &storage["sha256"]), (&json!("reload-failed"), &serving), "{case}: {storage}");
+    }
+
+    versions.install("store-v1");
+    let body = reload(&app, &admin, "?name=postgres-store").await;
+    assert_eq!(body["loaded"][0]["name"], "postgres-store", "{body}");
+    assert_eq!(storage_status(&app, &admin).await["state"], "serving");
+}
+
+#[tokio::test]
+async fn rollback_returns_to_the_previous_version() {
+    let versions = Versions::new();
+    let app = TestApp::spawn_with(versions.options()).await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    create_task(&app, &user, json!({ "title": "back again" })).await;
+    let rollback = || send(&app, &admin, Method::POST, "/admin/plugins/postgres-store/rollback", None);
+    assert_problem(rollback().await, 409, "no-previous-version").await;
+
+    versions.install("store-v2");
+    assert_eq!(reload(&app, &admin, "").await["loaded"][0]["version"], "0.2.0-empty");
+    assert_eq!(listed(&app, &user).await, 0);
+    assert_eq!(storage_status(&app, &admin).await["previous"][0]["version"], "0.1.0");
+
+    let (status, body) = status_and_json(rollback().await).await;
+    assert_eq!((status, &body["version"]), (200, &json!("0.1.0")), "{body}");
+    assert_eq!(listed(&app, &user).await, 1, "the first version serves again");
+    assert_problem(rollback().await, 409, "no-previous-version").await;
+    assert_problem(
+        send(&app, &user, Method::POST, "/admin/plugins/postgres-store/rollback", None).await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
