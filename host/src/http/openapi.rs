@@ -5,8 +5,9 @@
 //! Handlers document what they answer themselves; the answers that come
 //! from middleware — 401 from `require_auth`, 429 from the rate limiters,
 //! 400/413/415/422 from the body and parameter extractors, 500 from the
-//! panic catcher — are added to every operation they can reach by
-//! [`MiddlewareResponses`], so each is described once.
+//! panic catcher, 202/503 of a write queued by `Prefer: respond-async` —
+//! are added to every operation they can reach by [`SharedResponses`],
+//! so each is described once.
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
@@ -47,8 +48,8 @@ use crate::problem;
         admin::reload,
         admin::rollback,
     ),
-    components(schemas(params::ProblemDetails)),
-    modifiers(&MiddlewareResponses),
+    components(schemas(params::ProblemDetails, tasks::CommandAccepted)),
+    modifiers(&SharedResponses),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "tasks", description = "Tasks, served by the storage plugin"),
@@ -144,10 +145,11 @@ fn string_header(description: &str) -> utoipa::openapi::header::Header {
     HeaderBuilder::new().schema(ObjectBuilder::new().schema_type(Type::String)).description(Some(description)).build()
 }
 
-/// Adds the answers of the middleware to each operation they guard.
-struct MiddlewareResponses;
+/// Adds the answers every operation of a kind shares: those of the middleware
+/// guarding it and those of the async write path.
+struct SharedResponses;
 
-impl MiddlewareResponses {
+impl SharedResponses {
     fn extend(operation: &mut Operation) {
         let responses = &mut operation.responses.responses;
         let mut add = |status: &str, response: RefOr<utoipa::openapi::Response>| {
@@ -172,6 +174,19 @@ impl MiddlewareResponses {
         if operation.request_body.is_some() || has_parameters {
             add("400", problem_response("Malformed JSON, an invalid id or an invalid query parameter"));
         }
+        let takes_prefer = operation.parameters.iter().flatten().any(|parameter| parameter.name == "Prefer");
+        if takes_prefer {
+            let queued = ResponseBuilder::new()
+                .description("Queued (`Prefer: respond-async`); poll the command at `Location`")
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("CommandAccepted"))).build(),
+                )
+                .header("Location", string_header("/commands/{id}"))
+                .build();
+            add("202", queued.into());
+            add("503", problem_response("The command queue or the storage plugin is unavailable"));
+        }
         if operation.request_body.is_some() {
             add("413", problem_response("The body is larger than MAX_BODY_BYTES"));
             add("415", problem_response("The body is not sent as application/json"));
@@ -180,7 +195,7 @@ impl MiddlewareResponses {
     }
 }
 
-impl Modify for MiddlewareResponses {
+impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut OpenApiDocument) {
         let components = openapi.components.get_or_insert_with(Default::default);
         // utoipa 5.5 emits `#[schema(min_properties = 1)]` as `maxProperties`.

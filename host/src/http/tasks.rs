@@ -101,11 +101,8 @@ async fn write(
     responses(
         (status = 201, description = "The task", body = Task,
             headers(("Location" = String, description = "/tasks/{id}"), ("ETag" = String, description = "The version, quoted"))),
-        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
-            headers(("Location" = String, description = "/commands/{id}"))),
         (status = 403, description = "A viewer cannot write; a user cannot create for someone else", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still running", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
 pub async fn create(
@@ -153,12 +150,9 @@ pub async fn get(
     request_body = TaskChanges,
     responses(
         (status = 200, description = "The task after the change", body = Task, headers(("ETag" = String, description = "The new version, quoted"))),
-        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
-            headers(("Location" = String, description = "/commands/{id}"))),
         (status = 403, description = "A viewer cannot write; only an admin reassigns", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No task with this id is visible to the caller", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names a version that is not current", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
 pub async fn update(
@@ -175,19 +169,16 @@ pub async fn update(
     write(&state, ctx, &headers, prepared).await
 }
 
+/// Deletes a task.
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", operation_id = "delete_task", security(("bearer" = [])),
     params(TaskId, IfMatch, PreferAsync),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
-            headers(("Location" = String, description = "/commands/{id}"))),
         (status = 403, description = "A viewer cannot write", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No task with this id is visible to the caller", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names a version that is not current", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
-/// Deletes a task.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -318,13 +309,10 @@ pub struct BatchResponse {
     request_body = BatchRequest,
     responses(
         (status = 200, description = "Every operation was applied", body = BatchResponse),
-        (status = 202, description = "Queued (`Prefer: respond-async`); poll the command", body = CommandAccepted,
-            headers(("Location" = String, description = "/commands/{id}"))),
         (status = 403, description = "An operation is not the caller's to make", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "An operation names a task not visible to the caller; nothing was applied", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still running", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 412, description = "An operation's `expected_version` is not current; nothing was applied", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The command queue or a plugin is unavailable", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
 pub async fn batch(
