@@ -133,12 +133,11 @@ pub mod params {
     }
 }
 
-/// A reference to the `Problem` schema, served as problem+json.
-fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// A response whose body is the `Problem` schema, served as problem+json.
+fn problem_response(description: &str) -> ResponseBuilder {
     ResponseBuilder::new()
         .description(description)
         .content(problem::CONTENT_TYPE, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
-        .into()
 }
 
 fn string_header(description: &str) -> utoipa::openapi::header::Header {
@@ -152,20 +151,14 @@ struct SharedResponses;
 impl SharedResponses {
     fn extend(operation: &mut Operation) {
         let responses = &mut operation.responses.responses;
-        let mut add = |status: &str, response: RefOr<utoipa::openapi::Response>| {
-            responses.entry(status.to_string()).or_insert(response);
+        let mut add = |status: &str, response: ResponseBuilder| {
+            responses.entry(status.to_string()).or_insert(RefOr::T(response.build()));
         };
-        let too_many = ResponseBuilder::new()
-            .description("Over the rate limit of this route group (per process, and across replicas)")
-            .content(
-                problem::CONTENT_TYPE,
-                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-            )
+        let too_many = problem_response("Over the rate limit of this route group (per process, and across replicas)")
             .header("Retry-After", string_header("Seconds until a request will be accepted"))
             .header("RateLimit-Policy", string_header("The quota (IETF draft-ietf-httpapi-ratelimit-headers)"))
-            .header("RateLimit", string_header("What is left of the quota"))
-            .build();
-        add("429", too_many.into());
+            .header("RateLimit", string_header("What is left of the quota"));
+        add("429", too_many);
         add("500", problem_response("The server failed; the request changed nothing it did not report"));
         if operation.security.as_ref().is_some_and(|requirements| !requirements.is_empty()) {
             add("401", problem_response("Missing, expired, revoked or invalid bearer token"));
@@ -182,9 +175,8 @@ impl SharedResponses {
                     "application/json",
                     ContentBuilder::new().schema(Some(Ref::from_schema_name("CommandAccepted"))).build(),
                 )
-                .header("Location", string_header("/commands/{id}"))
-                .build();
-            add("202", queued.into());
+                .header("Location", string_header("/commands/{id}"));
+            add("202", queued);
             add("503", problem_response("The command queue or the storage plugin is unavailable"));
         }
         if operation.request_body.is_some() {

@@ -51,10 +51,6 @@ impl PluginSource {
         let digest = hex::encode(Sha256::new().chain_update(manifest_text.as_bytes()).chain_update(&wasm).finalize());
         Ok(Self { name: name.to_string(), manifest, wasm, sha256, digest })
     }
-
-    pub fn kind(&self) -> PluginKind {
-        self.manifest.kind
-    }
 }
 
 /// Compiles `source` (or takes it from the artifact cache), checks its

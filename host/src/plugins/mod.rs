@@ -34,9 +34,8 @@ pub use bindings::todo::plugin::types as wit_types;
 pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
 pub use handler::HandlerPlugin;
-pub use registry::{LoadFailure, PluginRegistry, ReloadReport, UnknownPlugin};
+pub use registry::{PluginRegistry, ReloadReport, UnknownPlugin};
 pub use slot::{PluginSlot, PluginStatus};
-pub use stats::StatsSnapshot;
 pub use storage::StoragePlugin;
 
 use chrono::{DateTime, Utc};

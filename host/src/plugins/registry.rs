@@ -117,10 +117,7 @@ impl PluginRegistry {
             report
         })
         .await
-        .unwrap_or_else(|panic| ReloadReport {
-            failed: vec![LoadFailure { name: "*".into(), reason: format!("the reload panicked: {panic}") }],
-            ..ReloadReport::default()
-        });
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
         Ok(report)
     }
 
