@@ -2,30 +2,18 @@
 //! retries retryable failures with backoff, dead-letters what it cannot
 //! handle, and has its effect once per event even when Kafka redelivers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
 use todo_host_tests::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, eventually, send, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> String {
     create_task(app, user, json!({ "title": title })).await["id"].as_str().unwrap().to_string()
-}
-
-/// Polls `check` until it answers `Some`, failing after `WAIT`.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn history(app: &TestApp, user: &TestUser, task_id: &str) -> (u16, Value) {

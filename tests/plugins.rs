@@ -1,5 +1,6 @@
 //! The plugin admin API: hot reload while requests run, failed loads that
-//! leave the serving version in place, rollback.
+//! leave the serving version in place, rollback, and both reaching every
+//! replica.
 //!
 //! Two versions of the storage plugin whose answers differ: the real
 //! `postgres-store`, and the `faulty-store` fixture installed under the
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use reqwest::Method;
 use serde_json::{Value, json};
 use todo_host_tests::events::{path_str, plugin_dir_with};
-use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, create_task, send, status_and_json};
+use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, create_task, eventually, send, status_and_json};
 
 const STORE_MANIFEST: &str = "kind = \"storage\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n";
 const EMPTY_STORE_MANIFEST: &str =
@@ -205,5 +206,34 @@ async fn rollback_returns_to_the_previous_version() {
         403,
         "forbidden",
     )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_or_rollback_asked_of_one_replica_reaches_the_others() {
+    let versions = Versions::new();
+    let shared = versions.options().redis();
+    let first = TestApp::spawn_with(shared.clone()).await;
+    let second = TestApp::spawn_with(shared).await;
+    let (first_admin, second_admin) = (first.create_user("admin").await, second.create_user("admin").await);
+    let before = storage_status(&second, &second_admin).await["sha256"].clone();
+
+    versions.install("store-v2");
+    let loaded = reload(&first, &first_admin, "?name=postgres-store").await["loaded"][0]["sha256"].clone();
+    assert_ne!(loaded, before);
+    let followed = eventually("the second replica to load the new version", || async {
+        let storage = storage_status(&second, &second_admin).await;
+        (storage["sha256"] == loaded).then_some(storage)
+    })
+    .await;
+    assert_eq!(followed["version"], "0.2.0-empty");
+
+    let (status, _) =
+        status_and_json(send(&first, &first_admin, Method::POST, "/admin/plugins/postgres-store/rollback", None).await)
+            .await;
+    assert_eq!(status, 200);
+    eventually("the second replica to roll back", || async {
+        (storage_status(&second, &second_admin).await["sha256"] == before).then_some(())
+    })
     .await;
 }

@@ -95,6 +95,11 @@ pub struct PluginConfig {
     /// Plugin instances alive at once; further calls wait for a free slot.
     #[arg(long, env = "PLUGIN_MAX_INSTANCES", default_value_t = 128)]
     pub plugin_max_instances: u32,
+
+    /// Redis pub/sub channel on which replicas announce plugin reloads and
+    /// rollbacks to each other (one per deployment).
+    #[arg(long, env = "PLUGIN_ANNOUNCE_CHANNEL", default_value = "todo-host:plugin-announcements")]
+    pub plugin_announce_channel: String,
 }
 
 impl PluginConfig {

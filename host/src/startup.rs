@@ -27,7 +27,7 @@ use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
 use crate::kafka::Kafka;
-use crate::plugins::{PluginEngine, PluginRegistry, PluginRuntime};
+use crate::plugins::{PluginBroadcast, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
 use crate::tasks::{TaskCache, TaskService, TaskStore};
@@ -64,7 +64,8 @@ impl Application {
         let redis = RedisClient::connect(&config.redis).await?;
 
         let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
-        let runtime = Arc::new(PluginRuntime::new(engine, pool.clone(), config.plugins.plugin_max_instances));
+        let runtime =
+            Arc::new(PluginRuntime::new(engine, pool.clone(), redis.clone(), config.plugins.plugin_max_instances));
         let plugins = Arc::new(
             PluginRegistry::load(
                 runtime,
@@ -74,6 +75,8 @@ impl Application {
             )
             .await?,
         );
+        let plugin_broadcast =
+            redis.clone().map(|redis| PluginBroadcast::new(redis, config.plugins.plugin_announce_channel.clone()));
         let cache = TaskCache::new(
             redis.clone().filter(|_| config.redis.cache_enabled),
             Duration::from_secs(config.redis.cache_ttl_secs),
@@ -82,6 +85,10 @@ impl Application {
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
+        if let (Some(broadcast), Some(url)) = (&plugin_broadcast, &config.redis.redis_url) {
+            let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.shutdown.clone());
+            workers.tasks.spawn(follow);
+        }
         match &redis {
             Some(redis) => workers.schedule(&config, redis, &store, &pool),
             None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
@@ -105,6 +112,7 @@ impl Application {
             accounts: Accounts::new(UserRepository::new(pool.clone())),
             sessions,
             plugins,
+            plugin_broadcast,
             pool,
             kafka: workers.producer.clone(),
             metrics: http::metrics::install_recorder()?,

@@ -32,7 +32,8 @@ pub fn unique_prefix() -> String {
 impl HostOptions {
     /// Connects the host to the test Redis.
     pub fn redis(self) -> Self {
-        self.env("REDIS_URL", &redis_url())
+        // Plugin announcements stay within the test that made them.
+        self.env("REDIS_URL", &redis_url()).env("PLUGIN_ANNOUNCE_CHANNEL", &format!("{}plugins", unique_prefix()))
     }
 
     /// Connects the host to the test broker (topics under `prefix`) and

@@ -214,7 +214,11 @@ fn is_transient(error: &TaskError) -> bool {
     matches!(
         error,
         TaskError::Unavailable(_)
-            | TaskError::Plugin(PluginFailure::CommitFailed { .. } | PluginFailure::DeadlineExceeded { .. })
+            | TaskError::Plugin(
+                PluginFailure::CommitFailed { .. }
+                    | PluginFailure::DeadlineExceeded { .. }
+                    | PluginFailure::CircuitOpen { .. }
+            )
     )
 }
 

@@ -172,7 +172,10 @@ impl HandlerRunner {
                             last_error = error;
                             None
                         }
-                        Err(failure @ PluginFailure::CommitFailed { .. }) => Some(failure.to_string()),
+                        // An open circuit waits for a reload or its cool-down.
+                        Err(failure @ (PluginFailure::CommitFailed { .. } | PluginFailure::CircuitOpen { .. })) => {
+                            Some(failure.to_string())
+                        }
                         Err(failure) => {
                             last_error = failure.to_string();
                             None

@@ -67,7 +67,11 @@ pub async fn reload(
     Query(params): Query<ReloadParams>,
 ) -> Result<axum::Json<ReloadReport>, Problem> {
     require_admin(caller)?;
-    Ok(axum::Json(state.plugins.reload(params.name.as_deref()).await?))
+    let report = state.plugins.reload(params.name.as_deref()).await?;
+    if let Some(broadcast) = &state.plugin_broadcast {
+        broadcast.reloaded(params.name.as_deref()).await;
+    }
+    Ok(axum::Json(report))
 }
 
 /// Serves the version this plugin had before its last reload again.
@@ -86,8 +90,12 @@ pub async fn rollback(
     Path(name): Path<String>,
 ) -> Result<axum::Json<PluginIdentity>, Problem> {
     require_admin(caller)?;
-    state.plugins.rollback(&name)?.map(axum::Json).ok_or_else(|| {
+    let restored = state.plugins.rollback(&name)?.ok_or_else(|| {
         Problem::new(StatusCode::CONFLICT, "no-previous-version", "No previous version")
             .detail(format!("no earlier version of `{name}` is kept (it has not been reloaded since the start)"))
-    })
+    })?;
+    if let Some(broadcast) = &state.plugin_broadcast {
+        broadcast.rolled_back(&name).await;
+    }
+    Ok(axum::Json(restored))
 }

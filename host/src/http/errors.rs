@@ -74,6 +74,13 @@ fn plugin_failure(failure: PluginFailure) -> Problem {
                 "the database did not commit the change; nothing was changed — retry shortly".to_string(),
             )
         }
+        PluginFailure::CircuitOpen { retry_after_secs, .. } => {
+            let retry_after = *retry_after_secs;
+            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "plugin-circuit-open", "Plugin switched off")
+                .detail(failure.to_string())
+                .with("plugin", plugin)
+                .header(axum::http::header::RETRY_AFTER, retry_after);
+        }
         PluginFailure::Failed { .. } => {
             tracing::error!(%failure, "plugin call failed");
             (

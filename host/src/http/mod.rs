@@ -40,7 +40,7 @@ use crate::auth::middleware::{identify, require_auth};
 use crate::auth::{Accounts, Sessions};
 use crate::commands::{CommandBus, CommandStatus};
 use crate::idempotency::IdempotencyStore;
-use crate::plugins::PluginRegistry;
+use crate::plugins::{PluginBroadcast, PluginRegistry};
 use crate::problem::Problem;
 use crate::ratelimit::cluster::ClusterLimiter;
 use crate::ratelimit::{self, Quota};
@@ -63,6 +63,8 @@ pub struct Services {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub plugins: Arc<PluginRegistry>,
+    /// `None` without `REDIS_URL`: reloads and rollbacks stay on this replica.
+    pub plugin_broadcast: Option<PluginBroadcast>,
     pub pool: PgPool,
     /// `None` without a broker; used to check it is reachable.
     pub kafka: Option<FutureProducer>,

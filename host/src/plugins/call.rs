@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::PluginIdentity;
+use super::breaker::CircuitBreaker;
 use super::capabilities::config::PluginSettings;
+use super::capabilities::kv::{KvCommitError, KvSession, KvWriters};
 use super::capabilities::log::PluginLog;
 use super::capabilities::sql::SqlSession;
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::{Grants, Limits};
 use super::stats::{CallOutcome, PluginStats};
 use crate::events::{OutboxRecord, outbox};
+use crate::redis_client::RedisClient;
 use crate::trace::RequestTrace;
 
 /// Whether a call may change data: a write runs in one transaction the host
@@ -32,18 +36,29 @@ pub enum CallKind {
 pub struct PluginRuntime {
     pub(super) engine: PluginEngine,
     pub(super) pool: PgPool,
+    /// For the `kv` import; `None` when the server has no Redis.
+    pub(super) redis: Option<RedisClient>,
+    /// Serialises the `kv` write calls of each plugin in this process.
+    kv_writers: KvWriters,
     slots: Arc<Semaphore>,
 }
 
 impl PluginRuntime {
-    pub fn new(engine: PluginEngine, pool: PgPool, max_instances: u32) -> Self {
-        Self { engine, pool, slots: Arc::new(Semaphore::new(max_instances as usize)) }
+    pub fn new(engine: PluginEngine, pool: PgPool, redis: Option<RedisClient>, max_instances: u32) -> Self {
+        Self {
+            engine,
+            pool,
+            redis,
+            kv_writers: KvWriters::default(),
+            slots: Arc::new(Semaphore::new(max_instances as usize)),
+        }
     }
 }
 
 /// The data of a call's `Store`: one field per capability, plus limits.
 pub struct CallState {
     pub(super) sql: SqlSession,
+    pub(super) kv: KvSession,
     pub(super) log: PluginLog,
     pub(super) settings: PluginSettings,
     pub(super) grants: Grants,
@@ -68,6 +83,10 @@ pub enum PluginFailure {
     Failed { plugin: String, reason: String },
     #[error("the database did not commit the call of plugin `{plugin}`: {reason}")]
     CommitFailed { plugin: String, reason: String },
+    #[error(
+        "plugin `{plugin}` is switched off after trapping repeatedly; it is tried again in {retry_after_secs} s or when reloaded"
+    )]
+    CircuitOpen { plugin: String, retry_after_secs: u64 },
 }
 
 impl PluginFailure {
@@ -77,7 +96,8 @@ impl PluginFailure {
             | Self::MemoryExhausted { plugin, .. }
             | Self::Trapped { plugin, .. }
             | Self::Failed { plugin, .. }
-            | Self::CommitFailed { plugin, .. } => plugin,
+            | Self::CommitFailed { plugin, .. }
+            | Self::CircuitOpen { plugin, .. } => plugin,
         }
     }
 }
@@ -92,6 +112,7 @@ pub struct LoadedPlugin {
     pub(super) limits: Limits,
     pub(super) settings: PluginSettings,
     pub(super) stats: PluginStats,
+    pub(super) breaker: CircuitBreaker,
     pub(super) runtime: Arc<PluginRuntime>,
 }
 
@@ -113,7 +134,8 @@ impl<R> BeforeCommit<R> for NothingMore {
 
 /// Runs `body` (instantiate + call an export) in a fresh store and ends the
 /// call's transaction by its outcome (see `execute`), counting the call by
-/// plugin and outcome and timing it.
+/// plugin and outcome, timing it, and refusing it while the plugin's
+/// circuit is open. The call runs in a `plugin_call` tracing span.
 pub(super) async fn run<R, E>(
     plugin: &LoadedPlugin,
     trace: &RequestTrace,
@@ -121,8 +143,21 @@ pub(super) async fn run<R, E>(
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
 ) -> Result<Result<R, E>, PluginFailure> {
+    let identity = &plugin.identity;
+    let name = identity.name.clone();
     let started = Instant::now();
-    let result = execute(plugin, trace, kind, body, before_commit).await;
+    if let Err(open) = plugin.breaker.admit(started) {
+        metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => "circuit_open").increment(1);
+        return Err(PluginFailure::CircuitOpen { plugin: name, retry_after_secs: open.retry_after.as_secs() });
+    }
+    let span = tracing::info_span!(
+        "plugin_call",
+        plugin = %identity.name,
+        plugin_version = %identity.version,
+        request_id = %trace.request_id,
+        ?kind,
+    );
+    let (result, memory_peak) = execute(plugin, trace, kind, body, before_commit).instrument(span).await;
     let (outcome, counted_as) = match &result {
         Ok(Ok(_)) => ("ok", CallOutcome::Ok),
         Ok(Err(_)) => ("error", CallOutcome::Error),
@@ -130,37 +165,44 @@ pub(super) async fn run<R, E>(
         Err(PluginFailure::DeadlineExceeded { .. }) => ("deadline", CallOutcome::Deadline),
         Err(PluginFailure::MemoryExhausted { .. }) => ("memory", CallOutcome::Trap),
         Err(PluginFailure::CommitFailed { .. }) => ("commit_failed", CallOutcome::Error),
-        Err(PluginFailure::Failed { .. }) => ("failed", CallOutcome::Error),
+        Err(PluginFailure::Failed { .. } | PluginFailure::CircuitOpen { .. }) => ("failed", CallOutcome::Error),
     };
     let took = started.elapsed();
     plugin.stats.record(counted_as, took);
-    let name = plugin.identity.name.clone();
+    plugin.breaker.record(matches!(counted_as, CallOutcome::Trap | CallOutcome::Deadline), Instant::now());
     metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome).increment(1);
-    metrics::histogram!("plugin_call_duration_seconds", "plugin" => name).record(took.as_secs_f64());
+    metrics::histogram!("plugin_call_duration_seconds", "plugin" => name.clone()).record(took.as_secs_f64());
+    metrics::histogram!("plugin_memory_peak_bytes", "plugin" => name).record(memory_peak as f64);
     result
 }
 
-/// Runs `body` (instantiate + call an export) in a fresh store and ends the
-/// call's transaction by its outcome: on `Ok(Ok(_))`, `before_commit` runs
-/// in it and it commits. `Ok(Err(_))` is the export's own error: the
-/// transaction is rolled back and the error handed on.
+/// Runs `body` (instantiate + call an export) in a fresh store, in a slot
+/// of the instance pool, and ends the call's transactions by its outcome:
+/// on `Ok(Ok(_))`, `before_commit` runs in the SQL one and both commit.
+/// `Ok(Err(_))` is the export's own error: everything is rolled back and
+/// the error handed on. Answers the largest linear memory the call grew to.
 async fn execute<R, E>(
     plugin: &LoadedPlugin,
     trace: &RequestTrace,
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
-) -> Result<Result<R, E>, PluginFailure> {
+) -> (Result<Result<R, E>, PluginFailure>, usize) {
     let LoadedPlugin { identity, grants, limits, settings, runtime, .. } = plugin;
     let plugin = || identity.name.clone();
-    let _slot = runtime
-        .slots
-        .acquire()
-        .await
-        .map_err(|_| PluginFailure::Failed { plugin: plugin(), reason: "the runtime is shutting down".into() })?;
-
+    let Ok(_slot) = runtime.slots.acquire().await else {
+        return (Err(PluginFailure::Failed { plugin: plugin(), reason: "the runtime is shutting down".into() }), 0);
+    };
+    let deadline = limits.deadline();
     let state = CallState {
         sql: SqlSession::new(runtime.pool.clone(), kind),
+        kv: KvSession::new(
+            runtime.redis.clone(),
+            &identity.name,
+            kind,
+            runtime.kv_writers.of(&identity.name),
+            deadline,
+        ),
         log: PluginLog {
             plugin: identity.name.clone(),
             version: identity.version.clone(),
@@ -174,45 +216,59 @@ async fn execute<R, E>(
     };
     let mut store = Store::new(runtime.engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    let deadline = limits.deadline();
     store.set_epoch_deadline(deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
 
     // The epoch deadline fires only while guest code runs; this bounds a
     // call whose host calls (e.g. a statement) outlast it.
     let outcome = tokio::time::timeout(deadline + Duration::from_millis(250), body(&mut store)).await;
     let state = store.into_data();
+    let memory_peak = state.limits.peak;
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
             let committed = match kind {
-                CallKind::Write => commit(state.sql, &state.published, &value, before_commit, identity).await,
+                CallKind::Write => commit(state.sql, state.kv, &state.published, &value, before_commit, identity).await,
                 CallKind::Read => Ok(()),
             };
-            return match committed {
+            let result = match committed {
                 Ok(()) => Ok(Ok(value)),
                 Err(error) => Err(PluginFailure::CommitFailed { plugin: plugin(), reason: error.to_string() }),
             };
+            return (result, memory_peak);
         }
         Ok(Ok(Err(error))) => {
-            rollback(state.sql, identity).await;
-            return Ok(Err(error));
+            rollback(state.sql, state.kv, identity).await;
+            return (Ok(Err(error)), memory_peak);
         }
         Ok(Err(error)) => classify(error, identity, limits, &state.limits),
         Err(_) => PluginFailure::DeadlineExceeded { plugin: plugin(), deadline_ms: limits.deadline_ms },
     };
-    rollback(state.sql, identity).await;
+    rollback(state.sql, state.kv, identity).await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
-    Err(failure)
+    (Err(failure), memory_peak)
 }
 
-/// Adds the host's statements to a successful write call's transaction —
-/// the records the plugin published, then `before_commit` — and commits.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("kv: {0}")]
+    Kv(#[from] KvCommitError),
+}
+
+/// Adds the host's statements to a successful write call's SQL transaction
+/// — the records the plugin published, then `before_commit` — applies its
+/// `kv` writes, and commits. The `kv` writes go first because they may
+/// fail (Redis down, a lapsed write lock); the SQL commit after them can
+/// then only fail when the database goes away in that instant (logged: the
+/// `kv` change stays).
 async fn commit<R>(
     mut sql: SqlSession,
+    kv: KvSession,
     published: &[OutboxRecord],
     answer: &R,
     before_commit: impl BeforeCommit<R>,
     identity: &PluginIdentity,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), CommitError> {
     let added = match sql.connection().await {
         Ok(connection) => match outbox::append(connection, published).await {
             Ok(()) => before_commit.run(answer, connection).await,
@@ -220,16 +276,28 @@ async fn commit<R>(
         },
         Err(error) => Err(error),
     };
-    match added {
-        Ok(()) => sql.finish(true).await,
+    let applied = match added {
+        Ok(()) => kv.commit().await.map_err(CommitError::from),
+        Err(error) => Err(error.into()),
+    };
+    match applied {
+        Ok(()) => sql.finish(true).await.map_err(|error| {
+            tracing::error!(plugin = %identity.name, %error, "kv writes applied but the SQL transaction did not commit");
+            error.into()
+        }),
         Err(error) => {
-            rollback(sql, identity).await;
+            rollback_sql(sql, identity).await;
             Err(error)
         }
     }
 }
 
-async fn rollback(sql: SqlSession, identity: &PluginIdentity) {
+async fn rollback(sql: SqlSession, kv: KvSession, identity: &PluginIdentity) {
+    kv.discard().await;
+    rollback_sql(sql, identity).await;
+}
+
+async fn rollback_sql(sql: SqlSession, identity: &PluginIdentity) {
     if let Err(error) = sql.finish(false).await {
         // The connection is discarded by the pool; nothing was committed.
         tracing::warn!(plugin = %identity.name, %error, "rollback failed");
@@ -244,6 +312,12 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginFailure::DeadlineExceeded { plugin, deadline_ms: limits.deadline_ms },
         Some(Trap::StackOverflow) => PluginFailure::Trapped { plugin, reason: "stack overflow".into() },
+        // A Rust guest keeps its frames' locals on a stack in linear memory,
+        // below its data: overflowing that stack ends here, not above.
+        Some(Trap::MemoryOutOfBounds) => PluginFailure::Trapped {
+            plugin,
+            reason: "out of bounds memory access (a stack overflow, when the guest is built from Rust)".into(),
+        },
         Some(Trap::UnreachableCodeReached) => PluginFailure::Trapped {
             plugin,
             reason: "unreachable code reached (a Rust guest panicked or aborted)".into(),
@@ -251,10 +325,20 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
         Some(trap) => PluginFailure::Trapped { plugin, reason: trap.to_string() },
         // The stubs of `define_unknown_imports_as_traps` fail with this
         // error rather than a `Trap`; for the guest it is one all the same.
-        None if error.root_cause().to_string().starts_with("unknown import") => PluginFailure::Trapped {
-            plugin,
-            reason: format!("it called an import plugins are not given ({})", error.root_cause()),
-        },
+        None if error.root_cause().to_string().starts_with("unknown import") => {
+            let import = error.root_cause().to_string();
+            // Rust's default panic hook reads RUST_BACKTRACE and writes to
+            // stderr, neither of which plugins have: that is how a panic ends.
+            let hint = if import.contains("wasi:cli/environment") || import.contains("wasi:cli/stderr") {
+                "; Rust's panic hook does that, so it most likely panicked"
+            } else {
+                ""
+            };
+            PluginFailure::Trapped {
+                plugin,
+                reason: format!("it called an import plugins are not given ({import}){hint}"),
+            }
+        }
         None => PluginFailure::Failed { plugin, reason: format!("{error:#}") },
     }
 }
@@ -265,11 +349,13 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
 struct MemoryLimit {
     limit: usize,
     denied: bool,
+    /// The largest linear memory granted, for the memory-peak metric.
+    peak: usize,
 }
 
 impl MemoryLimit {
     fn new(limit: usize) -> Self {
-        Self { limit, denied: false }
+        Self { limit, denied: false, peak: 0 }
     }
 }
 
@@ -279,6 +365,7 @@ impl ResourceLimiter for MemoryLimit {
             self.denied = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

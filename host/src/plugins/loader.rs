@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{InstancePre, Linker};
 
 use super::PluginIdentity;
+use super::breaker::CircuitBreaker;
 use super::call::{CallState, LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
 use super::manifest::{Manifest, PluginKind};
@@ -66,6 +68,9 @@ pub(super) fn load(
     if manifest.kind != kind {
         bail!("plugin `{name}` is a {:?} plugin, not a {kind:?} plugin", manifest.kind);
     }
+    if manifest.grants.kv && runtime.redis.is_none() {
+        bail!("plugin `{name}` is granted `kv`, but this server has no Redis (set REDIS_URL)");
+    }
     let engine = &runtime.engine;
     let component = engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {name}.wasm"))?;
     capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
@@ -83,8 +88,12 @@ pub(super) fn load(
         digest,
         settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
         grants: manifest.grants,
-        limits: manifest.limits,
+        limits: manifest.limits.clone(),
         stats: PluginStats::default(),
+        breaker: CircuitBreaker::new(
+            manifest.limits.circuit_traps,
+            Duration::from_millis(manifest.limits.circuit_cool_down_ms),
+        ),
         runtime,
     };
     Ok((plugin, pre))

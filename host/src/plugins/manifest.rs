@@ -39,6 +39,9 @@ pub enum PluginKind {
 pub struct Grants {
     #[serde(default)]
     pub sql: bool,
+    /// The `kv` store (Redis), confined to the plugin's own keys.
+    #[serde(default)]
+    pub kv: bool,
     /// Logical topics the plugin may `publish` to.
     #[serde(default)]
     pub publish: Vec<String>,
@@ -53,6 +56,13 @@ pub struct Limits {
     /// Largest linear memory of one instance.
     #[serde(default = "Limits::default_memory_mib")]
     pub memory_mib: u64,
+    /// Consecutive trapping calls (panics, deadlines, the memory cap) after
+    /// which the plugin's circuit opens: calls are refused with a fast 503.
+    #[serde(default = "Limits::default_circuit_traps")]
+    pub circuit_traps: u32,
+    /// How long an open circuit refuses calls before one is tried again.
+    #[serde(default = "Limits::default_circuit_cool_down_ms")]
+    pub circuit_cool_down_ms: u64,
 }
 
 impl Limits {
@@ -62,6 +72,14 @@ impl Limits {
 
     fn default_memory_mib() -> u64 {
         64
+    }
+
+    fn default_circuit_traps() -> u32 {
+        5
+    }
+
+    fn default_circuit_cool_down_ms() -> u64 {
+        30_000
     }
 
     pub fn deadline(&self) -> Duration {
@@ -75,7 +93,12 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline_ms: Self::default_deadline_ms(), memory_mib: Self::default_memory_mib() }
+        Self {
+            deadline_ms: Self::default_deadline_ms(),
+            memory_mib: Self::default_memory_mib(),
+            circuit_traps: Self::default_circuit_traps(),
+            circuit_cool_down_ms: Self::default_circuit_cool_down_ms(),
+        }
     }
 }
 

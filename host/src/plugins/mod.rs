@@ -14,9 +14,13 @@
 //! - `slot`: one plugin in service, swapped atomically, with its earlier
 //!   versions for rollback.
 //! - `stats`: per-version call counts and duration quantiles.
+//! - `breaker`: per-version circuit breaker, opened by repeated traps.
 //! - `registry`: the plugins in service and their reloads.
+//! - `broadcast`: reloads and rollbacks announced to every replica.
 
 pub mod bindings;
+mod breaker;
+mod broadcast;
 mod call;
 pub mod capabilities;
 mod engine;
@@ -31,6 +35,7 @@ mod storage;
 pub use bindings::event_handler::exports::todo::plugin::handler as event_handler;
 pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::todo::plugin::types as wit_types;
+pub use broadcast::PluginBroadcast;
 pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
 pub use handler::HandlerPlugin;

@@ -146,6 +146,7 @@ impl PluginRegistry {
         let name = slot.identity().name;
         let loaded = PluginSource::read(&self.dir, &name).and_then(|source| {
             if slot.serves(&source) {
+                slot.current().loaded().breaker.close();
                 return Ok(None);
             }
             P::load(self.runtime.clone(), source).map(Some)

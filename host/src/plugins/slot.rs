@@ -43,8 +43,9 @@ pub struct PluginStatus {
     pub identity: PluginIdentity,
     /// `storage` or `event-handler`.
     pub kind: &'static str,
-    /// `serving`, or `reload-failed` when the last reload of this plugin
-    /// failed and this version kept serving (see `last_failure`).
+    /// `serving`; `reload-failed` when the last reload of this plugin
+    /// failed and this version kept serving (see `last_failure`);
+    /// `circuit-open` while calls are refused after repeated traps.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
@@ -111,7 +112,13 @@ impl<P: Plugin> PluginSlot<P> {
                 PluginKind::Storage => "storage",
                 PluginKind::EventHandler => "event-handler",
             },
-            state: if last_failure.is_some() { "reload-failed" } else { "serving" },
+            state: if loaded.breaker.is_open(std::time::Instant::now()) {
+                "circuit-open"
+            } else if last_failure.is_some() {
+                "reload-failed"
+            } else {
+                "serving"
+            },
             last_failure,
             stats: loaded.stats.snapshot(),
             previous: self

@@ -2,13 +2,14 @@
 //! to add itself to a `Linker`, what per-call state it keeps, and which
 //! grant it needs.
 //!
-//! `log` and `config` are linked for every plugin; `sql` and `publish` only
-//! when granted.
+//! `log` and `config` are linked for every plugin; `sql`, `kv` and
+//! `publish` only when granted.
 //! The component's imports are checked against this before linking, so a
 //! plugin importing something it may not use fails to load with an error
 //! that names the import.
 
 pub mod config;
+pub mod kv;
 pub mod log;
 pub mod publish;
 pub mod sql;
@@ -34,6 +35,9 @@ pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<(
     if grants.sql {
         sql::add_to_linker(linker)?;
     }
+    if grants.kv {
+        kv::add_to_linker(linker)?;
+    }
     if !grants.publish.is_empty() {
         publish::add_to_linker(linker)?;
     }
@@ -51,10 +55,15 @@ pub fn check_imports(component: &Component, engine: &Engine, grants: &Grants) ->
             match interface {
                 "types" | "log" | "config" => {}
                 "sql" if grants.sql => {}
+                "kv" if grants.kv => {}
                 "publish" if !grants.publish.is_empty() => {}
                 "sql" => anyhow::bail!(
                     "the component imports `{name}`, which its manifest does not grant \
                      (add `sql = true` under [grants] if it should have it)"
+                ),
+                "kv" => anyhow::bail!(
+                    "the component imports `{name}`, which its manifest does not grant \
+                     (add `kv = true` under [grants] if it should have it)"
                 ),
                 "publish" => anyhow::bail!(
                     "the component imports `{name}`, which its manifest does not grant \
