@@ -6,12 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::{TopicReader, kafka_brokers, path_str, plugin_dir_with, unique_prefix};
+use todo_host_tests::events::{TopicReader, path_str, plugin_dir_with, unique_prefix};
 use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
 use uuid::Uuid;
 
@@ -84,19 +81,6 @@ fn install(crate_dir: &Path, wasm: &Path, plugin_dir: &Path) {
     }
 }
 
-/// Creates `topic`, as the guide asks for a topic the host does not create.
-async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("a Kafka admin client");
-    let results = admin
-        .create_topics(&[NewTopic::new(topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("the broker answers");
-    for result in results {
-        result.expect("the topic is created");
-    }
-}
-
 /// The summary the handler published for the task `create`d by `user`.
 async fn summary_of_new_task(app: &TestApp, user: &TestUser, summaries: &mut TopicReader) -> Value {
     let task_id = create_task(app, user, json!({ "title": "summarised" })).await["id"].as_str().unwrap().to_string();
@@ -116,9 +100,8 @@ async fn the_event_handler_template_goes_from_copy_to_reloaded_change() {
         TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[NAME]).env("PLUGIN_DIR", path_str(&plugin_dir)))
             .await;
     let user = app.register_user().await;
-    let topic = format!("{prefix}task-summaries");
-    create_topic(&topic).await;
-    let mut summaries = TopicReader::new(&topic);
+    // The host created the topic the handler is granted.
+    let mut summaries = TopicReader::new(&format!("{prefix}task-summaries"));
 
     let summary = summary_of_new_task(&app, &user, &mut summaries).await;
     assert_eq!(summary["type"], "task.created", "{summary}");

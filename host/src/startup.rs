@@ -192,7 +192,7 @@ impl Workers {
         pool: &PgPool,
         command_status: &CommandStatus,
     ) -> anyhow::Result<CommandBus> {
-        kafka.ensure_topics().await?;
+        kafka.ensure_topics(&plugins.granted_topics()).await?;
         let producer = kafka.producer()?;
         self.producer = Some(producer.clone());
         if config.events.outbox_relay_enabled {

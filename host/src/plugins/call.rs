@@ -39,7 +39,7 @@ pub struct PluginRuntime {
     /// For the `kv` import; `None` when the server has no Redis.
     pub(super) redis: Option<RedisClient>,
     /// Serialises the `kv` write calls of each plugin in this process.
-    kv_writers: KvWriters,
+    kv_writers: Arc<KvWriters>,
     slots: Arc<Semaphore>,
 }
 
@@ -49,7 +49,7 @@ impl PluginRuntime {
             engine,
             pool,
             redis,
-            kv_writers: KvWriters::default(),
+            kv_writers: Arc::default(),
             slots: Arc::new(Semaphore::new(max_instances as usize)),
         }
     }
@@ -196,13 +196,7 @@ async fn execute<R, E>(
     let deadline = limits.deadline();
     let state = CallState {
         sql: SqlSession::new(runtime.pool.clone(), kind),
-        kv: KvSession::new(
-            runtime.redis.clone(),
-            &identity.name,
-            kind,
-            runtime.kv_writers.of(&identity.name),
-            deadline,
-        ),
+        kv: KvSession::new(runtime.redis.clone(), identity.name.clone(), kind, runtime.kv_writers.clone(), deadline),
         log: PluginLog {
             plugin: identity.name.clone(),
             version: identity.version.clone(),
@@ -316,7 +310,7 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
         // below its data: overflowing that stack ends here, not above.
         Some(Trap::MemoryOutOfBounds) => PluginFailure::Trapped {
             plugin,
-            reason: "out of bounds memory access (a stack overflow, when the guest is built from Rust)".into(),
+            reason: "out of bounds memory access (in a Rust guest, most often its stack overflowing)".into(),
         },
         Some(Trap::UnreachableCodeReached) => PluginFailure::Trapped {
             plugin,

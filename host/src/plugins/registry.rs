@@ -92,6 +92,15 @@ impl PluginRegistry {
         &self.handlers
     }
 
+    /// The topics the event handlers in service may `publish` to.
+    pub fn granted_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> =
+            self.handlers.iter().flat_map(|slot| slot.current().loaded().grants.publish.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
     /// Every plugin in service, the storage plugin first.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         std::iter::once(self.storage.status()).chain(self.handlers.iter().map(|slot| slot.status())).collect()

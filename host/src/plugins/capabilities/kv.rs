@@ -36,18 +36,13 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
     kv::add_to_linker::<_, HasSelf<KvSession>>(linker, |state| &mut state.kv).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The Redis key prefix of a plugin's keys.
-pub fn key_prefix(plugin: &str) -> String {
-    format!("plugin-kv:{plugin}:")
-}
-
 /// The in-process half of each plugin's write lock, by plugin name (so
 /// that the versions of a plugin serving across a reload share it).
 #[derive(Default)]
 pub struct KvWriters(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
 impl KvWriters {
-    pub fn of(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn of(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.0.lock().expect("poisoned").entry(plugin.to_string()).or_default().clone()
     }
 }
@@ -56,9 +51,8 @@ impl KvWriters {
 pub struct KvSession {
     redis: Option<RedisClient>,
     plugin: String,
-    prefix: String,
     kind: CallKind,
-    local_writer: Arc<tokio::sync::Mutex<()>>,
+    writers: Arc<KvWriters>,
     /// The call's deadline: how long it may wait for the write lock, and
     /// (plus a margin) how long it may hold it.
     deadline: Duration,
@@ -97,22 +91,12 @@ pub enum KvCommitError {
 impl KvSession {
     pub fn new(
         redis: Option<RedisClient>,
-        plugin: &str,
+        plugin: String,
         kind: CallKind,
-        local_writer: Arc<tokio::sync::Mutex<()>>,
+        writers: Arc<KvWriters>,
         deadline: Duration,
     ) -> Self {
-        Self {
-            redis,
-            plugin: plugin.to_string(),
-            prefix: key_prefix(plugin),
-            kind,
-            local_writer,
-            deadline,
-            held: None,
-            reads: HashMap::new(),
-            writes: BTreeMap::new(),
-        }
+        Self { redis, plugin, kind, writers, deadline, held: None, reads: HashMap::new(), writes: BTreeMap::new() }
     }
 
     /// Applies the call's writes if nothing it read changed meanwhile, and
@@ -172,7 +156,7 @@ impl KvSession {
         let redis = self.redis()?.clone();
         let give_up = Instant::now() + self.deadline;
         let busy = || KvError::Unavailable("the plugin's kv write lock stayed busy for the whole deadline".into());
-        let local = tokio::time::timeout_at(give_up.into(), self.local_writer.clone().lock_owned())
+        let local = tokio::time::timeout_at(give_up.into(), self.writers.of(&self.plugin).lock_owned())
             .await
             .map_err(|_| busy())?;
         let lock =
@@ -194,7 +178,8 @@ impl KvSession {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(KvError::Other(format!("a key has 1 to {MAX_KEY_BYTES} bytes")));
         }
-        Ok(format!("{}{key}", self.prefix))
+        // The prefix: a plugin only ever names keys under its own.
+        Ok(format!("plugin-kv:{}:{key}", self.plugin))
     }
 
     fn redis(&self) -> Result<&RedisClient, KvError> {
