@@ -214,3 +214,50 @@ async fn the_notifier_announces_completion_and_reassignment() {
     assert_eq!(reassigned["kind"], "task.reassigned");
     assert_eq!(reassigned["recipient_id"], heir.id.to_string());
 }
+
+#[tokio::test]
+async fn a_full_reload_starts_handlers_dropped_into_the_directory_and_stops_removed_ones() {
+    // Only the storage plugin to begin with; the handlers are whatever
+    // event-handler plugins the directory holds (no EVENT_HANDLERS list).
+    let source = std::path::PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
+    let dir = std::env::temp_dir().join(format!("todo-host-plugins-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = |name: &str| {
+        for extension in ["toml", "wasm"] {
+            std::fs::copy(source.join(format!("{name}.{extension}")), dir.join(format!("{name}.{extension}"))).unwrap();
+        }
+    };
+    copy("postgres-store");
+    let app = TestApp::spawn_with(
+        HostOptions::default().kafka(&unique_prefix(), &[]).unset("EVENT_HANDLERS").env("PLUGIN_DIR", path_str(&dir)),
+    )
+    .await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    let reload = || async {
+        let (status, report) =
+            status_and_json(send(&app, &admin, Method::POST, "/admin/plugins/reload", None).await).await;
+        assert_eq!(status, 200, "{report}");
+        report
+    };
+
+    copy("audit-log");
+    let report = reload().await;
+    assert_eq!(report["loaded"][0]["name"], "audit-log", "{report}");
+    let task_id = create(&app, &user, "seen by the new handler").await;
+    eventually("the new handler to record the task", || async {
+        let (_, body) = history(&app, &user, &task_id).await;
+        (!body["items"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    std::fs::remove_file(dir.join("audit-log.toml")).unwrap();
+    let report = reload().await;
+    assert_eq!(report["removed"], json!(["audit-log"]), "{report}");
+    assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
+    let (_, plugins) = status_and_json(send(&app, &admin, Method::GET, "/admin/plugins", None).await).await;
+    assert!(!plugins.to_string().contains("audit-log"), "{plugins}");
+    let unseen = create(&app, &user, "after the handler left").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(history(&app, &user, &unseen).await.1["items"], json!([]), "the removed handler no longer runs");
+}

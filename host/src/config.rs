@@ -194,7 +194,8 @@ pub struct EventConfig {
     pub outbox_retention_secs: u64,
 
     /// Event-handler plugins to run (comma-separated names in PLUGIN_DIR).
-    /// Unset: every event-handler plugin there; empty: none.
+    /// Unset: every event-handler plugin there, and a full reload starts
+    /// those added and stops those removed; empty: none.
     #[arg(long, env = "EVENT_HANDLERS")]
     pub event_handlers: Option<String>,
 

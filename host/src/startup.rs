@@ -19,7 +19,7 @@ use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
-use crate::events::handlers::HandlerRunner;
+use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
 use crate::http::{self, HttpLimits, Services};
 use crate::idempotency::IdempotencyStore;
@@ -199,11 +199,14 @@ impl Workers {
             let relay = OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), &config.events);
             self.tasks.spawn(relay.run(self.shutdown.clone()));
         }
-        for handler in plugins.handlers() {
-            let runner =
-                HandlerRunner::new(handler.clone(), kafka.clone(), producer.clone(), pool.clone(), &config.events)?;
-            self.tasks.spawn(runner.run(self.shutdown.clone()));
-        }
+        plugins.run_handlers(Arc::new(HandlerSupervisor::new(
+            kafka.clone(),
+            producer.clone(),
+            pool.clone(),
+            config.events.clone(),
+            self.tasks.clone(),
+            self.shutdown.clone(),
+        )))?;
         if config.commands.command_consumer_enabled {
             let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
             self.tasks.spawn(consumer.run(self.shutdown.clone()));

@@ -10,8 +10,8 @@
 //! (`processed_events`) commits in the handler's own transaction, so a
 //! redelivered event is recognised and skipped.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,16 +22,61 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::EventConfig;
 use crate::kafka::{self, Kafka, LagReporter, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
-use crate::plugins::{BeforeCommit, HandlerPlugin, PluginFailure, PluginSlot};
+use crate::plugins::{BeforeCommit, HandlerPlugin, HandlerRunners, PluginFailure, PluginSlot};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
 
 /// Longest wait between checks of a database that is down.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs one `HandlerRunner` per event handler, each stoppable on its own
+/// (a handler removed by a reload) and all stopped at shutdown.
+pub struct HandlerSupervisor {
+    kafka: Kafka,
+    producer: FutureProducer,
+    pool: PgPool,
+    settings: EventConfig,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl HandlerSupervisor {
+    pub fn new(
+        kafka: Kafka,
+        producer: FutureProducer,
+        pool: PgPool,
+        settings: EventConfig,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { kafka, producer, pool, settings, tasks, shutdown, running: Mutex::default() }
+    }
+}
+
+impl HandlerRunners for HandlerSupervisor {
+    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> anyhow::Result<()> {
+        let name = handler.identity().name;
+        let runner =
+            HandlerRunner::new(handler, self.kafka.clone(), self.producer.clone(), self.pool.clone(), &self.settings)?;
+        let stop = self.shutdown.child_token();
+        self.running.lock().expect("poisoned").insert(name, stop.clone());
+        self.tasks.spawn(runner.run(stop));
+        Ok(())
+    }
+
+    /// The runner finishes the event in hand and commits its offsets.
+    fn stop(&self, name: &str) {
+        if let Some(stop) = self.running.lock().expect("poisoned").remove(name) {
+            stop.cancel();
+        }
+    }
+}
 
 pub struct HandlerRunner {
     /// Each event is handled by the version serving when it arrives.

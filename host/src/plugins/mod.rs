@@ -39,7 +39,7 @@ pub use broadcast::PluginBroadcast;
 pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
 pub use engine::PluginEngine;
 pub use handler::HandlerPlugin;
-pub use registry::{PluginRegistry, ReloadReport, UnknownPlugin};
+pub use registry::{HandlerRunners, PluginRegistry, ReloadReport, UnknownPlugin};
 pub use slot::{PluginSlot, PluginStatus};
 pub use storage::StoragePlugin;
 

@@ -2,10 +2,12 @@
 //! (swapped atomically, earlier versions kept for rollback); a reload
 //! reads the plugin directory again, skips what did not change, and swaps
 //! in only what loaded completely — a plugin that fails to load leaves its
-//! serving version in place. Reloads run one at a time.
+//! serving version in place. Reloads run one at a time. When the event
+//! handlers are "every event-handler plugin of the directory", a full
+//! reload also starts the handlers added to it and stops those removed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -22,8 +24,20 @@ pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     dir: PathBuf,
     storage: PluginSlot<StoragePlugin>,
-    handlers: Vec<Arc<PluginSlot<HandlerPlugin>>>,
+    handlers: RwLock<Vec<Arc<PluginSlot<HandlerPlugin>>>>,
+    /// The handlers are every event-handler plugin of `dir` (no
+    /// `EVENT_HANDLERS` list): a full reload adds and removes them.
+    discovers_handlers: bool,
+    /// Set once the broker is connected; without it no handler runs.
+    runners: OnceLock<Arc<dyn HandlerRunners>>,
     reloading: tokio::sync::Mutex<()>,
+}
+
+/// Starts and stops the consumers of the event handlers a reload adds or
+/// removes.
+pub trait HandlerRunners: Send + Sync {
+    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> anyhow::Result<()>;
+    fn stop(&self, name: &str);
 }
 
 /// What `POST /admin/plugins/reload` did.
@@ -33,6 +47,8 @@ pub struct ReloadReport {
     pub loaded: Vec<PluginIdentity>,
     /// Same manifest and `.wasm` as the serving version: not reloaded.
     pub unchanged: Vec<String>,
+    /// Event handlers whose manifest left the plugin directory: stopped.
+    pub removed: Vec<String>,
     /// Not loaded; the version serving before keeps serving.
     pub failed: Vec<LoadFailure>,
 }
@@ -58,6 +74,7 @@ impl PluginRegistry {
         storage_name: String,
         handler_names: Option<Vec<String>>,
     ) -> anyhow::Result<Self> {
+        let discovers_handlers = handler_names.is_none();
         let (storage, handlers) = {
             let (runtime, dir) = (runtime.clone(), dir.clone());
             // Compiling is CPU-bound: keep it off the async workers.
@@ -81,21 +98,41 @@ impl PluginRegistry {
             .await
             .context("the plugin loader panicked")??
         };
-        Ok(Self { runtime, dir, storage, handlers, reloading: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            runtime,
+            dir,
+            storage,
+            handlers: RwLock::new(handlers),
+            discovers_handlers,
+            runners: OnceLock::new(),
+            reloading: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn storage(&self) -> Arc<StoragePlugin> {
         self.storage.current()
     }
 
-    pub fn handlers(&self) -> &[Arc<PluginSlot<HandlerPlugin>>] {
-        &self.handlers
+    pub fn handlers(&self) -> Vec<Arc<PluginSlot<HandlerPlugin>>> {
+        self.handlers.read().expect("poisoned").clone()
+    }
+
+    /// Runs the handlers in service with `runners`, and lets reloads start
+    /// and stop handlers with it.
+    pub fn run_handlers(&self, runners: Arc<dyn HandlerRunners>) -> anyhow::Result<()> {
+        for handler in self.handlers() {
+            runners.start(handler)?;
+        }
+        if self.runners.set(runners).is_err() {
+            anyhow::bail!("the event handlers are already running");
+        }
+        Ok(())
     }
 
     /// The topics the event handlers in service may `publish` to.
     pub fn granted_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> =
-            self.handlers.iter().flat_map(|slot| slot.current().loaded().grants.publish.clone()).collect();
+            self.handlers().iter().flat_map(|slot| slot.current().loaded().grants.publish.clone()).collect();
         topics.sort();
         topics.dedup();
         topics
@@ -103,7 +140,7 @@ impl PluginRegistry {
 
     /// Every plugin in service, the storage plugin first.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        std::iter::once(self.storage.status()).chain(self.handlers.iter().map(|slot| slot.status())).collect()
+        std::iter::once(self.storage.status()).chain(self.handlers().iter().map(|slot| slot.status())).collect()
     }
 
     /// Reloads every plugin in service, or only `only`.
@@ -117,11 +154,17 @@ impl PluginRegistry {
         let report = tokio::task::spawn_blocking(move || {
             let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
             let mut report = ReloadReport::default();
+            let added = match only {
+                None => registry.add_and_remove_handlers(&mut report),
+                Some(_) => Vec::new(),
+            };
             if wanted(&registry.storage.identity().name) {
                 registry.reload_slot(&registry.storage, &mut report);
             }
-            for slot in registry.handlers.iter().filter(|slot| wanted(&slot.identity().name)) {
-                registry.reload_slot(slot, &mut report);
+            for slot in registry.handlers().iter().filter(|slot| wanted(&slot.identity().name)) {
+                if !added.contains(&slot.identity().name) {
+                    registry.reload_slot(slot, &mut report);
+                }
             }
             report
         })
@@ -137,7 +180,7 @@ impl PluginRegistry {
         let restored = if self.storage.identity().name == name {
             self.storage.rollback()
         } else {
-            self.handlers.iter().find(|slot| slot.identity().name == name).and_then(|slot| slot.rollback())
+            self.handlers().iter().find(|slot| slot.identity().name == name).and_then(|slot| slot.rollback())
         };
         if let Some(identity) = &restored {
             tracing::info!(plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin rolled back");
@@ -147,8 +190,50 @@ impl PluginRegistry {
 
     fn check_known(&self, name: &str) -> Result<(), UnknownPlugin> {
         let known =
-            self.storage.identity().name == name || self.handlers.iter().any(|slot| slot.identity().name == name);
+            self.storage.identity().name == name || self.handlers().iter().any(|slot| slot.identity().name == name);
         if known { Ok(()) } else { Err(UnknownPlugin(name.to_string())) }
+    }
+
+    /// Starts the event-handler plugins new in the directory and stops those
+    /// whose manifest left it (only when the handlers are discovered and
+    /// running); answers the names started.
+    fn add_and_remove_handlers(&self, report: &mut ReloadReport) -> Vec<String> {
+        let (true, Some(runners)) = (self.discovers_handlers, self.runners.get()) else { return Vec::new() };
+        let on_disk = match plugins_of_kind(&self.dir, PluginKind::EventHandler) {
+            Ok(names) => names,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "cannot list the event handlers of the plugin directory");
+                return Vec::new();
+            }
+        };
+        let in_service: Vec<String> = self.handlers().iter().map(|slot| slot.identity().name).collect();
+        let mut added = Vec::new();
+        for name in on_disk.iter().filter(|name| !in_service.contains(name)) {
+            let started = load_new::<HandlerPlugin>(&self.runtime, &self.dir, name).and_then(|handler| {
+                let slot = Arc::new(PluginSlot::new(handler));
+                runners.start(slot.clone())?;
+                Ok(slot)
+            });
+            match started {
+                Ok(slot) => {
+                    report.loaded.push(slot.identity());
+                    self.handlers.write().expect("poisoned").push(slot);
+                    added.push(name.clone());
+                }
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    tracing::error!(plugin = %name, %reason, "new event handler not started");
+                    report.failed.push(LoadFailure { name: name.clone(), reason });
+                }
+            }
+        }
+        for name in in_service.into_iter().filter(|name| !on_disk.contains(name)) {
+            runners.stop(&name);
+            self.handlers.write().expect("poisoned").retain(|slot| slot.identity().name != name);
+            tracing::info!(plugin = %name, "event handler removed");
+            report.removed.push(name);
+        }
+        added
     }
 
     fn reload_slot<P: Plugin>(&self, slot: &PluginSlot<P>, report: &mut ReloadReport) {
