@@ -78,6 +78,18 @@ async fn owners_see_their_own_tasks_only(plugin: &str) {
     assert_eq!(get(&app, &viewer, &path).await.0, 200, "viewers read every task");
     assert_eq!(titles(&list(&app, &admin, &format!("owner={}", owner.id)).await), ["private"]);
 
+    let nobody = json!({ "owner_id": uuid::Uuid::now_v7() });
+    let refused = send(&app, &admin, Method::PATCH, &path, Some(nobody.clone())).await;
+    assert_eq!(assert_problem(refused, 422, "validation-failed").await["errors"][0]["pointer"], "/owner_id");
+    let refused =
+        send(&app, &admin, Method::POST, "/tasks", Some(json!({ "title": "orphan", "owner_id": nobody["owner_id"] })))
+            .await;
+    assert_problem(refused, 422, "validation-failed").await;
+    let batch = json!({ "operations": [{ "op": "update", "id": task["id"], "changes": nobody }] });
+    let refused = send(&app, &admin, Method::POST, "/tasks/batch", Some(batch)).await;
+    let problem = assert_problem(refused, 422, "validation-failed").await;
+    assert_eq!(problem["errors"][0]["pointer"], "/operations/0/changes/owner_id", "{problem}");
+
     let reassigned = json!({ "owner_id": stranger.id });
     let (status, moved) = status_and_json(send(&app, &admin, Method::PATCH, &path, Some(reassigned)).await).await;
     assert_eq!((status, &moved["owner_id"]), (200, &json!(stranger.id)), "{moved}");

@@ -104,7 +104,7 @@ impl Application {
         let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
         let sessions = Sessions::new(keys, UserRepository::new(pool.clone()), redis.clone(), refresh_ttl);
         let state = Arc::new(Services {
-            tasks: TaskService::new(store, cache),
+            tasks: TaskService::new(store, cache, UserRepository::new(pool.clone())),
             commands,
             command_status,
             idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),

@@ -85,6 +85,16 @@ impl UserRepository {
         row.map(UserRow::into_user).transpose()
     }
 
+    /// Those of `ids` no account has.
+    pub async fn unknown(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM UNNEST($1::uuid[]) AS named (id) WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = named.id)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The account as it is now (a refresh takes the current role).
     pub async fn find_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         let row: Option<UserRow> =

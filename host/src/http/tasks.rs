@@ -60,6 +60,7 @@ async fn write(
     headers: &HeaderMap,
     write: PreparedWrite,
 ) -> Result<Response, Problem> {
+    state.tasks.check_new_owners(&ctx, &write).await?;
     if let Some(commands) = state.commands.as_ref().filter(|_| prefers_async(headers)) {
         let id = commands.submit(&ctx, write).await.map_err(|error| {
             tracing::warn!(%error, "cannot queue a command");

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::{Actor, Role};
+use crate::auth::{Actor, Role, UserRepository};
 use crate::plugins::NothingMore;
 use crate::trace::RequestTrace;
 
@@ -153,11 +153,45 @@ pub struct BatchOutcome {
 pub struct TaskService {
     store: TaskStore,
     cache: TaskCache,
+    users: UserRepository,
 }
 
 impl TaskService {
-    pub fn new(store: TaskStore, cache: TaskCache) -> Self {
-        Self { store, cache }
+    pub fn new(store: TaskStore, cache: TaskCache, users: UserRepository) -> Self {
+        Self { store, cache, users }
+    }
+
+    /// Refuses a write giving a task to an owner no account has (an admin
+    /// creating for, or reassigning to, someone else). postgres-store's
+    /// foreign key would refuse it too, but a store without one (kv-store)
+    /// would keep a task nobody can see.
+    pub async fn check_new_owners(&self, ctx: &RequestContext, write: &PreparedWrite) -> Result<(), TaskError> {
+        let batch = matches!(write, PreparedWrite::Batch { .. });
+        let named: Vec<(String, Uuid)> = write
+            .operations()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, scoped)| {
+                let (field, owner) = match &scoped.operation {
+                    StoreOperation::Create(task) => ("task", task.owner_id),
+                    StoreOperation::Update { patch, .. } => ("changes", patch.owner_id?),
+                    StoreOperation::Delete { .. } => return None,
+                };
+                let pointer = if batch { format!("/operations/{index}/{field}/owner_id") } else { "/owner_id".into() };
+                (owner != ctx.actor.user_id).then_some((pointer, owner))
+            })
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = named.iter().map(|(_, owner)| *owner).collect();
+        let unknown = self.users.unknown(&ids).await.map_err(|error| TaskError::Unavailable(error.to_string()))?;
+        let errors: Vec<FieldError> = named
+            .into_iter()
+            .filter(|(_, owner)| unknown.contains(owner))
+            .map(|(pointer, _)| FieldError::new(pointer, "no user has this id"))
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(TaskError::Invalid(errors)) }
     }
 
     pub fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {

@@ -52,7 +52,8 @@
 //! cursors (the same `{key}:{id}` text), version checks, patch semantics and
 //! batch results follow postgres-store. One difference: the store has no
 //! users table, so it accepts any owner id the host passes (on creation and
-//! on reassignment) — the host must check that the owner exists.
+//! on reassignment); the host refuses owners no account has before a write
+//! reaches the store (`TaskService::check_new_owners`).
 
 mod batch;
 mod change;
