@@ -91,13 +91,13 @@ impl Kafka {
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
     }
 
-    /// Creates the topics this host uses, and those `granted` to plugins,
-    /// when they do not exist.
-    pub async fn ensure_topics(&self, granted: &[String]) -> anyhow::Result<()> {
+    /// Creates these (logical) topics when they do not exist.
+    pub async fn ensure_topics(&self, logical: &[&str]) -> anyhow::Result<()> {
+        if logical.is_empty() {
+            return Ok(());
+        }
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create the Kafka admin client")?;
-        let mut logical: Vec<&str> = topics::ALL.to_vec();
-        logical.extend(granted.iter().map(String::as_str).filter(|topic| !topics::ALL.contains(topic)));
         let names: Vec<String> = logical.iter().map(|topic| self.topic(topic)).collect();
         let partitions = self.config.kafka_topic_partitions;
         let new_topics: Vec<NewTopic> =

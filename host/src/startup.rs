@@ -26,7 +26,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
-use crate::kafka::Kafka;
+use crate::kafka::{Kafka, topics};
 use crate::plugins::{PluginBroadcast, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
@@ -192,21 +192,23 @@ impl Workers {
         pool: &PgPool,
         command_status: &CommandStatus,
     ) -> anyhow::Result<CommandBus> {
-        kafka.ensure_topics(&plugins.granted_topics()).await?;
+        kafka.ensure_topics(&topics::ALL).await?;
         let producer = kafka.producer()?;
         self.producer = Some(producer.clone());
         if config.events.outbox_relay_enabled {
             let relay = OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), &config.events);
             self.tasks.spawn(relay.run(self.shutdown.clone()));
         }
-        plugins.run_handlers(Arc::new(HandlerSupervisor::new(
-            kafka.clone(),
-            producer.clone(),
-            pool.clone(),
-            config.events.clone(),
-            self.tasks.clone(),
-            self.shutdown.clone(),
-        )))?;
+        plugins
+            .run_handlers(Arc::new(HandlerSupervisor::new(
+                kafka.clone(),
+                producer.clone(),
+                pool.clone(),
+                config.events.clone(),
+                self.tasks.clone(),
+                self.shutdown.clone(),
+            )))
+            .await?;
         if config.commands.command_consumer_enabled {
             let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
             self.tasks.spawn(consumer.run(self.shutdown.clone()));

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -60,14 +62,28 @@ impl HandlerSupervisor {
 }
 
 impl HandlerRunners for HandlerSupervisor {
-    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> anyhow::Result<()> {
-        let name = handler.identity().name;
-        let runner =
-            HandlerRunner::new(handler, self.kafka.clone(), self.producer.clone(), self.pool.clone(), &self.settings)?;
-        let stop = self.shutdown.child_token();
-        self.running.lock().expect("poisoned").insert(name, stop.clone());
-        self.tasks.spawn(runner.run(stop));
-        Ok(())
+    /// Creates the topics the handler is granted, then runs it.
+    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let name = handler.identity().name;
+            let granted = handler.current().granted_topics().to_vec();
+            let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+            self.kafka
+                .ensure_topics(&granted)
+                .await
+                .with_context(|| format!("cannot create the topics event handler `{name}` is granted"))?;
+            let runner = HandlerRunner::new(
+                handler,
+                self.kafka.clone(),
+                self.producer.clone(),
+                self.pool.clone(),
+                &self.settings,
+            )?;
+            let stop = self.shutdown.child_token();
+            self.running.lock().expect("poisoned").insert(name, stop.clone());
+            self.tasks.spawn(runner.run(stop));
+            Ok(())
+        })
     }
 
     /// The runner finishes the event in hand and commits its offsets.

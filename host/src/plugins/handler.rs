@@ -39,6 +39,11 @@ impl Plugin for HandlerPlugin {
 }
 
 impl HandlerPlugin {
+    /// The topics the manifest lets it `publish` to.
+    pub fn granted_topics(&self) -> &[String] {
+        &self.plugin.grants.publish
+    }
+
     pub fn identity(&self) -> &PluginIdentity {
         &self.plugin.identity
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::PluginIdentity;
@@ -36,7 +37,7 @@ pub struct PluginRegistry {
 /// Starts and stops the consumers of the event handlers a reload adds or
 /// removes.
 pub trait HandlerRunners: Send + Sync {
-    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> anyhow::Result<()>;
+    fn start(&self, handler: Arc<PluginSlot<HandlerPlugin>>) -> BoxFuture<'_, anyhow::Result<()>>;
     fn stop(&self, name: &str);
 }
 
@@ -119,23 +120,14 @@ impl PluginRegistry {
 
     /// Runs the handlers in service with `runners`, and lets reloads start
     /// and stop handlers with it.
-    pub fn run_handlers(&self, runners: Arc<dyn HandlerRunners>) -> anyhow::Result<()> {
+    pub async fn run_handlers(&self, runners: Arc<dyn HandlerRunners>) -> anyhow::Result<()> {
         for handler in self.handlers() {
-            runners.start(handler)?;
+            runners.start(handler).await?;
         }
         if self.runners.set(runners).is_err() {
             anyhow::bail!("the event handlers are already running");
         }
         Ok(())
-    }
-
-    /// The topics the event handlers in service may `publish` to.
-    pub fn granted_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> =
-            self.handlers().iter().flat_map(|slot| slot.current().loaded().grants.publish.clone()).collect();
-        topics.sort();
-        topics.dedup();
-        topics
     }
 
     /// Every plugin in service, the storage plugin first.
@@ -211,7 +203,8 @@ impl PluginRegistry {
         for name in on_disk.iter().filter(|name| !in_service.contains(name)) {
             let started = load_new::<HandlerPlugin>(&self.runtime, &self.dir, name).and_then(|handler| {
                 let slot = Arc::new(PluginSlot::new(handler));
-                runners.start(slot.clone())?;
+                // Reloads run on the blocking pool, inside the runtime.
+                tokio::runtime::Handle::current().block_on(runners.start(slot.clone()))?;
                 Ok(slot)
             });
             match started {
