@@ -45,7 +45,7 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{self, ALICE, BOB};
+    use crate::testing::{self, ALICE, BOB, no_filter};
     use crate::todo::plugin::types::{Priority, TaskStatus};
 
     fn task() -> Task {
@@ -55,17 +55,6 @@ mod tests {
             priority: Priority::High,
             due_at: Some(1_000),
             ..testing::task(10, ALICE)
-        }
-    }
-
-    fn no_filter() -> TaskFilter {
-        TaskFilter {
-            owner_id: None,
-            status: None,
-            priority: None,
-            due_before: None,
-            due_after: None,
-            title_contains: None,
         }
     }
 

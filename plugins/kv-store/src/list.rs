@@ -29,19 +29,8 @@ pub fn list(owner_scope: Option<String>, filter: TaskFilter, page: PageRequest) 
 mod tests {
     use super::*;
     use crate::exports::todo::plugin::task_store::{SortField, SortOrder, StoreError};
-    use crate::testing::{ALICE, BOB, NOW, id, kv, new_task};
+    use crate::testing::{ALICE, BOB, NOW, id, kv, new_task, no_filter};
     use crate::todo::plugin::types::{CallContext, NewTask, TaskStatus};
-
-    fn no_filter() -> TaskFilter {
-        TaskFilter {
-            owner_id: None,
-            status: None,
-            priority: None,
-            due_before: None,
-            due_after: None,
-            title_contains: None,
-        }
-    }
 
     /// Creates test task `n` for `owner_id`, created at `NOW + n`.
     fn create(n: u8, owner_id: &str, status: TaskStatus) {

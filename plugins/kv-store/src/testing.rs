@@ -2,6 +2,7 @@
 //! `kv` import (the real one only exists in a Wasm host), and tasks to
 //! create.
 
+use crate::exports::todo::plugin::task_store::TaskFilter;
 use crate::todo::plugin::types::{CallContext, NewTask, Priority, Task, TaskStatus};
 
 pub const ALICE: &str = "0193a0b0-0000-7000-8000-000000000001";
@@ -10,6 +11,11 @@ pub const NOW: i64 = 1_795_341_600_000_000;
 
 pub fn ctx() -> CallContext {
     CallContext { request_id: "test".into(), now: NOW }
+}
+
+/// A filter that lets every task through.
+pub fn no_filter() -> TaskFilter {
+    TaskFilter { owner_id: None, status: None, priority: None, due_before: None, due_after: None, title_contains: None }
 }
 
 /// The id of test task `n`.
