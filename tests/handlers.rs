@@ -163,7 +163,7 @@ async fn a_handler_that_falls_behind_shows_its_lag_in_the_metrics() {
     )
     .await;
     let user = app.register_user().await;
-    for n in 0..8 {
+    for n in 0..12 {
         create(&app, &user, &format!("backlog {n}")).await;
     }
     let group = format!("group=\"{prefix}todo-host.handler.slow-handler\"");
@@ -175,9 +175,10 @@ async fn a_handler_that_falls_behind_shows_its_lag_in_the_metrics() {
             .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum::<f64>()
     };
-    // Statistics come every 5 s; by then at most two events are done.
+    // Statistics come every 5 s; by then each of the 3 partitions has
+    // finished at most two events.
     let behind = eventually("the lag to be reported", || async { Some(lag().await).filter(|lag| *lag >= 5.0) }).await;
-    assert!(behind <= 8.0, "{behind}");
+    assert!(behind <= 12.0, "{behind}");
 }
 
 #[tokio::test]

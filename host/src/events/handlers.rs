@@ -19,10 +19,11 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -32,6 +33,9 @@ use crate::kafka::{self, Kafka, LagReporter, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{BeforeCommit, HandlerPlugin, HandlerRunners, PluginFailure, PluginSlot};
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
+
+/// Events received for one partition and not yet handled, at most.
+const PARTITION_BACKLOG: usize = 64;
 
 /// Longest wait between checks of a database that is down.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
@@ -138,18 +142,25 @@ impl HandlerRunner {
     }
 
     /// Consumes until `shutdown`, then commits the stored offsets.
+    ///
+    /// The partitions are handled side by side, each by a worker of its own
+    /// taking its events in order (a task's events share a partition): one
+    /// slow or retried event holds back its partition, not the handler.
     pub async fn run(self, shutdown: CancellationToken) {
         let handler = self.name.clone();
         tracing::info!(%handler, "event handler consuming");
+        let runner = Arc::new(self);
+        let workers = TaskTracker::new();
+        let mut partitions: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = runner.consumer.recv() => message,
             };
             let message = match message {
                 Ok(message) => {
                     metrics::counter!("kafka_consumed_total", "consumer" => handler.clone()).increment(1);
-                    message
+                    message.detach()
                 }
                 Err(error) => {
                     tracing::warn!(%handler, %error, "cannot consume task events");
@@ -157,21 +168,43 @@ impl HandlerRunner {
                     continue;
                 }
             };
-            if !self.process(&message, &shutdown).await {
+            let worker = partitions.entry(message.partition()).or_insert_with(|| {
+                let (sender, events) = mpsc::channel(PARTITION_BACKLOG);
+                workers.spawn(runner.clone().work(events, shutdown.clone()));
+                sender
+            });
+            // A full backlog holds the consumer back (bounded memory); a
+            // worker that ended did so because of shutdown.
+            if worker.send(message).await.is_err() {
                 break;
             }
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                tracing::warn!(%handler, %error, "cannot store the offset of a handled event");
-            }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+        drop(partitions);
+        workers.close();
+        workers.wait().await;
+        if let Err(error) = runner.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%handler, %error, "no offsets committed at shutdown");
+        }
+    }
+
+    /// Handles one partition's events in order until `shutdown`, storing
+    /// the offset of each handled one for the next commit.
+    async fn work(self: Arc<Self>, mut events: mpsc::Receiver<OwnedMessage>, shutdown: CancellationToken) {
+        while let Some(message) = events.recv().await {
+            if shutdown.is_cancelled() || !self.process(&message, &shutdown).await {
+                return;
+            }
+            // Fails for a partition taken away by a rebalance meanwhile: its
+            // new owner handles the event again, and the ledger skips it.
+            if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+                tracing::debug!(handler = %self.name, %error, "cannot store the offset of a handled event");
+            }
         }
     }
 
     /// Handles or dead-letters one record; `false` when shutdown interrupted
     /// it (its offset must not be stored).
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let headers = record_headers(message);
         let trace = RequestTrace {
             request_id: headers.get(REQUEST_ID_HEADER).cloned().unwrap_or_default(),
@@ -280,7 +313,7 @@ impl HandlerRunner {
     /// broker takes it; `false` when shutdown interrupted that.
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
         mut headers: BTreeMap<String, String>,
         dead: DeadLetter,
         shutdown: &CancellationToken,
@@ -336,7 +369,7 @@ impl BeforeCommit<()> for Ledger<'_> {
     }
 }
 
-fn record_headers(message: &BorrowedMessage<'_>) -> BTreeMap<String, String> {
+fn record_headers(message: &OwnedMessage) -> BTreeMap<String, String> {
     message
         .headers()
         .map(|headers| {
