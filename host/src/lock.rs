@@ -5,7 +5,7 @@
 //! refuses a token older than one it has seen, so a holder whose lease
 //! lapsed (paused, partitioned) cannot act after a newer holder did.
 
-use std::sync::Arc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rand::RngCore;
@@ -13,12 +13,47 @@ use redis::Script;
 
 use crate::redis_client::{RedisClient, RedisUnavailable};
 
+/// Hashed once: a lock is made per kv write call of a plugin.
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    acquire: Script::new(
+        r"
+            if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+                return redis.call('INCR', KEYS[2])
+            end
+            return 0
+            ",
+    ),
+    renew: Script::new(
+        r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+            return 0
+            ",
+    ),
+    release: Script::new(
+        r"
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return redis.call('DEL', KEYS[1])
+            end
+            return 0
+            ",
+    ),
+    raise_fence: Script::new(
+        r"
+            if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+                redis.call('SET', KEYS[1], ARGV[1])
+            end
+            return 1
+            ",
+    ),
+});
+
 #[derive(Clone)]
 pub struct DistributedLock {
     redis: RedisClient,
     key: String,
     ttl: Duration,
-    scripts: Arc<Scripts>,
 }
 
 struct Scripts {
@@ -38,41 +73,7 @@ pub struct Lease {
 
 impl DistributedLock {
     pub fn new(redis: RedisClient, name: &str, ttl: Duration) -> Self {
-        let scripts = Scripts {
-            acquire: Script::new(
-                r"
-                if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-                    return redis.call('INCR', KEYS[2])
-                end
-                return 0
-                ",
-            ),
-            renew: Script::new(
-                r"
-                if redis.call('GET', KEYS[1]) == ARGV[1] then
-                    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-                end
-                return 0
-                ",
-            ),
-            release: Script::new(
-                r"
-                if redis.call('GET', KEYS[1]) == ARGV[1] then
-                    return redis.call('DEL', KEYS[1])
-                end
-                return 0
-                ",
-            ),
-            raise_fence: Script::new(
-                r"
-                if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-                    redis.call('SET', KEYS[1], ARGV[1])
-                end
-                return 1
-                ",
-            ),
-        };
-        Self { redis, key: format!("todo:lock:{name}"), ttl, scripts: Arc::new(scripts) }
+        Self { redis, key: format!("todo:lock:{name}"), ttl }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -84,7 +85,7 @@ impl DistributedLock {
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
         let token = hex::encode(token);
-        let mut invocation = self.scripts.acquire.key(&self.key);
+        let mut invocation = SCRIPTS.acquire.key(&self.key);
         invocation.key(format!("{}:fence", self.key)).arg(&token).arg(self.ttl_ms());
         let fence: i64 = self.redis.script(&invocation).await?;
         Ok((fence > 0).then_some(Lease { token, fence }))
@@ -92,14 +93,14 @@ impl DistributedLock {
 
     /// Extends the lease by a TTL; `false` if it was lost.
     pub async fn renew(&self, lease: &Lease) -> Result<bool, RedisUnavailable> {
-        let mut invocation = self.scripts.renew.key(&self.key);
+        let mut invocation = SCRIPTS.renew.key(&self.key);
         invocation.arg(&lease.token).arg(self.ttl_ms());
         Ok(self.redis.script::<i64>(&invocation).await? == 1)
     }
 
     /// Drops the lock if this lease still holds it.
     pub async fn release(&self, lease: &Lease) -> Result<bool, RedisUnavailable> {
-        let mut invocation = self.scripts.release.key(&self.key);
+        let mut invocation = SCRIPTS.release.key(&self.key);
         invocation.arg(&lease.token);
         Ok(self.redis.script::<i64>(&invocation).await? == 1)
     }
@@ -107,7 +108,7 @@ impl DistributedLock {
     /// Moves the fencing counter up to `fence` (never down), so the next
     /// acquisition draws a token newer than any the guarded work has seen.
     pub async fn raise_fence(&self, fence: i64) -> Result<(), RedisUnavailable> {
-        let mut invocation = self.scripts.raise_fence.key(format!("{}:fence", self.key));
+        let mut invocation = SCRIPTS.raise_fence.key(format!("{}:fence", self.key));
         invocation.arg(fence);
         self.redis.script::<i64>(&invocation).await.map(|_| ())
     }

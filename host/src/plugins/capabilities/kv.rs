@@ -12,7 +12,7 @@
 //! straight from Redis, takes no lock and cannot write.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -122,8 +122,7 @@ impl KvSession {
             return Ok(());
         }
         let redis = self.redis.as_ref().ok_or_else(|| KvCommitError::Unavailable("no Redis configured".into()))?;
-        let script = Script::new(COMMIT_SCRIPT);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = COMMIT.prepare_invoke();
         invocation.arg(self.reads.len());
         for (key, value) in &self.reads {
             invocation.key(key);
@@ -228,6 +227,8 @@ impl KvSession {
 /// KEYS: the keys read, then the keys written. ARGV: the number of keys
 /// read; per key read, whether it existed ("1"/"0") and its value; per key
 /// written, the operation, the value and the TTL.
+static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_SCRIPT));
+
 const COMMIT_SCRIPT: &str = r"
 local reads = tonumber(ARGV[1])
 local at = 2
