@@ -199,3 +199,22 @@ async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it
         assert_eq!(events_of(records, task_id).len(), 1, "task {task_id} announced once");
     }
 }
+
+#[tokio::test]
+async fn a_committed_write_is_published_at_once_not_at_the_next_poll() {
+    let prefix = unique_prefix();
+    // The poll would come after the test has given up: only the write's own
+    // wake-up of the relay can publish in time.
+    let options = HostOptions::default().kafka(&prefix, &[]).env("OUTBOX_POLL_MS", "600000");
+    let app = TestApp::spawn_with(options).await;
+    let user = app.register_user().await;
+    let mut reader = TopicReader::new(&format!("{prefix}task-events"));
+
+    for title in ["first", "second"] {
+        let (task, _) = create(&app, &user, title).await;
+        let task_id = id(&task);
+        let records =
+            reader.read_until(Duration::from_secs(10), |records| !events_of(records, &task_id).is_empty()).await;
+        assert_eq!(events_of(records, &task_id)[0]["type"], "task.created");
+    }
+}

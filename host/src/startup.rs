@@ -19,6 +19,7 @@ use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
+use crate::events::OutboxWaker;
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
 use crate::http::{self, HttpLimits, Services};
@@ -51,6 +52,8 @@ struct Workers {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     producer: Option<FutureProducer>,
+    /// Wakes the relay after writes commit.
+    outbox: OutboxWaker,
 }
 
 impl Application {
@@ -64,8 +67,14 @@ impl Application {
         let redis = RedisClient::connect(&config.redis).await?;
 
         let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
-        let runtime =
-            Arc::new(PluginRuntime::new(engine, pool.clone(), redis.clone(), config.plugins.plugin_max_instances));
+        let outbox = OutboxWaker::default();
+        let runtime = Arc::new(PluginRuntime::new(
+            engine,
+            pool.clone(),
+            redis.clone(),
+            outbox.clone(),
+            config.plugins.plugin_max_instances,
+        ));
         let plugins = Arc::new(
             PluginRegistry::load(
                 runtime,
@@ -84,7 +93,8 @@ impl Application {
         let store = TaskStore::new(plugins.clone(), cache.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
-        let mut workers = Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None };
+        let mut workers =
+            Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None, outbox };
         if let (Some(broadcast), Some(url)) = (&plugin_broadcast, &config.redis.redis_url) {
             let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.shutdown.clone());
             workers.tasks.spawn(follow);
@@ -169,7 +179,7 @@ impl Workers {
         let settings = &config.redis;
         let lock_ttl = Duration::from_millis(settings.job_lock_ttl_ms);
         if settings.overdue_job_enabled {
-            let job = OverdueJob::new(store.clone(), pool.clone());
+            let job = OverdueJob::new(store.clone(), pool.clone(), self.outbox.clone());
             let interval = Duration::from_secs(settings.overdue_interval_secs);
             self.tasks.spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.shutdown.clone()));
         }
@@ -196,7 +206,8 @@ impl Workers {
         let producer = kafka.producer()?;
         self.producer = Some(producer.clone());
         if config.events.outbox_relay_enabled {
-            let relay = OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), &config.events);
+            let relay =
+                OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), self.outbox.clone(), &config.events);
             self.tasks.spawn(relay.run(self.shutdown.clone()));
         }
         plugins

@@ -14,4 +14,4 @@ pub mod outbox;
 pub mod relay;
 pub mod task_event;
 
-pub use outbox::OutboxRecord;
+pub use outbox::{OutboxRecord, OutboxWaker};

@@ -2,10 +2,12 @@
 //! transaction of the change they announce. The relay publishes them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use tokio::sync::Notify;
 
 use super::task_event;
 use crate::kafka::topics;
@@ -72,4 +74,27 @@ pub async fn append(connection: &mut PgConnection, records: &[OutboxRecord]) -> 
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Wakes this process's relay once a transaction that appended to the
+/// outbox has committed.
+///
+/// In-process on purpose: a NOTIFY in the writing transaction would
+/// serialise every write's commit (PostgreSQL holds a database-wide lock
+/// from NOTIFY's pre-commit until the commit is flushed), so concurrent
+/// writes could no longer share WAL flushes. Records committed by another
+/// replica are published by that replica's relay, or by the poll.
+#[derive(Clone, Default)]
+pub struct OutboxWaker(Arc<Notify>);
+
+impl OutboxWaker {
+    /// Call after the commit. Wakes a relay already waiting, or the next
+    /// one to wait (a wake during a drain makes the relay drain again).
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn woken(&self) {
+        self.0.notified().await;
+    }
 }

@@ -18,16 +18,15 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::postgres::PgListener;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
+use super::OutboxWaker;
 use crate::kafka::{self, Kafka};
 
 /// The advisory lock key serialising relays ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
-const NOTIFY_CHANNEL: &str = "outbox";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -35,28 +34,35 @@ pub struct OutboxRelay {
     pool: PgPool,
     kafka: Kafka,
     producer: FutureProducer,
+    waker: OutboxWaker,
     batch_size: i64,
     poll_interval: Duration,
     retention: Duration,
 }
 
 impl OutboxRelay {
-    pub fn new(pool: PgPool, kafka: Kafka, producer: FutureProducer, settings: &crate::config::EventConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        kafka: Kafka,
+        producer: FutureProducer,
+        waker: OutboxWaker,
+        settings: &crate::config::EventConfig,
+    ) -> Self {
         Self {
             pool,
             kafka,
             producer,
+            waker,
             batch_size: i64::from(settings.outbox_batch_size),
             poll_interval: Duration::from_millis(settings.outbox_poll_ms),
             retention: Duration::from_secs(settings.outbox_retention_secs),
         }
     }
 
-    /// Publishes until `shutdown`: on every commit that wrote to the outbox
-    /// (LISTEN/NOTIFY), and every `poll_interval` in case a notification
-    /// was missed (e.g. while reconnecting).
+    /// Publishes until `shutdown`: whenever a write of this process
+    /// committed records, and every `poll_interval` for records committed
+    /// elsewhere (another replica that died before publishing them).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = self.listen().await;
         let mut backoff = Duration::from_millis(100);
         let mut last_prune = tokio::time::Instant::now();
         loop {
@@ -72,9 +78,6 @@ impl OutboxRelay {
                     continue;
                 }
             }
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = tokio::time::Instant::now();
                 self.prune().await;
@@ -82,27 +85,7 @@ impl OutboxRelay {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.poll_interval) => {}
-                notified = next_notification(&mut listener) => {
-                    if !notified {
-                        // Listened again at the top of the loop.
-                        listener = None;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listener.await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for outbox commits; polling only");
-                None
+                _ = self.waker.woken() => {}
             }
         }
     }
@@ -176,13 +159,5 @@ impl OutboxRelay {
         if let Err(error) = pruned {
             tracing::warn!(%error, "cannot prune the outbox");
         }
-    }
-}
-
-/// Waits for the next notification; `false` when the listener is gone.
-async fn next_notification(listener: &mut Option<PgListener>) -> bool {
-    match listener {
-        Some(listener) => listener.recv().await.is_ok(),
-        None => std::future::pending().await,
     }
 }

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{SlotJob, fenced};
-use crate::events::{OutboxRecord, outbox};
+use crate::events::{OutboxRecord, OutboxWaker, outbox};
 use crate::lock::Lease;
 use crate::tasks::model::{SortField, SortOrder, Task, TaskFilter, TaskStatus};
 use crate::tasks::{Call, PageRequest, TaskStore};
@@ -22,13 +22,14 @@ const PAGE: u32 = 100;
 pub struct OverdueJob {
     store: TaskStore,
     pool: PgPool,
+    outbox: OutboxWaker,
     /// Which replica ran it, for `job_runs`.
     holder: String,
 }
 
 impl OverdueJob {
-    pub fn new(store: TaskStore, pool: PgPool) -> Self {
-        Self { store, pool, holder: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()) }
+    pub fn new(store: TaskStore, pool: PgPool, outbox: OutboxWaker) -> Self {
+        Self { store, pool, outbox, holder: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()) }
     }
 
     async fn overdue_tasks(&self, call: &Call<'_>) -> anyhow::Result<Vec<Task>> {
@@ -85,6 +86,7 @@ impl SlotJob for OverdueJob {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        self.outbox.wake();
         Ok(records.len())
     }
 }

@@ -19,7 +19,7 @@ use super::capabilities::sql::SqlSession;
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::{Grants, Limits};
 use super::stats::{CallOutcome, PluginStats};
-use crate::events::{OutboxRecord, outbox};
+use crate::events::{OutboxRecord, OutboxWaker, outbox};
 use crate::redis_client::RedisClient;
 use crate::trace::RequestTrace;
 
@@ -40,16 +40,25 @@ pub struct PluginRuntime {
     pub(super) redis: Option<RedisClient>,
     /// Serialises the `kv` write calls of each plugin in this process.
     kv_writers: Arc<KvWriters>,
+    /// Told when a write call committed (and with it, outbox records).
+    outbox: OutboxWaker,
     slots: Arc<Semaphore>,
 }
 
 impl PluginRuntime {
-    pub fn new(engine: PluginEngine, pool: PgPool, redis: Option<RedisClient>, max_instances: u32) -> Self {
+    pub fn new(
+        engine: PluginEngine,
+        pool: PgPool,
+        redis: Option<RedisClient>,
+        outbox: OutboxWaker,
+        max_instances: u32,
+    ) -> Self {
         Self {
             engine,
             pool,
             redis,
             kv_writers: Arc::default(),
+            outbox,
             slots: Arc::new(Semaphore::new(max_instances as usize)),
         }
     }
@@ -220,7 +229,9 @@ async fn execute<R, E>(
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
             let committed = match kind {
-                CallKind::Write => commit(state.sql, state.kv, &state.published, &value, before_commit, identity).await,
+                CallKind::Write => commit(state.sql, state.kv, &state.published, &value, before_commit, identity)
+                    .await
+                    .inspect(|()| runtime.outbox.wake()),
                 CallKind::Read => Ok(()),
             };
             let result = match committed {
