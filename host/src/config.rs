@@ -61,6 +61,11 @@ pub struct DatabaseConfig {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
+    /// Write transactions this process runs at once; single writes arriving
+    /// while all are busy queue and share the next one (group commit).
+    #[arg(long, env = "WRITE_TRANSACTIONS", default_value_t = 4)]
+    pub write_transactions: u32,
+
     /// How long a request waits for a pooled connection, in milliseconds.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
     pub db_acquire_timeout_ms: u64,

@@ -31,7 +31,7 @@ use crate::kafka::{Kafka, topics};
 use crate::plugins::{PluginBroadcast, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
-use crate::tasks::{TaskCache, TaskService, TaskStore};
+use crate::tasks::{GroupCommit, TaskCache, TaskService, TaskStore};
 
 /// Shortest JWT secret accepted: 256 bits for HS256.
 const MIN_SECRET_BYTES: usize = 32;
@@ -114,7 +114,12 @@ impl Application {
         let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
         let sessions = Sessions::new(keys, UserRepository::new(pool.clone()), redis.clone(), refresh_ttl);
         let state = Arc::new(Services {
-            tasks: TaskService::new(store, cache, UserRepository::new(pool.clone())),
+            tasks: TaskService::new(
+                store.clone(),
+                GroupCommit::new(store, config.database.write_transactions),
+                cache,
+                UserRepository::new(pool.clone()),
+            ),
             commands,
             command_status,
             idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),

@@ -10,17 +10,17 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role, UserRepository};
-use crate::plugins::NothingMore;
 use crate::trace::RequestTrace;
 
 use super::cache::{CacheOutcome, CacheSlot, ListScope, TaskCache};
 use super::cursor;
 use super::error::TaskError;
+use super::group_commit::GroupCommit;
 use super::model::{
     BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChange, TaskChanges, TaskFilter,
     TaskPage, TaskStatus,
 };
-use super::store::{Call, Creation, PageRequest, ScopedOperation, StoreOperation, TaskStore, Traces};
+use super::store::{Call, Creation, PageRequest, ScopedOperation, StoreOperation, TaskStore};
 
 /// Largest number of operations in one batch.
 pub const MAX_BATCH_OPERATIONS: usize = 100;
@@ -152,13 +152,14 @@ pub struct BatchOutcome {
 #[derive(Clone)]
 pub struct TaskService {
     store: TaskStore,
+    writes: GroupCommit,
     cache: TaskCache,
     users: UserRepository,
 }
 
 impl TaskService {
-    pub fn new(store: TaskStore, cache: TaskCache, users: UserRepository) -> Self {
-        Self { store, cache, users }
+    pub fn new(store: TaskStore, writes: GroupCommit, cache: TaskCache, users: UserRepository) -> Self {
+        Self { store, writes, cache, users }
     }
 
     /// Refuses a write giving a task to an owner no account has (an admin
@@ -273,26 +274,10 @@ impl TaskService {
         Ok(PreparedWrite::Batch { operations: prepared })
     }
 
-    /// Runs a prepared write now, in one transaction.
+    /// Runs a prepared write now, in one transaction (possibly shared with
+    /// other requests' writes, see `group_commit`).
     pub async fn execute(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<WriteOutcome, TaskError> {
-        let call = ctx.call();
-        let changes = match &write {
-            PreparedWrite::Single { operation: ScopedOperation { scope, operation } } => {
-                let change = match operation.clone() {
-                    StoreOperation::Create(creation) => self.store.create(&call, creation).await?,
-                    StoreOperation::Update { id, patch, expected_version } => {
-                        self.store.update(&call, *scope, id, patch, expected_version).await?
-                    }
-                    StoreOperation::Delete { id, expected_version } => {
-                        self.store.delete(&call, *scope, id, expected_version).await?
-                    }
-                };
-                vec![change]
-            }
-            PreparedWrite::Batch { operations } => {
-                self.store.apply_all(&call, operations.clone(), Traces::Shared(&ctx.trace), NothingMore).await?
-            }
-        };
+        let changes = self.writes.run(&ctx.trace, write.clone()).await?;
         Ok(write.outcome(changes))
     }
 
