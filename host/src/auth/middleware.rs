@@ -3,10 +3,12 @@
 //! guards the protected routes and answers 401 problems.
 //!
 //! A revoked token (logout, or its refresh family revoked) is refused on
-//! every replica: the revocation list is in Redis. When Redis does not
-//! answer, the check fails open with a warning: an access token lives 15
-//! minutes by default, and refusing every request during an outage would
-//! turn a cache failure into a full one.
+//! every replica: the revocation list is in Redis, and the cluster
+//! admission script (`ratelimit::cluster`) checks it in the round trip that
+//! counts the request against the cluster quota, then calls `revoked`. When
+//! Redis does not answer, the check fails open with a warning: an access
+//! token lives 15 minutes by default, and refusing every request during an
+//! outage would turn a cache failure into a full one.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -29,12 +31,14 @@ pub enum Identity {
     Rejected(&'static str),
 }
 
-/// Verifies the bearer token, if any, and records the outcome.
+/// Verifies the bearer token's signature and lifetime, if there is one,
+/// and records the outcome (whether it was revoked is asked later, see the
+/// module comment).
 pub async fn identify(State(sessions): State<Sessions>, mut request: Request, next: Next) -> Response {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let verified = match value.to_str().ok().and_then(bearer_token) {
             None => Err("the Authorization header must be `Bearer <access token>`"),
-            Some(token) => verify(&sessions, token).await,
+            Some(token) => verify(&sessions, token),
         };
         match verified {
             Ok(claims) => {
@@ -49,24 +53,21 @@ pub async fn identify(State(sessions): State<Sessions>, mut request: Request, ne
     next.run(request).await
 }
 
+/// Refuses the request's token: it was revoked.
+pub fn revoked(request: &mut Request) {
+    request.extensions_mut().remove::<AccessToken>();
+    request.extensions_mut().insert(Identity::Rejected("the access token has been revoked"));
+}
+
 /// The token's claims, or why it is refused.
-async fn verify(sessions: &Sessions, token: &str) -> Result<Claims, &'static str> {
-    let claims = sessions.keys().verify(token).map_err(|error| match error.kind() {
+fn verify(sessions: &Sessions, token: &str) -> Result<Claims, &'static str> {
+    sessions.keys().verify(token).map_err(|error| match error.kind() {
         ErrorKind::ExpiredSignature => "the access token has expired",
         ErrorKind::InvalidSignature => "the access token's signature is not valid",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "the access token is not signed with HS256",
         ErrorKind::InvalidIssuer => "the access token was not issued by this server",
         _ => "the access token is malformed",
-    })?;
-    match sessions.is_revoked(&claims).await {
-        Ok(false) => Ok(claims),
-        Ok(true) => Err("the access token has been revoked"),
-        Err(error) => {
-            // Fail open (see the module comment).
-            tracing::warn!(%error, jti = %claims.jti, "cannot check whether the access token was revoked; accepting it");
-            Ok(claims)
-        }
-    }
+    })
 }
 
 fn bearer_token(value: &str) -> Option<&str> {

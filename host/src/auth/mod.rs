@@ -12,6 +12,7 @@ mod tokens;
 mod users;
 
 pub use middleware::{AccessToken, Authenticated};
+pub use revocation::revocation_keys;
 pub use service::{Accounts, AuthError, Credentials, Registration};
 pub use sessions::{RefreshRequest, Sessions, Tokens};
 pub use tokens::TokenKeys;

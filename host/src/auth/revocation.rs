@@ -43,16 +43,15 @@ impl Revocations {
         }
         self.redis.pipeline(&revoke).await
     }
+}
 
-    /// Whether the token or its family was revoked: one round trip.
-    pub async fn is_revoked(&self, claims: &Claims) -> Result<bool, RedisUnavailable> {
-        let mut exists = redis::cmd("EXISTS");
-        exists.arg(token_key(claims.jti));
-        if let Some(family) = claims.fam {
-            exists.arg(family_key(family));
-        }
-        Ok(self.redis.run::<u32>(&exists).await? > 0)
-    }
+/// The keys whose existence revokes a token: its `jti`'s and its family's.
+/// The cluster admission script (`ratelimit::cluster`) checks them in the
+/// round trip that also counts the request against the cluster quota.
+pub fn revocation_keys(claims: &Claims) -> Vec<String> {
+    let mut keys = vec![token_key(claims.jti)];
+    keys.extend(claims.fam.map(family_key));
+    keys
 }
 
 fn token_key(jti: Uuid) -> String {

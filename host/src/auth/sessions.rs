@@ -1,7 +1,7 @@
 //! The token lifecycle: login hands out an access token and, with Redis, a
 //! refresh token starting a family; refresh rotates it; logout revokes the
-//! access token and its family; `identify` asks whether a token was
-//! revoked. Without Redis a login still succeeds, with an access token only.
+//! access token and its family (the cluster admission check refuses them).
+//! Without Redis a login still succeeds, with an access token only.
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::revocation::Revocations;
 use super::service::AuthError;
 use super::tokens::{Claims, LEEWAY_SECS, TokenKeys};
 use super::users::{User, UserRepository};
-use crate::redis_client::{RedisClient, RedisUnavailable};
+use crate::redis_client::RedisClient;
 
 /// The body of `POST /auth/refresh`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -96,14 +96,6 @@ impl Sessions {
     /// replica.
     pub async fn end(&self, claims: &Claims) -> Result<(), AuthError> {
         Ok(self.store()?.revocations.revoke(claims).await?)
-    }
-
-    /// Whether a verified access token was revoked since; never without Redis.
-    pub async fn is_revoked(&self, claims: &Claims) -> Result<bool, RedisUnavailable> {
-        match &self.store {
-            Some(store) => store.revocations.is_revoked(claims).await,
-            None => Ok(false),
-        }
     }
 
     fn store(&self) -> Result<&SessionStore, AuthError> {

@@ -3,7 +3,8 @@
 //!
 //! Layers, outermost first: request id → tracing → panic catcher → identify
 //! (bearer token → identity) → request metrics (per matched route) → rate
-//! limit (per route group: per process, then cluster-wide) → require auth
+//! limit (per route group: per process, then cluster-wide admission, which
+//! also refuses revoked tokens) → require auth
 //! (all but /auth/*, /health*, /metrics, /openapi.json and /docs) → idempotency keys (POST /tasks
 //! and /tasks/batch) → handler.
 
