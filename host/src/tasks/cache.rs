@@ -1,17 +1,20 @@
 //! Cache-aside for task reads, in Redis, shared by every replica.
 //!
-//! Entries are never deleted on write; they are orphaned. Each key embeds
-//! generations read in the same script that reads the entry:
-//! - a task: `…:task:<id>:<epoch>:<task generation>`;
-//! - a listing page: `…:list:<scope>:<epoch>:<scope generation>:<query digest>`,
-//!   where the scope is the owner (role `user`) or `all` (admin, viewer).
+//! Entries are never deleted on write; they are outdated. Each entry is
+//! stamped with the generations it was read under, and one `MGET` reads the
+//! current generations together with the entry:
+//! - a task: `…:task:<id>`, stamped `<epoch> <task generation>`;
+//! - a listing page: `…:list:<scope>:<query digest>`, stamped `<epoch>
+//!   <scope generation>`, where the scope is the owner (role `user`) or
+//!   `all` (admin, viewer).
 //!
-//! After a write commits, the task's generation, its owners' generations
-//! and the `all` generation are bumped (one pipeline, no KEYS/SCAN). A reader
-//! that raced the write stores what it read under the old generation, where
-//! nobody looks any more, so a write is never followed by a stale read. If
+//! An entry whose stamp is not the current one is a miss. After a write
+//! commits, the task's generation, its owners' generations and the `all`
+//! generation are bumped (one pipeline, no KEYS/SCAN). A reader that raced
+//! the write stores what it read stamped with the old generation, which no
+//! reader accepts any more, so a write is never followed by a stale read. If
 //! the bump fails (Redis down), this replica bumps the global epoch at its
-//! first successful call afterwards, orphaning everything.
+//! first successful call afterwards, outdating everything.
 //!
 //! A cached task is served only under the same scope check the store
 //! applies (a user's key is their own listing; a task entry is checked
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::Script;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -55,69 +57,59 @@ pub enum ListScope {
 pub struct TaskCache {
     redis: Option<RedisClient>,
     ttl: Duration,
-    lookup: Arc<Script>,
     /// Set when an invalidation could not reach Redis.
     flush_pending: Arc<AtomicBool>,
 }
 
-/// Where a missed entry goes once the database answered.
+/// Where a missed entry goes once the database answered, and the stamp it
+/// is stored with.
 pub struct CacheSlot {
     key: String,
+    stamp: String,
 }
 
 impl TaskCache {
     pub fn new(redis: Option<RedisClient>, ttl: Duration) -> Self {
-        // One round trip: the generations and the entry they point at.
-        let lookup = Script::new(
-            r"
-            local epoch = redis.call('GET', KEYS[1]) or '0'
-            local generation = redis.call('GET', KEYS[2]) or '0'
-            local key = ARGV[1] .. ':' .. epoch .. ':' .. generation .. ARGV[2]
-            return {key, redis.call('GET', key)}
-            ",
-        );
-        Self { redis, ttl, lookup: Arc::new(lookup), flush_pending: Arc::new(AtomicBool::new(false)) }
+        Self { redis, ttl, flush_pending: Arc::new(AtomicBool::new(false)) }
     }
 
     /// The cached task, if any; `slot` says where to store it on a miss.
     pub async fn task(&self, id: Uuid) -> (Option<Task>, Option<CacheSlot>) {
-        self.lookup(&format!("{PREFIX}:gen:task:{id}"), &format!("{PREFIX}:task:{id}"), "").await
+        self.lookup(&format!("{PREFIX}:gen:task:{id}"), format!("{PREFIX}:task:{id}")).await
     }
 
-    /// The cached page of a listing; `query` is everything that shapes it.
+    /// The cached page of a listing, keyed by everything that shapes it.
     pub async fn page(&self, scope: ListScope, query: &impl Serialize) -> (Option<TaskPage>, Option<CacheSlot>) {
         let scope = match scope {
             ListScope::Owner(owner) => owner.to_string(),
             ListScope::All => "all".to_string(),
         };
         let digest = hex::encode(&Sha256::digest(serde_json::to_vec(query).unwrap_or_default())[..12]);
-        self.lookup(&format!("{PREFIX}:gen:scope:{scope}"), &format!("{PREFIX}:list:{scope}"), &format!(":{digest}"))
-            .await
+        self.lookup(&format!("{PREFIX}:gen:scope:{scope}"), format!("{PREFIX}:list:{scope}:{digest}")).await
     }
 
-    async fn lookup<T: DeserializeOwned>(
-        &self,
-        generation_key: &str,
-        base: &str,
-        suffix: &str,
-    ) -> (Option<T>, Option<CacheSlot>) {
+    /// One round trip: the current generations and the entry; a hit only
+    /// if the entry carries them as its stamp.
+    async fn lookup<T: DeserializeOwned>(&self, generation_key: &str, key: String) -> (Option<T>, Option<CacheSlot>) {
         let Some(redis) = &self.redis else { return (None, None) };
         if !self.flush_if_pending(redis).await {
             return (None, None);
         }
-        let mut invocation = self.lookup.key(EPOCH_KEY);
-        invocation.key(generation_key).arg(base).arg(suffix);
-        match redis.script::<(String, Option<Vec<u8>>)>(&invocation).await {
-            Ok((key, Some(bytes))) => match serde_json::from_slice(&bytes) {
-                Ok(value) => {
-                    metrics::counter!("cache_hits_total").increment(1);
-                    (Some(value), None)
+        let read = redis::cmd("MGET").arg(EPOCH_KEY).arg(generation_key).arg(&key).clone();
+        match redis.run::<(Option<String>, Option<String>, Option<Vec<u8>>)>(&read).await {
+            Ok((epoch, generation, entry)) => {
+                let stamp = format!("{} {}\n", epoch.as_deref().unwrap_or("0"), generation.as_deref().unwrap_or("0"));
+                let current = entry.as_deref().and_then(|entry| entry.strip_prefix(stamp.as_bytes()));
+                match current.map(serde_json::from_slice) {
+                    Some(Ok(value)) => {
+                        metrics::counter!("cache_hits_total").increment(1);
+                        (Some(value), None)
+                    }
+                    _ => {
+                        metrics::counter!("cache_misses_total").increment(1);
+                        (None, Some(CacheSlot { key, stamp }))
+                    }
                 }
-                Err(_) => (None, Some(CacheSlot { key })),
-            },
-            Ok((key, None)) => {
-                metrics::counter!("cache_misses_total").increment(1);
-                (None, Some(CacheSlot { key }))
             }
             Err(error) => {
                 tracing::warn!(%error, "cache lookup failed; reading the database");
@@ -129,14 +121,17 @@ impl TaskCache {
     /// Stores what the database answered for a miss.
     pub async fn store(&self, slot: CacheSlot, value: &impl Serialize) {
         let Some(redis) = &self.redis else { return };
-        let Ok(bytes) = serde_json::to_vec(value) else { return };
-        let set = redis::cmd("SET").arg(&slot.key).arg(bytes).arg("EX").arg(self.ttl.as_secs().max(1)).clone();
+        let mut entry = slot.stamp.into_bytes();
+        if serde_json::to_writer(&mut entry, value).is_err() {
+            return;
+        }
+        let set = redis::cmd("SET").arg(&slot.key).arg(entry).arg("EX").arg(self.ttl.as_secs().max(1)).clone();
         if let Err(error) = redis.run::<()>(&set).await {
             tracing::debug!(%error, "cannot fill the cache");
         }
     }
 
-    /// Orphans every entry `changes` may have made stale: the tasks, their
+    /// Outdates every entry `changes` may have made stale: the tasks, their
     /// owners' listings (both owners of a reassignment) and the global
     /// listings.
     pub async fn invalidate(&self, changes: &[TaskChange]) {

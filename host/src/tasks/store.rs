@@ -129,7 +129,7 @@ impl TaskStore {
     }
 
     /// Runs a write; its changes are announced in its transaction, and what
-    /// they made stale in the cache is orphaned once it committed. Every
+    /// they made stale in the cache is outdated once it committed. Every
     /// write path (sync, batch, async commands) comes through here.
     async fn write(
         &self,
