@@ -63,7 +63,7 @@ pub struct DatabaseConfig {
 
     /// Write transactions this process runs at once; single writes arriving
     /// while all are busy queue and share the next one (group commit).
-    #[arg(long, env = "WRITE_TRANSACTIONS", default_value_t = 4)]
+    #[arg(long, env = "WRITE_TRANSACTIONS", default_value_t = 2)]
     pub write_transactions: u32,
 
     /// How long a request waits for a pooled connection, in milliseconds.
