@@ -36,10 +36,20 @@ async fn the_second_read_is_a_hit_and_every_write_path_makes_the_next_read_fresh
     let id = create(&app, &user, "v1").await;
     let path = format!("/tasks/{id}");
 
-    let (status, _, hit) = read(&app, &user, &path).await;
-    assert_eq!((status, hit), (200, false), "the first read is a miss");
-    let (_, task, hit) = read(&app, &user, &path).await;
-    assert!(hit, "the second read is served from the cache");
+    let answer = |response: Response| async move {
+        let (hit, headers) = (cache_status(&response).ends_with("; hit"), response.headers().clone());
+        (hit, headers["etag"].clone(), headers["content-type"].clone(), response.bytes().await.unwrap())
+    };
+    let missed = answer(send(&app, &user, Method::GET, &path, None).await).await;
+    assert!(!missed.0, "the first read is a miss");
+    let hit = answer(send(&app, &user, Method::GET, &path, None).await).await;
+    assert!(hit.0, "the second read is served from the cache");
+    assert_eq!(
+        (&hit.1, &hit.2, &hit.3),
+        (&missed.1, &missed.2, &missed.3),
+        "a hit answers the database's bytes, ETag and content type"
+    );
+    let task: Value = serde_json::from_slice(&hit.3).unwrap();
     assert_eq!(task["title"], "v1");
     let (_, page, _) = read(&app, &user, "/tasks").await;
     assert_eq!(titles(&page), ["v1"]);

@@ -138,10 +138,11 @@ pub async fn get(
 ) -> Result<Response, Problem> {
     let (task, cache) = state.tasks.get(&context(trace, caller), id).await?;
     let response = if if_none_match_version(&headers) == Some(task.version) {
-        with_etag(StatusCode::NOT_MODIFIED.into_response(), task.version)
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        task_response(StatusCode::OK, task)
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], task.json).into_response()
     };
+    let response = with_etag(response, task.version);
     Ok(with_cache_status(response, cache))
 }
 

@@ -27,11 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{Task, TaskChange, TaskPage};
+use super::model::{TaskChange, TaskJson, TaskPage};
 use crate::redis_client::RedisClient;
 
 const PREFIX: &str = "todo:cache";
@@ -74,8 +73,8 @@ impl TaskCache {
     }
 
     /// The cached task, if any; `slot` says where to store it on a miss.
-    pub async fn task(&self, id: Uuid) -> (Option<Task>, Option<CacheSlot>) {
-        self.lookup(&format!("{PREFIX}:gen:task:{id}"), format!("{PREFIX}:task:{id}")).await
+    pub async fn task(&self, id: Uuid) -> (Option<TaskJson>, Option<CacheSlot>) {
+        self.lookup(&format!("{PREFIX}:gen:task:{id}"), format!("{PREFIX}:task:{id}"), TaskJson::parse).await
     }
 
     /// The cached page of a listing, keyed by everything that shapes it.
@@ -85,12 +84,18 @@ impl TaskCache {
             ListScope::All => "all".to_string(),
         };
         let digest = hex::encode(&Sha256::digest(serde_json::to_vec(query).unwrap_or_default())[..12]);
-        self.lookup(&format!("{PREFIX}:gen:scope:{scope}"), format!("{PREFIX}:list:{scope}:{digest}")).await
+        let key = format!("{PREFIX}:list:{scope}:{digest}");
+        self.lookup(&format!("{PREFIX}:gen:scope:{scope}"), key, |json| serde_json::from_slice(&json).ok()).await
     }
 
     /// One round trip: the current generations and the entry; a hit only
-    /// if the entry carries them as its stamp.
-    async fn lookup<T: DeserializeOwned>(&self, generation_key: &str, key: String) -> (Option<T>, Option<CacheSlot>) {
+    /// if the entry carries them as its stamp and `decode` reads it.
+    async fn lookup<T>(
+        &self,
+        generation_key: &str,
+        key: String,
+        decode: impl FnOnce(Vec<u8>) -> Option<T>,
+    ) -> (Option<T>, Option<CacheSlot>) {
         let Some(redis) = &self.redis else { return (None, None) };
         if !self.flush_if_pending(redis).await {
             return (None, None);
@@ -99,13 +104,16 @@ impl TaskCache {
         match redis.run::<(Option<String>, Option<String>, Option<Vec<u8>>)>(&read).await {
             Ok((epoch, generation, entry)) => {
                 let stamp = format!("{} {}\n", epoch.as_deref().unwrap_or("0"), generation.as_deref().unwrap_or("0"));
-                let current = entry.as_deref().and_then(|entry| entry.strip_prefix(stamp.as_bytes()));
-                match current.map(serde_json::from_slice) {
-                    Some(Ok(value)) => {
+                let value = entry.filter(|entry| entry.starts_with(stamp.as_bytes())).and_then(|mut entry| {
+                    entry.drain(..stamp.len());
+                    decode(entry)
+                });
+                match value {
+                    Some(value) => {
                         metrics::counter!("cache_hits_total").increment(1);
                         (Some(value), None)
                     }
-                    _ => {
+                    None => {
                         metrics::counter!("cache_misses_total").increment(1);
                         (None, Some(CacheSlot { key, stamp }))
                     }
@@ -118,13 +126,11 @@ impl TaskCache {
         }
     }
 
-    /// Stores what the database answered for a miss.
-    pub async fn store(&self, slot: CacheSlot, value: &impl Serialize) {
+    /// Stores what the database answered for a miss, as JSON.
+    pub async fn store(&self, slot: CacheSlot, json: &[u8]) {
         let Some(redis) = &self.redis else { return };
         let mut entry = slot.stamp.into_bytes();
-        if serde_json::to_writer(&mut entry, value).is_err() {
-            return;
-        }
+        entry.extend_from_slice(json);
         let set = redis::cmd("SET").arg(&slot.key).arg(entry).arg("EX").arg(self.ttl.as_secs().max(1)).clone();
         if let Err(error) = redis.run::<()>(&set).await {
             tracing::debug!(%error, "cannot fill the cache");

@@ -18,7 +18,7 @@ use super::error::TaskError;
 use super::group_commit::GroupCommit;
 use super::model::{
     BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChange, TaskChanges, TaskFilter,
-    TaskPage, TaskStatus,
+    TaskJson, TaskPage, TaskStatus,
 };
 use super::store::{Call, Creation, PageRequest, ScopedOperation, StoreOperation, TaskStore};
 
@@ -282,7 +282,7 @@ impl TaskService {
     }
 
     /// One task, from the cache when it holds it.
-    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<(Task, CacheOutcome), TaskError> {
+    pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<(TaskJson, CacheOutcome), TaskError> {
         let scope = ctx.read_scope();
         let (cached, slot) = self.cache.task(id).await;
         if let Some(task) = cached {
@@ -293,7 +293,8 @@ impl TaskService {
             return Ok((task, CacheOutcome::Hit));
         }
         let task = self.store.get(&ctx.call(), scope, id).await?;
-        let outcome = self.fill(slot, &task).await;
+        let task = TaskJson::new(&task).map_err(|error| TaskError::Internal(error.to_string()))?;
+        let outcome = self.fill(slot, &task.json).await;
         Ok((task, outcome))
     }
 
@@ -321,15 +322,16 @@ impl TaskService {
         let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
         let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
         let page = TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) };
-        let outcome = self.fill(slot, &page).await;
+        let json = serde_json::to_vec(&page).map_err(|error| TaskError::Internal(error.to_string()))?;
+        let outcome = self.fill(slot, &json).await;
         Ok((page, outcome))
     }
 
     /// Stores a database answer in the cache slot of a miss (before
     /// answering, so the caller's next read is a hit).
-    async fn fill(&self, slot: Option<CacheSlot>, value: &impl Serialize) -> CacheOutcome {
+    async fn fill(&self, slot: Option<CacheSlot>, json: &[u8]) -> CacheOutcome {
         let Some(slot) = slot else { return CacheOutcome::Bypass };
-        self.cache.store(slot, value).await;
+        self.cache.store(slot, json).await;
         CacheOutcome::Miss
     }
 }
