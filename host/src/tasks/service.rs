@@ -294,7 +294,7 @@ impl TaskService {
         }
         let task = self.store.get(&ctx.call(), scope, id).await?;
         let task = TaskJson::new(&task).map_err(|error| TaskError::Internal(error.to_string()))?;
-        let outcome = self.fill(slot, &task.json).await;
+        let outcome = self.fill(slot, || Some(&task.json)).await;
         Ok((task, outcome))
     }
 
@@ -322,16 +322,18 @@ impl TaskService {
         let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
         let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
         let page = TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) };
-        let json = serde_json::to_vec(&page).map_err(|error| TaskError::Internal(error.to_string()))?;
-        let outcome = self.fill(slot, &json).await;
+        let outcome = self.fill(slot, || serde_json::to_vec(&page).ok()).await;
         Ok((page, outcome))
     }
 
-    /// Stores a database answer in the cache slot of a miss (before
-    /// answering, so the caller's next read is a hit).
-    async fn fill(&self, slot: Option<CacheSlot>, json: &[u8]) -> CacheOutcome {
+    /// Stores a database answer, as JSON, in the cache slot of a miss
+    /// (before answering, so the caller's next read is a hit). Serialises
+    /// only when there is a slot.
+    async fn fill<J: AsRef<[u8]>>(&self, slot: Option<CacheSlot>, json: impl FnOnce() -> Option<J>) -> CacheOutcome {
         let Some(slot) = slot else { return CacheOutcome::Bypass };
-        self.cache.store(slot, json).await;
+        if let Some(json) = json() {
+            self.cache.store(slot, json.as_ref()).await;
+        }
         CacheOutcome::Miss
     }
 }
