@@ -1,8 +1,8 @@
 //! Which tasks a listing selects: the owner scope and the `task-filter`,
 //! with postgres-store's meaning.
 
-use crate::exports::todo::plugin::task_store::TaskFilter;
-use crate::todo::plugin::types::Task;
+use storage_kit::exports::todo::plugin::task_store::TaskFilter;
+use storage_kit::todo::plugin::types::Task;
 
 pub struct Selection {
     owner_scope: Option<String>,
@@ -46,7 +46,7 @@ impl Selection {
 mod tests {
     use super::*;
     use crate::testing::{self, ALICE, BOB, no_filter};
-    use crate::todo::plugin::types::{Priority, TaskStatus};
+    use storage_kit::todo::plugin::types::{Priority, TaskStatus};
 
     fn task() -> Task {
         Task {

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::failure::Failure;
 use crate::json_kv;
+use storage_kit::failure::Failure;
 
 const OWNERS: &str = "owners";
 

@@ -4,11 +4,11 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::failure::Failure;
 #[cfg(test)]
 use crate::testing::kv;
+use storage_kit::failure::Failure;
 #[cfg(not(test))]
-use crate::todo::plugin::kv;
+use storage_kit::todo::plugin::kv;
 
 /// The most keys one `get-many` asks for, so that neither the request nor
 /// the answer grows with the store: a task's JSON is at most ~42 KB (10,000
@@ -61,7 +61,7 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exports::todo::plugin::task_store::StoreError;
+    use storage_kit::exports::todo::plugin::task_store::StoreError;
 
     #[test]
     fn many_keys_are_read_in_chunks_and_answered_in_order() {

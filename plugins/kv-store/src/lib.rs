@@ -55,9 +55,8 @@
 //! on reassignment); the host refuses owners no account has before a write
 //! reaches the store (`TaskService::check_new_owners`).
 
-mod batch;
-mod change;
-mod failure;
+#[cfg(test)]
+mod batch_tests;
 mod filter;
 mod index;
 mod json_kv;
@@ -67,19 +66,15 @@ mod record;
 #[cfg(test)]
 mod testing;
 
-wit_bindgen::generate!({
-    world: "storage",
-    path: "../../wit",
-});
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use exports::todo::plugin::task_store::{
+use storage_kit::batch::{self, StoreWrites};
+use storage_kit::change::{check_version, patched, stamp};
+use storage_kit::exports::todo::plugin::task_store::{
     BatchOp, BatchResult, DeleteOp, Guest, PageRequest, StoreError, TaskFilter, TaskPage, TaskUpdate, UpdateOp,
 };
-use todo::plugin::types::{CallContext, NewTask, Task};
-
-use failure::Failure;
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::types::{CallContext, NewTask, Task};
 
 struct KvStore;
 
@@ -111,16 +106,36 @@ impl Guest for KvStore {
     }
 
     fn apply_batch(ctx: CallContext, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchResult, StoreError>>, StoreError> {
-        batch::apply(&ctx, ops)
+        batch::apply::<KvStore>(&ctx, ops)
     }
 }
 
-/// Creates `news` together: one read of their keys, one of their owners'
-/// indexes, one write per task and per index. An id that is taken (or given
-/// twice) fails the creation, as postgres-store's primary key does, rather
-/// than overwriting a task another owner's index may list.
+impl StoreWrites for KvStore {
+    fn create(tasks: &[Task]) -> Result<(), Failure> {
+        insert(tasks)
+    }
+
+    fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<TaskUpdate, Failure> {
+        update(ctx, owner_scope.as_deref(), op)
+    }
+
+    fn delete(owner_scope: Option<String>, op: DeleteOp) -> Result<Task, Failure> {
+        delete(owner_scope.as_deref(), op)
+    }
+}
+
+/// Creates `news` together (see `insert`).
 fn create_all(ctx: &CallContext, news: Vec<NewTask>) -> Result<Vec<Task>, Failure> {
-    let tasks: Vec<Task> = news.into_iter().map(|new| change::stamp(ctx, new)).collect();
+    let tasks: Vec<Task> = news.into_iter().map(|new| stamp(ctx, new)).collect();
+    insert(&tasks)?;
+    Ok(tasks)
+}
+
+/// Stores new `tasks` together: one read of their keys, one of their
+/// owners' indexes, one write per task and per index. An id that is taken
+/// (or given twice) fails the creation, as postgres-store's primary key
+/// does, rather than overwriting a task another owner's index may list.
+fn insert(tasks: &[Task]) -> Result<(), Failure> {
     let ids: Vec<String> = tasks.iter().map(|task| task.id.clone()).collect();
     let existing = record::read_many(&ids)?;
     let mut seen = BTreeSet::new();
@@ -131,11 +146,10 @@ fn create_all(ctx: &CallContext, news: Vec<NewTask>) -> Result<Vec<Task>, Failur
         }
         new_ids_by_owner.entry(task.owner_id.as_str()).or_default().push(task.id.as_str());
     }
-    for task in &tasks {
+    for task in tasks {
         record::write(task)?;
     }
-    index::add(&new_ids_by_owner)?;
-    Ok(tasks)
+    index::add(&new_ids_by_owner)
 }
 
 /// The task `id`, if it exists within `owner_scope`; otherwise `not-found`,
@@ -149,8 +163,8 @@ fn get(owner_scope: Option<&str>, id: &str) -> Result<Task, Failure> {
 
 fn update(ctx: &CallContext, owner_scope: Option<&str>, op: UpdateOp) -> Result<TaskUpdate, Failure> {
     let before = get(owner_scope, &op.id)?;
-    change::check_version(op.expected_version, before.version)?;
-    let after = change::patched(&before, op.patch, ctx.now);
+    check_version(op.expected_version, before.version)?;
+    let after = patched(&before, op.patch, ctx.now);
     record::write(&after)?;
     if after.owner_id != before.owner_id {
         index::remove(&before.owner_id, &after.id)?;
@@ -162,19 +176,19 @@ fn update(ctx: &CallContext, owner_scope: Option<&str>, op: UpdateOp) -> Result<
 /// Answers the task as it was before deletion.
 fn delete(owner_scope: Option<&str>, op: DeleteOp) -> Result<Task, Failure> {
     let task = get(owner_scope, &op.id)?;
-    change::check_version(op.expected_version, task.version)?;
+    check_version(op.expected_version, task.version)?;
     record::delete(&task.id)?;
     index::remove(&task.owner_id, &task.id)?;
     Ok(task)
 }
 
-export!(KvStore);
+storage_kit::export!(KvStore with_types_in storage_kit);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{ALICE, BOB, NOW, ctx, id, kv, new_task};
-    use crate::todo::plugin::types::{TaskPatch, TaskStatus};
+    use storage_kit::todo::plugin::types::{TaskPatch, TaskStatus};
 
     fn patch() -> TaskPatch {
         TaskPatch { title: None, description: None, status: None, priority: None, due_at: None, owner_id: None }

@@ -1,11 +1,11 @@
 //! `list`: filtered, keyset-paginated task listing, by reading every task the
 //! selection's owners have and keeping one page of them.
 
-use crate::exports::todo::plugin::task_store::{PageRequest, TaskFilter, TaskPage};
-use crate::failure::Failure;
 use crate::filter::Selection;
 use crate::page::{Cursor, PageBuilder, PageOrder};
 use crate::{index, json_kv, record};
+use storage_kit::exports::todo::plugin::task_store::{PageRequest, TaskFilter, TaskPage};
+use storage_kit::failure::Failure;
 
 pub fn list(owner_scope: Option<String>, filter: TaskFilter, page: PageRequest) -> Result<TaskPage, Failure> {
     let after = page.cursor.as_deref().map(Cursor::decode).transpose()?;
@@ -28,9 +28,9 @@ pub fn list(owner_scope: Option<String>, filter: TaskFilter, page: PageRequest) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exports::todo::plugin::task_store::{SortField, SortOrder, StoreError};
     use crate::testing::{ALICE, BOB, NOW, id, kv, new_task, no_filter};
-    use crate::todo::plugin::types::{CallContext, NewTask, TaskStatus};
+    use storage_kit::exports::todo::plugin::task_store::{SortField, SortOrder, StoreError};
+    use storage_kit::todo::plugin::types::{CallContext, NewTask, TaskStatus};
 
     /// Creates test task `n` for `owner_id`, created at `NOW + n`.
     fn create(n: u8, owner_id: &str, status: TaskStatus) {

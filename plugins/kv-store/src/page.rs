@@ -8,9 +8,9 @@
 
 use std::cmp::Ordering;
 
-use crate::exports::todo::plugin::task_store::{SortField, SortOrder, StoreError, TaskPage};
-use crate::failure::Failure;
-use crate::todo::plugin::types::{Priority, Task};
+use storage_kit::exports::todo::plugin::task_store::{SortField, SortOrder, StoreError, TaskPage};
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::types::{Priority, Task};
 
 /// Tasks without a due date sort after every dated task (ascending): their
 /// sort key is postgres-store's, 9999-12-31T23:59:59.999999Z.

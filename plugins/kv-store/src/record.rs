@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::failure::Failure;
 use crate::json_kv;
-use crate::todo::plugin::types::{Priority, Task, TaskStatus};
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::types::{Priority, Task, TaskStatus};
 
 /// A task as stored; timestamps in microseconds since the Unix epoch.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

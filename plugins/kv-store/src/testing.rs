@@ -2,8 +2,8 @@
 //! `kv` import (the real one only exists in a Wasm host), and tasks to
 //! create.
 
-use crate::exports::todo::plugin::task_store::TaskFilter;
-use crate::todo::plugin::types::{CallContext, NewTask, Priority, Task, TaskStatus};
+use storage_kit::exports::todo::plugin::task_store::TaskFilter;
+use storage_kit::todo::plugin::types::{CallContext, NewTask, Priority, Task, TaskStatus};
 
 pub const ALICE: &str = "0193a0b0-0000-7000-8000-000000000001";
 pub const BOB: &str = "0193a0b0-0000-7000-8000-000000000002";
@@ -37,7 +37,7 @@ pub fn new_task(n: u8, owner_id: &str) -> NewTask {
 
 /// Test task `n` of `owner_id`, as created at `NOW`.
 pub fn task(n: u8, owner_id: &str) -> Task {
-    crate::change::stamp(&ctx(), new_task(n, owner_id))
+    storage_kit::change::stamp(&ctx(), new_task(n, owner_id))
 }
 
 /// The `kv` import, one store per test thread. It models neither the
@@ -46,7 +46,7 @@ pub mod kv {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
-    use crate::todo::plugin::kv::KvError;
+    use storage_kit::todo::plugin::kv::KvError;
 
     thread_local! {
         static STORE: RefCell<BTreeMap<String, Vec<u8>>> = const { RefCell::new(BTreeMap::new()) };

@@ -6,22 +6,19 @@
 //! before reading it, so concurrent writers of different fields of one task
 //! never lose each other's changes.
 
-mod batch;
 mod list;
 mod row;
 
-wit_bindgen::generate!({
-    world: "storage",
-    path: "../../wit",
-});
-
-use exports::todo::plugin::task_store::{
+use storage_kit::batch::{self, StoreWrites};
+use storage_kit::change::{check_version, patched, stamp};
+use storage_kit::exports::todo::plugin::task_store::{
     BatchOp, BatchResult, DeleteOp, Guest, PageRequest, StoreError, TaskFilter, TaskPage, TaskUpdate, UpdateOp,
 };
-use todo::plugin::sql::{self, Value};
-use todo::plugin::types::{CallContext, NewTask, Task};
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::sql::{self, Value};
+use storage_kit::todo::plugin::types::{CallContext, NewTask, Task};
 
-use row::{Failure, TASK_COLUMNS};
+use row::{MAX_INSERT_ROWS, TASK_COLUMNS};
 
 struct PostgresStore;
 
@@ -52,7 +49,23 @@ impl Guest for PostgresStore {
     }
 
     fn apply_batch(ctx: CallContext, ops: Vec<BatchOp>) -> Result<Vec<Result<BatchResult, StoreError>>, StoreError> {
-        batch::apply(&ctx, ops)
+        batch::apply::<PostgresStore>(&ctx, ops)
+    }
+}
+
+impl StoreWrites for PostgresStore {
+    const MAX_CREATE: usize = MAX_INSERT_ROWS;
+
+    fn create(tasks: &[Task]) -> Result<(), Failure> {
+        insert(tasks)
+    }
+
+    fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<TaskUpdate, Failure> {
+        update(ctx, owner_scope, op)
+    }
+
+    fn delete(owner_scope: Option<String>, op: DeleteOp) -> Result<Task, Failure> {
+        delete(owner_scope, op)
     }
 }
 
@@ -60,22 +73,6 @@ fn create(ctx: &CallContext, new: NewTask) -> Result<Task, Failure> {
     let task = stamp(ctx, new);
     insert(std::slice::from_ref(&task))?;
     Ok(task)
-}
-
-/// The task a creation stores: version 1, created and updated now.
-fn stamp(ctx: &CallContext, new: NewTask) -> Task {
-    Task {
-        id: new.id,
-        owner_id: new.owner_id,
-        title: new.title,
-        description: new.description,
-        status: new.status,
-        priority: new.priority,
-        due_at: new.due_at,
-        created_at: ctx.now,
-        updated_at: ctx.now,
-        version: 1,
-    }
 }
 
 /// Inserts `tasks` with one statement, so at most `row::MAX_INSERT_ROWS`.
@@ -94,33 +91,8 @@ fn get(owner_scope: Option<String>, id: String) -> Result<Task, Failure> {
 fn update(ctx: &CallContext, owner_scope: Option<String>, op: UpdateOp) -> Result<TaskUpdate, Failure> {
     let statement = scoped(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), &owner_scope, " FOR UPDATE");
     let before = row::single_task(sql::query(&statement, &id_params(op.id, owner_scope))?)?;
-    if let Some(expected) = op.expected_version
-        && expected != before.version
-    {
-        return Err(Failure::rejected(StoreError::VersionMismatch(before.version)));
-    }
-    let mut task = before.clone();
-    let patch = op.patch;
-    if let Some(title) = patch.title {
-        task.title = title;
-    }
-    if let Some(description) = patch.description {
-        task.description = description;
-    }
-    if let Some(status) = patch.status {
-        task.status = status;
-    }
-    if let Some(priority) = patch.priority {
-        task.priority = priority;
-    }
-    if let Some(due_at) = patch.due_at {
-        task.due_at = due_at;
-    }
-    if let Some(owner_id) = patch.owner_id {
-        task.owner_id = owner_id;
-    }
-    task.updated_at = ctx.now;
-    task.version += 1;
+    check_version(op.expected_version, before.version)?;
+    let task = patched(&before, op.patch, ctx.now);
     sql::execute(
         "UPDATE tasks SET owner_id = $2, title = $3, description = $4, status = $5, \
          priority = $6, due_at = $7, created_at = $8, updated_at = $9, version = $10 \
@@ -165,4 +137,4 @@ fn id_params(id: String, owner_scope: Option<String>) -> Vec<Value> {
     params
 }
 
-export!(PostgresStore);
+storage_kit::export!(PostgresStore with_types_in storage_kit);

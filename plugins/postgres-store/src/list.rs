@@ -4,10 +4,13 @@
 //! key, so a page never repeats or skips a row that existed when the walk
 //! began, however many tasks are inserted meanwhile.
 
-use crate::exports::todo::plugin::task_store::{PageRequest, SortField, SortOrder, StoreError, TaskFilter, TaskPage};
-use crate::row::{self, Failure, TASK_COLUMNS};
-use crate::todo::plugin::sql::{self, Value};
-use crate::todo::plugin::types::Task;
+use crate::row::{self, TASK_COLUMNS};
+use storage_kit::exports::todo::plugin::task_store::{
+    PageRequest, SortField, SortOrder, StoreError, TaskFilter, TaskPage,
+};
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::sql::{self, Value};
+use storage_kit::todo::plugin::types::Task;
 
 /// Tasks without a due date sort after every dated task (ascending): their
 /// sort key is the last representable instant, 9999-12-31T23:59:59.999999Z.

@@ -1,10 +1,9 @@
 //! Mapping between `tasks` rows, WIT values and store errors.
 
-use std::ops::Range;
-
-use crate::exports::todo::plugin::task_store::StoreError;
-use crate::todo::plugin::sql::{Rows, SqlError, Value};
-use crate::todo::plugin::types::{Priority, Task, TaskStatus};
+use storage_kit::exports::todo::plugin::task_store::StoreError;
+use storage_kit::failure::Failure;
+use storage_kit::todo::plugin::sql::{Rows, Value};
+use storage_kit::todo::plugin::types::{Priority, Task, TaskStatus};
 
 /// The column list every query selects, in the order `task_from_row` reads
 /// and `task_params` writes.
@@ -15,69 +14,6 @@ const TASK_COLUMN_COUNT: usize = 10;
 /// The most rows one INSERT may carry: the wire protocol counts a
 /// statement's parameters in 16 bits.
 pub const MAX_INSERT_ROWS: usize = u16::MAX as usize / TASK_COLUMN_COUNT;
-
-/// Why an operation failed, and whether the failure aborted the
-/// PostgreSQL transaction (after which no further statement can run).
-pub struct Failure {
-    pub error: StoreError,
-    pub aborted_transaction: bool,
-}
-
-impl Failure {
-    /// A failure the plugin decided on without a failing statement.
-    pub fn rejected(error: StoreError) -> Self {
-        Self { error, aborted_transaction: false }
-    }
-
-    pub fn into_error(self) -> StoreError {
-        self.error
-    }
-}
-
-impl From<SqlError> for Failure {
-    fn from(error: SqlError) -> Self {
-        let message = error.message;
-        let error = match error.code.as_deref() {
-            Some("23503") => StoreError::Invalid("the new owner does not exist".into()),
-            Some(code) if code.starts_with("22") || code == "23514" => {
-                StoreError::Invalid(format!("the store refused a value: {message}"))
-            }
-            // No SQLSTATE: the host could not reach the database at all.
-            None => StoreError::Unavailable(message),
-            // Timeouts, lock timeouts, serialization failures, deadlocks,
-            // connection loss, server shutdown: a retry may succeed.
-            Some(code)
-                if code.starts_with("08")
-                    || code.starts_with("40")
-                    || code.starts_with("53")
-                    || code.starts_with("57")
-                    || code == "55P03" =>
-            {
-                StoreError::Unavailable(format!("{code}: {message}"))
-            }
-            Some(code) => StoreError::Internal(format!("{code}: {message}")),
-        };
-        Self { error, aborted_transaction: true }
-    }
-}
-
-impl StoreError {
-    /// Names the batch operations the error came from: one, or a run of
-    /// creations inserted by one statement (which cannot tell which row
-    /// failed).
-    pub fn in_operations(self, operations: Range<usize>) -> Self {
-        let prefix = |message: String| match operations.len() {
-            1 => format!("operation {}: {message}", operations.start),
-            _ => format!("operations {} to {}: {message}", operations.start, operations.end - 1),
-        };
-        match self {
-            StoreError::Invalid(message) => StoreError::Invalid(prefix(message)),
-            StoreError::Unavailable(message) => StoreError::Unavailable(prefix(message)),
-            StoreError::Internal(message) => StoreError::Internal(prefix(message)),
-            other => other,
-        }
-    }
-}
 
 pub fn status_name(status: TaskStatus) -> &'static str {
     match status {

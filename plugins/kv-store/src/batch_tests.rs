@@ -1,87 +1,22 @@
-//! `apply-batch`: the operations in order, one result each.
-//!
-//! Every operation sees the writes of those before it (the call's kv
-//! transaction reads its own writes). A run of consecutive creations is made
-//! together, so that an owner's index is read and rewritten once per run
-//! rather than once per task: the async command path batches many creations.
-//!
-//! A refused operation (not found, version mismatch) has written nothing and
-//! the batch goes on, as in postgres-store. The host decides whether the
-//! others are kept: today it turns any failed operation into an error of the
-//! whole call (all or nothing), and a call that ends in an error applies none
-//! of its kv writes.
-
-use crate::exports::todo::plugin::task_store::{BatchAction, BatchOp, BatchResult, StoreError};
-use crate::failure::Failure;
-use crate::todo::plugin::types::{CallContext, NewTask};
-
-type Results = Vec<Result<BatchResult, StoreError>>;
-
-pub fn apply(ctx: &CallContext, ops: Vec<BatchOp>) -> Result<Results, StoreError> {
-    let mut results = Vec::with_capacity(ops.len());
-    let mut ops = ops.into_iter().peekable();
-    while let Some(op) = ops.next() {
-        match op.action {
-            BatchAction::Create(first) => {
-                let mut run = vec![first];
-                while let Some(new) = ops.next_if_map(creation) {
-                    run.push(new);
-                }
-                create_run(ctx, run, &mut results)?;
-            }
-            BatchAction::Update(update_op) => {
-                let outcome = crate::update(ctx, op.owner_scope.as_deref(), update_op);
-                settle(&mut results, outcome.map(BatchResult::Updated))?;
-            }
-            BatchAction::Delete(delete_op) => {
-                let outcome = crate::delete(op.owner_scope.as_deref(), delete_op);
-                settle(&mut results, outcome.map(BatchResult::Deleted))?;
-            }
-        }
-    }
-    Ok(results)
-}
-
-/// The task to create, when `op` is a creation; `op` itself otherwise.
-fn creation(op: BatchOp) -> Result<NewTask, BatchOp> {
-    match op.action {
-        BatchAction::Create(new) => Ok(new),
-        action => Err(BatchOp { action, ..op }),
-    }
-}
-
-/// Creates a run of creations. A creation has no refusal of its own (the
-/// host validated it), so any failure — a kv error, a taken id — fails the
-/// batch, naming the run.
-fn create_run(ctx: &CallContext, run: Vec<NewTask>, results: &mut Results) -> Result<(), StoreError> {
-    let first = results.len();
-    let operations = first..first + run.len();
-    let tasks = crate::create_all(ctx, run).map_err(|failure| failure.error.in_operations(operations))?;
-    results.extend(tasks.into_iter().map(|task| Ok(BatchResult::Created(task))));
-    Ok(())
-}
-
-/// Records the outcome of one update or delete.
-fn settle(results: &mut Results, outcome: Result<BatchResult, Failure>) -> Result<(), StoreError> {
-    match outcome {
-        Ok(result) => results.push(Ok(result)),
-        // The operation may have written part of its change: the batch as
-        // a whole fails, so that the host discards the call's writes.
-        Err(failure) if failure.fails_batch => {
-            let index = results.len();
-            return Err(failure.error.in_operations(index..index + 1));
-        }
-        Err(failure) => results.push(Err(failure.error)),
-    }
-    Ok(())
-}
+//! `apply-batch` over kv-store's writes (`storage_kit::batch`): every
+//! operation sees the writes of those before it (the call's kv transaction
+//! reads its own writes), and a run of creations reads and rewrites each
+//! owner's index once.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::exports::todo::plugin::task_store::{DeleteOp, UpdateOp};
+    use storage_kit::batch::Results;
+    use storage_kit::exports::todo::plugin::task_store::{
+        BatchAction, BatchOp, BatchResult, DeleteOp, StoreError, UpdateOp,
+    };
+    use storage_kit::todo::plugin::types::{CallContext, TaskPatch, TaskStatus};
+
+    use crate::KvStore;
     use crate::testing::{ALICE, BOB, ctx, id, kv, new_task};
-    use crate::todo::plugin::types::{TaskPatch, TaskStatus};
+
+    fn apply(ctx: &CallContext, ops: Vec<BatchOp>) -> Result<Results, StoreError> {
+        storage_kit::batch::apply::<KvStore>(ctx, ops)
+    }
 
     fn create(n: u8, owner_id: &str) -> BatchOp {
         BatchOp { owner_scope: None, action: BatchAction::Create(new_task(n, owner_id)) }

@@ -60,8 +60,27 @@ pub fn patched(task: &Task, patch: TaskPatch, now: i64) -> Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{self, ALICE, BOB, NOW, ctx, new_task};
     use crate::todo::plugin::types::{Priority, TaskStatus};
+
+    const ALICE: &str = "0193a0b0-0000-7000-8000-000000000001";
+    const BOB: &str = "0193a0b0-0000-7000-8000-000000000002";
+    const NOW: i64 = 1_795_341_600_000_000;
+
+    fn ctx() -> CallContext {
+        CallContext { request_id: "test".into(), now: NOW }
+    }
+
+    fn new_task(n: u8, owner_id: &str) -> NewTask {
+        NewTask {
+            id: format!("0193a0b0-0000-7000-8000-0000000000{n:02x}"),
+            owner_id: owner_id.into(),
+            title: format!("Task {n}"),
+            description: None,
+            status: TaskStatus::Todo,
+            priority: Priority::Medium,
+            due_at: None,
+        }
+    }
 
     fn task() -> Task {
         Task {
@@ -70,7 +89,7 @@ mod tests {
             created_at: NOW - 10,
             updated_at: NOW - 5,
             version: 4,
-            ..testing::task(10, ALICE)
+            ..stamp(&ctx(), new_task(10, ALICE))
         }
     }
 

@@ -4,14 +4,16 @@ use std::ops::Range;
 
 use crate::exports::todo::plugin::task_store::StoreError;
 use crate::todo::plugin::kv::KvError;
+use crate::todo::plugin::sql::SqlError;
 
-/// An operation's error, and whether it may have left writes behind.
+/// An operation's error, and whether the batch as a whole must fail.
 ///
-/// The plugin's own refusals (not found, version mismatch, malformed cursor)
-/// come before an operation's first write, so the batch can go on without
-/// it. A kv error or an unreadable value can strike between two writes of one
-/// operation; the batch as a whole then fails, and the host discards every
-/// write of the call.
+/// A store's own refusals (not found, version mismatch, malformed cursor)
+/// are decided before an operation's first write, so a batch can go on
+/// without it. A failed import call cannot: a failed statement aborts the
+/// PostgreSQL transaction (no further statement can run), and a kv error
+/// or an unreadable value can strike between two writes of one operation;
+/// the batch then fails, and the host discards every write of the call.
 #[derive(Debug)]
 pub struct Failure {
     pub error: StoreError,
@@ -34,7 +36,7 @@ impl Failure {
     pub fn kv(doing: &str, error: KvError) -> Self {
         let error = match error {
             KvError::Unavailable(message) => StoreError::Unavailable(format!("{doing}: {message}")),
-            // The host refused the call itself: a bug of this plugin.
+            // The host refused the call itself: a bug of the plugin.
             KvError::Other(message) => StoreError::Internal(format!("{doing}: {message}")),
         };
         Self { error, fails_batch: true }
@@ -42,6 +44,35 @@ impl Failure {
 
     pub fn into_error(self) -> StoreError {
         self.error
+    }
+}
+
+/// A failed statement, by its SQLSTATE.
+impl From<SqlError> for Failure {
+    fn from(error: SqlError) -> Self {
+        let message = error.message;
+        let error = match error.code.as_deref() {
+            // A task's one foreign key is its owner.
+            Some("23503") => StoreError::Invalid("the new owner does not exist".into()),
+            Some(code) if code.starts_with("22") || code == "23514" => {
+                StoreError::Invalid(format!("the store refused a value: {message}"))
+            }
+            // No SQLSTATE: the host could not reach the database at all.
+            None => StoreError::Unavailable(message),
+            // Timeouts, lock timeouts, serialization failures, deadlocks,
+            // connection loss, server shutdown: a retry may succeed.
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("40")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "55P03" =>
+            {
+                StoreError::Unavailable(format!("{code}: {message}"))
+            }
+            Some(code) => StoreError::Internal(format!("{code}: {message}")),
+        };
+        Self { error, fails_batch: true }
     }
 }
 
