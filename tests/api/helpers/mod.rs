@@ -6,16 +6,17 @@
 //! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster;
 //! - `TEST_PLUGIN_DIR`: plugins built by `scripts/build-plugins --fixtures`;
 //! - `TEST_KAFKA_BROKERS`, `TEST_REDIS_URL`: the broker and Redis (see
-//!   `events`);
-//! - `TODO_HOST_BIN` (optional): the binary; defaults to the one cargo built
-//!   next to the test executable.
+//!   `events`).
+//!
+//! The binary is the one Cargo built for this test target
+//! (`CARGO_BIN_EXE_todo-host`): never a stale or missing one.
 
 pub mod events;
 pub mod postgres;
 pub mod redis;
 pub mod server;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,14 +38,9 @@ fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
 }
 
-/// The `todo-host` binary under test.
-pub fn host_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TODO_HOST_BIN") {
-        return path.into();
-    }
-    // target/<profile>/deps/<test> → target/<profile>/todo-host
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps").join("todo-host")
+/// The `todo-host` binary under test, built by Cargo with this test target.
+pub fn host_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_todo-host"))
 }
 
 /// How to start a host; `Default` is a permissive host on postgres-store.

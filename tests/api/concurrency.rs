@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::helpers::{HostOptions, TestApp, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{HostOptions, TestApp, send, status_and_json};
 
 #[tokio::test]
 async fn twenty_concurrent_patches_of_different_fields_lose_nothing() {

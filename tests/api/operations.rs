@@ -1,9 +1,9 @@
 //! Operations: request ids in responses and logs, no secrets in logs,
 //! graceful shutdown under load, CORS, the OpenAPI document and Swagger UI.
 
+use crate::helpers::{HostOptions, PASSWORD, TestApp, send, send_with_header};
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, PASSWORD, TestApp, send, send_with_header};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -51,7 +51,7 @@ async fn passwords_and_tokens_never_reach_the_logs() {
     let logs = app.logs();
     assert!(logs.len() > 5, "the host logged something at debug level");
     for secret in
-        [PASSWORD, user.token.as_str(), refresh_token.as_str(), todo_host_tests::JWT_SECRET, "not.a.valid-token"]
+        [PASSWORD, user.token.as_str(), refresh_token.as_str(), crate::helpers::JWT_SECRET, "not.a.valid-token"]
     {
         let leaked: Vec<&String> = logs.iter().filter(|line| line.contains(secret)).collect();
         assert!(leaked.is_empty(), "a secret reached the logs: {leaked:#?}");

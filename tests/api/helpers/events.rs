@@ -13,8 +13,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::server::LocalServer;
-use crate::{HostOptions, required_env};
+use super::server::LocalServer;
+use super::{HostOptions, required_env};
 
 pub fn kafka_brokers() -> String {
     required_env("TEST_KAFKA_BROKERS")
@@ -59,8 +59,6 @@ pub struct Record {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
-    pub partition: i32,
-    pub offset: i64,
 }
 
 impl Record {
@@ -114,8 +112,6 @@ impl TopicReader {
                     key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
                     payload: message.payload().unwrap_or_default().to_vec(),
                     headers,
-                    partition: message.partition(),
-                    offset: message.offset(),
                 });
             }
         }
@@ -131,8 +127,6 @@ impl TopicReader {
                     key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
                     payload: message.payload().unwrap_or_default().to_vec(),
                     headers: BTreeMap::new(),
-                    partition: message.partition(),
-                    offset: message.offset(),
                 });
             }
         }

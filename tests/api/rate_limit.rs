@@ -1,9 +1,9 @@
 //! Rate limits: per user when authenticated, per IP otherwise, stricter on
 //! /auth; over quota → 429 problem+json with Retry-After and RateLimit-*.
 
+use crate::helpers::{HostOptions, PASSWORD, TestApp, assert_problem, send};
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, PASSWORD, TestApp, assert_problem, send};
 
 #[tokio::test]
 async fn each_user_has_a_quota_and_429_says_when_to_retry() {

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::redis::TestRedis;
+use crate::helpers::server::LocalServer;
+use crate::helpers::{HostOptions, TestApp, TestUser, send};
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::json;
 use sqlx::{Connection, Row};
-use todo_host_tests::redis::TestRedis;
-use todo_host_tests::server::LocalServer;
-use todo_host_tests::{HostOptions, TestApp, TestUser, send};
 
 fn job_host(redis: &LocalServer) -> HostOptions {
     HostOptions::default()

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 
+use crate::helpers::{
+    HostOptions, TestApp, TestUser, assert_problem, create_task, send, send_with_header, status_and_json,
+};
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{
-    HostOptions, TestApp, TestUser, assert_problem, create_task, send, send_with_header, status_and_json,
-};
 
 async fn app_with(plugin: &str) -> TestApp {
     TestApp::spawn_with(HostOptions::default().redis().env("STORAGE_PLUGIN", plugin)).await

@@ -1,8 +1,8 @@
 //! Task CRUD over HTTP: success paths, roles and scopes, versions.
 
+use crate::helpers::{TestApp, assert_problem, create_task, send, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{TestApp, assert_problem, create_task, send, send_with_header, status_and_json};
 
 #[tokio::test]
 async fn create_answers_201_with_location_etag_and_defaults() {

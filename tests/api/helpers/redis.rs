@@ -2,7 +2,7 @@
 
 use tokio::process::Command;
 
-use crate::server::LocalServer;
+use super::server::LocalServer;
 
 pub struct TestRedis;
 

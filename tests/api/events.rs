@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::helpers::events::{TestBroker, TopicReader, events_of, unique_prefix};
+use crate::helpers::{HostOptions, TestApp, TestUser, send, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::{TestBroker, TopicReader, events_of, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, send, send_with_header, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
+use crate::helpers::{HostOptions, TestApp, TestUser, create_task, eventually, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
-use todo_host_tests::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, eventually, send, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -117,7 +117,7 @@ async fn a_retryable_failure_is_retried_until_the_handler_succeeds() {
     assert!(dead.read_for(Duration::from_secs(1)).await.is_empty(), "nothing was dead-lettered");
 }
 
-async fn dead_lettered(failure: &str) -> (todo_host_tests::events::Record, String) {
+async fn dead_lettered(failure: &str) -> (crate::helpers::events::Record, String) {
     let manifest = format!(
         "kind = \"event-handler\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n[settings]\nfail_attempts = 1\nfailure = \"{failure}\"\n"
     );

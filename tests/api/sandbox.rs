@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::events::{TopicReader, path_str, plugin_dir_with, redis_url, unique_prefix};
+use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, send, status_and_json};
 use redis::AsyncCommands;
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::{TopicReader, path_str, plugin_dir_with, redis_url, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, send, status_and_json};
 
 async fn hostile_app() -> TestApp {
     TestApp::spawn_with(HostOptions::default().redis().env("STORAGE_PLUGIN", "hostile-store")).await
@@ -114,7 +114,7 @@ async fn publishing_to_a_topic_not_granted_is_refused_and_dead_lettered() {
     )
     .await;
     let user = app.register_user().await;
-    let task = todo_host_tests::create_task(&app, &user, json!({ "title": "to be completed" })).await;
+    let task = crate::helpers::create_task(&app, &user, json!({ "title": "to be completed" })).await;
     let path = format!("/tasks/{}", task["id"].as_str().unwrap());
     let (status, body) =
         status_and_json(send(&app, &user, Method::PATCH, &path, Some(json!({ "status": "done" }))).await).await;

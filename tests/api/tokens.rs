@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use crate::helpers::redis::TestRedis;
+use crate::helpers::{HostOptions, PASSWORD, TestApp, assert_problem, decode_claims, status_and_json};
 use futures::future::join_all;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use todo_host_tests::redis::TestRedis;
-use todo_host_tests::{HostOptions, PASSWORD, TestApp, assert_problem, decode_claims, status_and_json};
 
 /// What a login or a refresh hands out.
 struct Tokens {

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::helpers::events::{path_str, plugin_dir_with};
+use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, create_task, eventually, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::{path_str, plugin_dir_with};
-use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, create_task, eventually, send, status_and_json};
 
 const STORE_MANIFEST: &str = "kind = \"storage\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n";
 const EMPTY_STORE_MANIFEST: &str =

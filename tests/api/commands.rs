@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::events::unique_prefix;
+use crate::helpers::{HostOptions, TestApp, TestUser, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::unique_prefix;
-use todo_host_tests::{HostOptions, TestApp, TestUser, send_with_header, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -98,7 +98,7 @@ async fn invalid_async_writes_are_refused_before_they_are_queued() {
     let response =
         send_with_header(&app, &user, Method::POST, "/tasks", ("prefer", "respond-async"), json!({ "title": "" }))
             .await;
-    todo_host_tests::assert_problem(response, 422, "validation-failed").await;
+    crate::helpers::assert_problem(response, 422, "validation-failed").await;
 }
 
 #[tokio::test]
@@ -146,4 +146,46 @@ async fn commands_accepted_before_a_crash_are_applied_after_restart_exactly_once
     let again = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).database(&database)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(again.task_rows().await, COMMANDS as i64, "no command was applied twice");
+}
+
+/// A command as the first release produced it (no `version` member; from
+/// its `serde_json` output), queued before an upgrade: the new host applies it.
+#[tokio::test]
+async fn a_command_an_older_release_queued_is_applied() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
+    let user = app.register_user().await;
+    let (command_id, task_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let recorded = format!(
+        r#"{{"id":"{command_id}","issuer":{{"user_id":"{user}","role":"user"}},"trace":{{"request_id":"queued-by-0.1"}},"issued_at":"2026-11-30T09:12:03.481207Z","write":{{"kind":"single","operation":{{"scope":"{user}","operation":{{"op":"create","id":"{task_id}","owner_id":"{user}","title":"Queued before the upgrade","description":null,"status":"todo","priority":"high","due_at":null}}}}}}}}"#,
+        user = user.id
+    );
+    let record = crate::helpers::events::Record {
+        key: Some(user.id.to_string()),
+        payload: recorded.into_bytes(),
+        headers: Default::default(),
+    };
+    crate::helpers::events::produce_again(&format!("{prefix}task-commands"), &record).await;
+
+    let location = format!("/commands/{command_id}");
+    let deadline = Instant::now() + WAIT;
+    let done = loop {
+        let (status, body) = command(&app, &user, &location).await;
+        if status == 200 && body["status"] != "pending" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the recorded command was not applied: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "applied", "{done}");
+    let (status, task) = status_and_json(
+        app.request(Method::GET, &format!("/tasks/{task_id}"))
+            .header("authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!((task["title"].as_str(), task["priority"].as_str()), (Some("Queued before the upgrade"), Some("high")));
 }

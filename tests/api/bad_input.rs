@@ -1,8 +1,8 @@
 //! Malformed requests get a clear problem+json, and nothing is written.
 
+use crate::helpers::{HostOptions, TestApp, assert_problem, send, send_with_header};
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, TestApp, assert_problem, send, send_with_header};
 
 #[tokio::test]
 async fn malformed_bodies_are_refused_with_the_right_status() {
@@ -65,7 +65,7 @@ async fn validation_lists_each_broken_field() {
     assert_eq!(errors[1]["pointer"], "/description");
     assert!(errors[0]["detail"].as_str().unwrap().contains("200"));
 
-    let (_, task) = todo_host_tests::status_and_json(
+    let (_, task) = crate::helpers::status_and_json(
         send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "ok" }))).await,
     )
     .await;

@@ -1,8 +1,8 @@
 //! `POST /tasks/batch`: all or nothing, with per-operation results.
 
+use crate::helpers::{TestApp, TestUser, assert_problem, create_task, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{TestApp, TestUser, assert_problem, create_task, send, status_and_json};
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> Value {
     create_task(app, user, json!({ "title": title })).await

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::events::unique_prefix;
+use crate::helpers::postgres::TestPostgres;
+use crate::helpers::redis::TestRedis;
+use crate::helpers::{HostOptions, TestApp, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::unique_prefix;
-use todo_host_tests::postgres::TestPostgres;
-use todo_host_tests::redis::TestRedis;
-use todo_host_tests::{HostOptions, TestApp, send, status_and_json};
 
 async fn get(app: &TestApp, path: &str) -> (u16, Value) {
     status_and_json(app.request(Method::GET, path).send().await.unwrap()).await

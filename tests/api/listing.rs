@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
+use crate::helpers::{TestApp, TestUser, assert_problem, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{TestApp, TestUser, assert_problem, send, status_and_json};
 
 async fn list(app: &TestApp, user: &TestUser, query: &str) -> Value {
     let (status, body) = status_and_json(send(app, user, Method::GET, &format!("/tasks?{query}"), None).await).await;

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::helpers::events::unique_prefix;
+use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, status_and_json};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use todo_host_tests::events::unique_prefix;
-use todo_host_tests::{HostOptions, TestApp, TestUser, assert_problem, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::helpers::events::{TopicReader, path_str, plugin_dir_with, unique_prefix};
+use crate::helpers::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::events::{TopicReader, path_str, plugin_dir_with, unique_prefix};
-use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
 use uuid::Uuid;
 
 const NAME: &str = "guide-handler";

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::server::LocalServer;
+use super::server::LocalServer;
 
 pub struct TestPostgres;
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use crate::helpers::{HostOptions, JWT_SECRET, PASSWORD, TestApp, assert_problem, decode_claims, status_and_json};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
-use todo_host_tests::{HostOptions, JWT_SECRET, PASSWORD, TestApp, assert_problem, decode_claims, status_and_json};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -167,13 +167,13 @@ async fn bad_tokens_are_unauthorized() {
 
 #[tokio::test]
 async fn the_server_refuses_to_start_without_a_secret_unless_in_dev_mode() {
-    let database = todo_host_tests::create_database().await;
+    let database = crate::helpers::create_database().await;
     let output = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio::process::Command::new(todo_host_tests::host_binary())
+        tokio::process::Command::new(crate::helpers::host_binary())
             .arg("serve")
             .env_clear()
-            .env("DATABASE_URL", todo_host_tests::database_url(&database))
+            .env("DATABASE_URL", crate::helpers::database_url(&database))
             .env("PLUGIN_DIR", std::env::var("TEST_PLUGIN_DIR").unwrap())
             .env("TODO_LISTEN", "127.0.0.1:0")
             .output(),

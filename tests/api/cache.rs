@@ -2,11 +2,11 @@
 //! next read fresh, scopes never leak through the cache, and a Redis outage
 //! costs nothing but the cache.
 
+use crate::helpers::events::unique_prefix;
+use crate::helpers::redis::TestRedis;
+use crate::helpers::{HostOptions, TestApp, TestUser, create_task, send, send_with_header, status_and_json};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use todo_host_tests::events::unique_prefix;
-use todo_host_tests::redis::TestRedis;
-use todo_host_tests::{HostOptions, TestApp, TestUser, create_task, send, send_with_header, status_and_json};
 
 fn cache_status(response: &Response) -> String {
     response.headers().get("cache-status").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()

@@ -1,9 +1,9 @@
 //! A failing storage plugin rolls its transaction back: the fixture
 //! `faulty-store` inserts a task row and then errors or traps.
 
+use crate::helpers::{HostOptions, TestApp, assert_problem, send};
 use reqwest::Method;
 use serde_json::json;
-use todo_host_tests::{HostOptions, TestApp, assert_problem, send};
 
 #[tokio::test]
 async fn a_plugin_error_after_a_write_leaves_no_row() {

@@ -1,0 +1,28 @@
+//! The black-box tests: ONE test binary that spawns the `todo-host` binary
+//! Cargo built with it (`helpers`) against real PostgreSQL, Redis and a
+//! Kafka-protocol broker, and drives it over HTTP and Kafka like any
+//! client. One module per feature; `scripts/test` starts the services.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod batch;
+mod cache;
+mod commands;
+mod concurrency;
+mod events;
+mod handlers;
+mod health;
+mod idempotency;
+mod jobs;
+mod listing;
+mod operations;
+mod plugin_failure;
+mod plugin_guide;
+mod plugins;
+mod rate_limit;
+mod sandbox;
+mod storage_conformance;
+mod tasks;
+mod tokens;
