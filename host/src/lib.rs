@@ -2,6 +2,7 @@
 //! WebAssembly components. See docs/ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod background;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod kafka;
 pub mod lock;
+pub mod outbox;
 pub mod plugins;
 pub mod problem;
 pub mod ratelimit;

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 // The request path allocates many small, short-lived objects; mimalloc
-// serves them markedly cheaper than glibc malloc (see docs/ARCHITECTURE.md).
+// serves them markedly cheaper than glibc malloc (see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

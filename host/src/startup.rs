@@ -13,13 +13,12 @@ use tokio::net::TcpListener;
 use rdkafka::producer::{FutureProducer, Producer};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
+use crate::background::Background;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
 use crate::db;
-use crate::events::OutboxWaker;
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
 use crate::http::{self, HttpLimits, Services};
@@ -28,6 +27,7 @@ use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
 use crate::kafka::{Kafka, topics};
+use crate::outbox::OutboxWaker;
 use crate::plugins::{PluginBroadcast, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
@@ -47,10 +47,9 @@ pub struct Application {
 }
 
 /// The background work of a process — outbox relay, event handlers,
-/// command consumer — and what stops it.
+/// command consumer, jobs, group commit — and what stops it.
 struct Workers {
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    background: Background,
     producer: Option<FutureProducer>,
     /// Wakes the relay after writes commit.
     outbox: OutboxWaker,
@@ -93,11 +92,10 @@ impl Application {
         let store = TaskStore::new(plugins.clone(), cache.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
-        let mut workers =
-            Workers { shutdown: CancellationToken::new(), tasks: TaskTracker::new(), producer: None, outbox };
+        let mut workers = Workers { background: Background::default(), producer: None, outbox };
         if let (Some(broadcast), Some(url)) = (&plugin_broadcast, &config.redis.redis_url) {
-            let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.shutdown.clone());
-            workers.tasks.spawn(follow);
+            let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.background.shutdown());
+            workers.background.spawn(follow);
         }
         match &redis {
             Some(redis) => workers.schedule(&config, redis, &store, &pool),
@@ -116,7 +114,7 @@ impl Application {
         let state = Arc::new(Services {
             tasks: TaskService::new(
                 store.clone(),
-                GroupCommit::new(store, config.database.write_transactions),
+                GroupCommit::new(store, config.database.write_transactions, &workers.background),
                 cache,
                 UserRepository::new(pool.clone()),
             ),
@@ -140,6 +138,7 @@ impl Application {
             ),
             max_body_bytes: config.max_body_bytes,
             cors: http::cors::layer(&config.cors)?,
+            background: workers.background.clone(),
         };
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -186,7 +185,8 @@ impl Workers {
         if settings.overdue_job_enabled {
             let job = OverdueJob::new(store.clone(), pool.clone(), self.outbox.clone());
             let interval = Duration::from_secs(settings.overdue_interval_secs);
-            self.tasks.spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.shutdown.clone()));
+            self.background
+                .spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.background.shutdown()));
         }
         let retention = RetentionJob::new(
             pool.clone(),
@@ -194,7 +194,8 @@ impl Workers {
             Duration::from_secs(settings.ledger_retention_secs),
         );
         let interval = Duration::from_secs(settings.retention_interval_secs);
-        self.tasks.spawn(Scheduler::new(retention, redis.clone(), interval, lock_ttl).run(self.shutdown.clone()));
+        self.background
+            .spawn(Scheduler::new(retention, redis.clone(), interval, lock_ttl).run(self.background.shutdown()));
     }
 
     /// Starts what runs against the broker and answers the command bus.
@@ -213,7 +214,7 @@ impl Workers {
         if config.events.outbox_relay_enabled {
             let relay =
                 OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), self.outbox.clone(), &config.events);
-            self.tasks.spawn(relay.run(self.shutdown.clone()));
+            self.background.spawn(relay.run(self.background.shutdown()));
         }
         plugins
             .run_handlers(Arc::new(HandlerSupervisor::new(
@@ -221,22 +222,19 @@ impl Workers {
                 producer.clone(),
                 pool.clone(),
                 config.events.clone(),
-                self.tasks.clone(),
-                self.shutdown.clone(),
+                self.background.clone(),
             )))
             .await?;
         if config.commands.command_consumer_enabled {
             let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
-            self.tasks.spawn(consumer.run(self.shutdown.clone()));
+            self.background.spawn(consumer.run(self.background.shutdown()));
         }
         let timeout = Duration::from_millis(config.kafka.kafka_message_timeout_ms);
         Ok(CommandBus::new(&kafka, producer, command_status.clone(), timeout))
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(WORKER_STOP_DEADLINE, self.tasks.wait()).await.is_err() {
+        if !self.background.stop(WORKER_STOP_DEADLINE).await {
             tracing::warn!("background work did not stop in time");
         }
         if let Some(producer) = self.producer {

@@ -1,6 +1,9 @@
 //! The shape of a validation failure, shared by every request type.
 
+use axum::http::StatusCode;
 use serde::Serialize;
+
+use crate::problem::Problem;
 
 /// PostgreSQL text cannot hold U+0000: text carrying one is refused with
 /// this rule up front, naming the field, rather than failing in the store.
@@ -27,4 +30,11 @@ impl FieldError {
     pub fn under(self, prefix: &str) -> Self {
         Self { pointer: format!("{prefix}{}", self.pointer), detail: self.detail }
     }
+}
+
+/// The problem answering a request that broke `errors`.
+pub fn validation_failed(errors: Vec<FieldError>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed")
+        .detail("the request breaks the rules listed in `errors`")
+        .with("errors", errors)
 }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
-use super::{Command, CommandStatus};
+use super::{Command, CommandStatus, wire};
 use crate::kafka::{self, Kafka, topics};
 use crate::tasks::{PreparedWrite, RequestContext};
 
@@ -35,7 +35,7 @@ impl CommandBus {
     pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Uuid, SubmitError> {
         let command =
             Command { id: Uuid::now_v7(), issuer: ctx.actor, trace: ctx.trace.clone(), issued_at: Utc::now(), write };
-        let payload = serde_json::to_vec(&command).map_err(|error| SubmitError::Unavailable(error.to_string()))?;
+        let payload = wire::encode(&command);
         let key = command.issuer.user_id.to_string();
         let record =
             FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(kafka::headers(&command.trace.headers()));

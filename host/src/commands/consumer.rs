@@ -27,13 +27,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Command;
+use super::{Command, wire};
 use crate::config::CommandConfig;
 use crate::kafka::{Kafka, LagReporter, topics};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
 use crate::tasks::model::TaskChange;
-use crate::tasks::{Call, PreparedWrite, ScopedOperation, TaskError, TaskStore, Traces};
+use crate::tasks::{
+    Call, Group, PreparedWrite, ScopedOperation, TaskError, TaskStore, Traces, together_else_each_alone,
+};
 use crate::trace::RequestTrace;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -139,19 +141,7 @@ impl CommandConsumer {
         if pending.is_empty() {
             return Ok(());
         }
-        match self.apply_together(&pending).await {
-            Ok(()) => Ok(()),
-            Err(error) if is_transient(&error) => Err(error),
-            // A command's own failure (or a conflict with a duplicate): find
-            // it by applying each command alone.
-            Err(_) if pending.len() > 1 => {
-                for command in pending {
-                    self.apply_alone(command).await?;
-                }
-                Ok(())
-            }
-            Err(error) => self.record_failure(pending[0], error).await,
-        }
+        together_else_each_alone(&Commands(self), pending).await
     }
 
     async fn apply_together(&self, commands: &[&Command]) -> Result<(), TaskError> {
@@ -171,8 +161,10 @@ impl CommandConsumer {
         Ok(())
     }
 
+    /// Applies `command` in a transaction of its own, recording its
+    /// failure when it fails on its own merits.
     async fn apply_alone(&self, command: &Command) -> Result<(), TaskError> {
-        match self.apply_together(std::slice::from_ref(&command)).await {
+        match self.apply_together(&[command]).await {
             Ok(()) => Ok(()),
             Err(error) if is_transient(&error) => Err(error),
             Err(error) => self.record_failure(command, error).await,
@@ -207,6 +199,28 @@ impl CommandConsumer {
     }
 }
 
+/// A batch of commands from many requests.
+struct Commands<'a>(&'a CommandConsumer);
+
+impl<'a> Group for Commands<'a> {
+    type Member = &'a Command;
+    type Error = TaskError;
+
+    async fn together(&self, commands: Vec<&'a Command>) -> Result<(), (Vec<&'a Command>, TaskError)> {
+        self.0.apply_together(&commands).await.map_err(|error| (commands, error))
+    }
+
+    async fn alone(&self, command: &'a Command) -> Result<(), TaskError> {
+        self.0.apply_alone(command).await
+    }
+
+    /// A command's own failure (or a conflict with a duplicate): applying
+    /// each alone finds it. Infrastructure failures retry the batch.
+    fn splits(&self, error: &TaskError) -> bool {
+        !is_transient(error)
+    }
+}
+
 /// Failures of the infrastructure rather than of the command: a database
 /// that is down or slow (a call can outlast its deadline waiting for a row
 /// lock) says nothing about the command, which must be retried, not failed.
@@ -223,7 +237,7 @@ fn is_transient(error: &TaskError) -> bool {
 }
 
 fn parse_command(message: &OwnedMessage) -> Option<Command> {
-    match serde_json::from_slice(message.payload().unwrap_or_default()) {
+    match wire::decode(message.payload().unwrap_or_default()) {
         Ok(command) => Some(command),
         Err(error) => {
             tracing::error!(

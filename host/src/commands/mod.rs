@@ -3,6 +3,7 @@
 //! applies commands in batches, one transaction per batch, through the
 //! storage plugin's `apply-batch`.
 //!
+//! - `wire`: the versioned format of a command on `task-commands`.
 //! - `bus`: producing commands.
 //! - `consumer`: applying them in batches, exactly once per command.
 //! - `status`: what `GET /commands/{id}` answers.
@@ -10,21 +11,21 @@
 mod bus;
 mod consumer;
 mod status;
+pub mod wire;
 
 pub use bus::{CommandBus, SubmitError};
 pub use consumer::CommandConsumer;
 pub use status::{CommandState, CommandStatus};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Actor;
 use crate::tasks::PreparedWrite;
 use crate::trace::RequestTrace;
 
-/// A write to apply later, as produced to `task-commands`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A write to apply later (on `task-commands` as `wire` says).
+#[derive(Debug, Clone)]
 pub struct Command {
     pub id: Uuid,
     pub issuer: Actor,

@@ -1,17 +1,9 @@
-//! Task events: CloudEvents written to the transactional outbox with the
-//! change they announce, published to Kafka by the relay, and consumed by
-//! event-handler plugins.
+//! Task events on their way out and in: the relay publishes the outbox to
+//! Kafka, and each event-handler plugin consumes `task-events` with
+//! retries, a dead-letter topic and a processed-event ledger.
 //!
-//! - `task_event`: the CloudEvents envelope of a task change (docs/events.md).
-//! - `outbox`: outbox records and how they are written, in the caller's
-//!   transaction.
 //! - `relay`: publishes the outbox to Kafka, safely on many replicas.
-//! - `handlers`: runs each event-handler plugin as a Kafka consumer, with
-//!   retries, a dead-letter topic and a processed-event ledger.
+//! - `handlers`: runs each event-handler plugin as a Kafka consumer.
 
 pub mod handlers;
-pub mod outbox;
 pub mod relay;
-pub mod task_event;
-
-pub use outbox::{OutboxRecord, OutboxWaker};

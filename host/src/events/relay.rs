@@ -22,8 +22,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
-use super::OutboxWaker;
 use crate::kafka::{self, Kafka};
+use crate::outbox::OutboxWaker;
 
 /// The advisory lock key serialising relays ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;

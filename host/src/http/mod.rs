@@ -39,6 +39,7 @@ use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
 use crate::auth::{Accounts, Sessions};
+use crate::background::Background;
 use crate::commands::{CommandBus, CommandStatus};
 use crate::idempotency::IdempotencyStore;
 use crate::plugins::{PluginBroadcast, PluginRegistry};
@@ -79,6 +80,8 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// `None`: no CORS headers.
     pub cors: Option<tower_http::cors::CorsLayer>,
+    /// Where the limiters' pruning runs.
+    pub background: Background,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -92,7 +95,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/auth/logout", post(auth::logout).route_layer(middleware::from_fn(require_auth)))
         // The cluster-wide limit runs inside the cheap per-process one.
         .layer(middleware::from_fn_with_state(cluster_limiter("auth", limits.auth_quota), ratelimit::cluster::limit))
-        .layer(ratelimit::layer("auth", limits.auth_quota));
+        .layer(ratelimit::layer("auth", limits.auth_quota, &limits.background));
 
     let idempotent = middleware::from_fn_with_state(state.idempotency.clone(), idempotency::guard);
     let task_routes = Router::new()
@@ -116,7 +119,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = task_routes
         .merge(open_routes)
         .layer(middleware::from_fn_with_state(cluster_limiter("api", limits.api_quota), ratelimit::cluster::limit))
-        .layer(ratelimit::layer("api", limits.api_quota));
+        .layer(ratelimit::layer("api", limits.api_quota, &limits.background));
 
     Router::new()
         .merge(auth_routes)

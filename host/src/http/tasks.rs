@@ -60,7 +60,6 @@ async fn write(
     headers: &HeaderMap,
     write: PreparedWrite,
 ) -> Result<Response, Problem> {
-    state.tasks.check_new_owners(&ctx, &write).await?;
     if let Some(commands) = state.commands.as_ref().filter(|_| prefers_async(headers)) {
         let id = commands.submit(&ctx, write).await.map_err(|error| {
             tracing::warn!(%error, "cannot queue a command");
@@ -114,7 +113,7 @@ pub async fn create(
     Json(input): Json<NewTask>,
 ) -> Result<Response, Problem> {
     let ctx = context(trace, caller);
-    let prepared = state.tasks.prepare_create(&ctx, input)?;
+    let prepared = state.tasks.prepare_create(&ctx, input).await?;
     write(&state, ctx, &headers, prepared).await
 }
 
@@ -167,7 +166,7 @@ pub async fn update(
 ) -> Result<Response, Problem> {
     let expected_version = if_match_version(&headers)?;
     let ctx = context(trace, caller);
-    let prepared = state.tasks.prepare_update(&ctx, id, changes, expected_version)?;
+    let prepared = state.tasks.prepare_update(&ctx, id, changes, expected_version).await?;
     write(&state, ctx, &headers, prepared).await
 }
 
@@ -325,6 +324,6 @@ pub async fn batch(
     Json(request): Json<BatchRequest>,
 ) -> Result<Response, Problem> {
     let ctx = context(trace, caller);
-    let prepared = state.tasks.prepare_batch(&ctx, request.operations)?;
+    let prepared = state.tasks.prepare_batch(&ctx, request.operations).await?;
     write(&state, ctx, &headers, prepared).await
 }

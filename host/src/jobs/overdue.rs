@@ -11,10 +11,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{SlotJob, fenced};
-use crate::events::{OutboxRecord, OutboxWaker, outbox};
 use crate::lock::Lease;
-use crate::tasks::model::{SortField, SortOrder, Task, TaskFilter, TaskStatus};
-use crate::tasks::{Call, PageRequest, TaskStore};
+use crate::outbox::{self, OutboxRecord, OutboxWaker};
+use crate::tasks::event::TaskEvent;
+use crate::tasks::model::{PageRequest, SortField, SortOrder, Task, TaskFilter, TaskStatus};
+use crate::tasks::{Call, TaskStore};
 use crate::trace::RequestTrace;
 
 const PAGE: u32 = 100;
@@ -74,7 +75,7 @@ impl SlotJob for OverdueJob {
         let records: Vec<OutboxRecord> = overdue
             .iter()
             .filter(|task| fresh.contains(&task.id))
-            .map(|task| OutboxRecord::overdue(task, &trace, now))
+            .map(|task| TaskEvent::overdue(task, now).record(&trace))
             .collect();
         outbox::append(&mut transaction, &records).await?;
         sqlx::query("INSERT INTO job_runs (job, slot, fence, holder, items) VALUES ($1, $2, $3, $4, $5)")

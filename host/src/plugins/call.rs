@@ -5,31 +5,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 
 use super::PluginIdentity;
 use super::breaker::CircuitBreaker;
+use super::capabilities::CallKind;
 use super::capabilities::config::PluginSettings;
-use super::capabilities::kv::{KvCommitError, KvSession, KvWriters};
-use super::capabilities::log::PluginLog;
-use super::capabilities::sql::SqlSession;
+use super::capabilities::kv::KvWriters;
 use super::engine::{EPOCH_TICK, PluginEngine};
-use super::manifest::{Grants, Limits};
+use super::manifest::Limits;
+use super::state::{BeforeCommit, CallState, MemoryLimit};
 use super::stats::{CallOutcome, PluginStats};
-use crate::events::{OutboxRecord, OutboxWaker, outbox};
+use crate::outbox::OutboxWaker;
 use crate::redis_client::RedisClient;
 use crate::trace::RequestTrace;
-
-/// Whether a call may change data: a write runs in one transaction the host
-/// commits after the export returns `ok`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallKind {
-    Read,
-    Write,
-}
 
 /// What every plugin call shares: the engine, the database and the instance
 /// slots of the pooling allocator.
@@ -39,7 +31,7 @@ pub struct PluginRuntime {
     /// For the `kv` import; `None` when the server has no Redis.
     pub(super) redis: Option<RedisClient>,
     /// Serialises the `kv` write calls of each plugin in this process.
-    kv_writers: Arc<KvWriters>,
+    pub(super) kv_writers: Arc<KvWriters>,
     /// Told when a write call committed (and with it, outbox records).
     outbox: OutboxWaker,
     slots: Arc<Semaphore>,
@@ -62,21 +54,6 @@ impl PluginRuntime {
             slots: Arc::new(Semaphore::new(max_instances as usize)),
         }
     }
-}
-
-/// The data of a call's `Store`: one field per capability, plus limits.
-pub struct CallState {
-    pub(super) sql: SqlSession,
-    pub(super) kv: KvSession,
-    pub(super) log: PluginLog,
-    pub(super) settings: PluginSettings,
-    pub(super) grants: Grants,
-    /// The request the call serves; travels with what it publishes.
-    pub(super) trace: RequestTrace,
-    /// Records `publish`ed during the call, appended to the outbox when it
-    /// commits.
-    pub(super) published: Vec<OutboxRecord>,
-    limits: MemoryLimit,
 }
 
 /// Why a plugin call produced no answer.
@@ -117,28 +94,13 @@ pub struct LoadedPlugin {
     pub(super) identity: PluginIdentity,
     /// Of the manifest and the `.wasm` (see `PluginSource`).
     pub(super) digest: String,
-    pub(super) grants: Grants,
+    /// The topics `publish` may write to (the manifest's grant).
+    pub(super) granted_topics: Arc<[String]>,
     pub(super) limits: Limits,
     pub(super) settings: PluginSettings,
     pub(super) stats: PluginStats,
     pub(super) breaker: CircuitBreaker,
     pub(super) runtime: Arc<PluginRuntime>,
-}
-
-/// Host statements that commit together with a successful write call, run
-/// after the export returned `ok` and before COMMIT, on the call's
-/// transaction (e.g. the outbox records announcing the change).
-pub trait BeforeCommit<R> {
-    fn run(self, answer: &R, connection: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-}
-
-/// Nothing to add: reads, and writes that announce nothing.
-pub struct NothingMore;
-
-impl<R> BeforeCommit<R> for NothingMore {
-    fn run(self, _: &R, _: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
-        std::future::ready(Ok(()))
-    }
 }
 
 /// Runs `body` (instantiate + call an export) in a fresh store and ends the
@@ -197,116 +159,46 @@ async fn execute<R, E>(
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
 ) -> (Result<Result<R, E>, PluginFailure>, usize) {
-    let LoadedPlugin { identity, grants, limits, settings, runtime, .. } = plugin;
-    let plugin = || identity.name.clone();
+    let LoadedPlugin { identity, limits, runtime, .. } = plugin;
+    let name = || identity.name.clone();
     let Ok(_slot) = runtime.slots.acquire().await else {
-        return (Err(PluginFailure::Failed { plugin: plugin(), reason: "the runtime is shutting down".into() }), 0);
+        return (Err(PluginFailure::Failed { plugin: name(), reason: "the runtime is shutting down".into() }), 0);
     };
     let deadline = limits.deadline();
-    let state = CallState {
-        sql: SqlSession::new(runtime.pool.clone(), kind),
-        kv: KvSession::new(runtime.redis.clone(), identity.name.clone(), kind, runtime.kv_writers.clone(), deadline),
-        log: PluginLog {
-            plugin: identity.name.clone(),
-            version: identity.version.clone(),
-            request_id: trace.request_id.clone(),
-        },
-        settings: settings.clone(),
-        grants: grants.clone(),
-        trace: trace.clone(),
-        published: Vec::new(),
-        limits: MemoryLimit::new(limits.memory_bytes()),
-    };
-    let mut store = Store::new(runtime.engine.engine(), state);
-    store.limiter(|state| &mut state.limits);
+    let mut store = Store::new(runtime.engine.engine(), CallState::new(plugin, trace, kind));
+    store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
 
     // The epoch deadline fires only while guest code runs; this bounds a
     // call whose host calls (e.g. a statement) outlast it.
     let outcome = tokio::time::timeout(deadline + Duration::from_millis(250), body(&mut store)).await;
     let state = store.into_data();
-    let memory_peak = state.limits.peak;
+    let memory_peak = state.memory.peak;
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
             let committed = match kind {
-                CallKind::Write => commit(state.sql, state.kv, &state.published, &value, before_commit, identity)
-                    .await
-                    .inspect(|()| runtime.outbox.wake()),
-                CallKind::Read => Ok(()),
+                CallKind::Write => state.commit(&value, before_commit).await.inspect(|()| runtime.outbox.wake()),
+                CallKind::Read => {
+                    state.rollback().await;
+                    Ok(())
+                }
             };
             let result = match committed {
                 Ok(()) => Ok(Ok(value)),
-                Err(error) => Err(PluginFailure::CommitFailed { plugin: plugin(), reason: error.to_string() }),
+                Err(error) => Err(PluginFailure::CommitFailed { plugin: name(), reason: error.to_string() }),
             };
             return (result, memory_peak);
         }
         Ok(Ok(Err(error))) => {
-            rollback(state.sql, state.kv, identity).await;
+            state.rollback().await;
             return (Ok(Err(error)), memory_peak);
         }
-        Ok(Err(error)) => classify(error, identity, limits, &state.limits),
-        Err(_) => PluginFailure::DeadlineExceeded { plugin: plugin(), deadline_ms: limits.deadline_ms },
+        Ok(Err(error)) => classify(error, identity, limits, &state.memory),
+        Err(_) => PluginFailure::DeadlineExceeded { plugin: name(), deadline_ms: limits.deadline_ms },
     };
-    rollback(state.sql, state.kv, identity).await;
+    state.rollback().await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
     (Err(failure), memory_peak)
-}
-
-#[derive(Debug, thiserror::Error)]
-enum CommitError {
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-    #[error("kv: {0}")]
-    Kv(#[from] KvCommitError),
-}
-
-/// Adds the host's statements to a successful write call's SQL transaction
-/// — the records the plugin published, then `before_commit` — applies its
-/// `kv` writes, and commits. The `kv` writes go first because they may
-/// fail (Redis down, a lapsed write lock); the SQL commit after them can
-/// then only fail when the database goes away in that instant (logged: the
-/// `kv` change stays).
-async fn commit<R>(
-    mut sql: SqlSession,
-    kv: KvSession,
-    published: &[OutboxRecord],
-    answer: &R,
-    before_commit: impl BeforeCommit<R>,
-    identity: &PluginIdentity,
-) -> Result<(), CommitError> {
-    let added = match sql.connection().await {
-        Ok(connection) => match outbox::append(connection, published).await {
-            Ok(()) => before_commit.run(answer, connection).await,
-            Err(error) => Err(error),
-        },
-        Err(error) => Err(error),
-    };
-    let applied = match added {
-        Ok(()) => kv.commit().await.map_err(CommitError::from),
-        Err(error) => Err(error.into()),
-    };
-    match applied {
-        Ok(()) => sql.finish(true).await.map_err(|error| {
-            tracing::error!(plugin = %identity.name, %error, "kv writes applied but the SQL transaction did not commit");
-            error.into()
-        }),
-        Err(error) => {
-            rollback_sql(sql, identity).await;
-            Err(error)
-        }
-    }
-}
-
-async fn rollback(sql: SqlSession, kv: KvSession, identity: &PluginIdentity) {
-    kv.discard().await;
-    rollback_sql(sql, identity).await;
-}
-
-async fn rollback_sql(sql: SqlSession, identity: &PluginIdentity) {
-    if let Err(error) = sql.finish(false).await {
-        // The connection is discarded by the pool; nothing was committed.
-        tracing::warn!(plugin = %identity.name, %error, "rollback failed");
-    }
 }
 
 fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, memory: &MemoryLimit) -> PluginFailure {
@@ -345,36 +237,5 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
             }
         }
         None => PluginFailure::Failed { plugin, reason: format!("{error:#}") },
-    }
-}
-
-/// Caps an instance's linear memory and remembers whether the cap was hit,
-/// so that the trap that follows (a Rust guest aborts on OOM) is reported
-/// as what it is.
-struct MemoryLimit {
-    limit: usize,
-    denied: bool,
-    /// The largest linear memory granted, for the memory-peak metric.
-    peak: usize,
-}
-
-impl MemoryLimit {
-    fn new(limit: usize) -> Self {
-        Self { limit, denied: false, peak: 0 }
-    }
-}
-
-impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.denied = true;
-            return Ok(false);
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
     }
 }

@@ -9,10 +9,12 @@ use wasmtime::Store;
 use super::PluginIdentity;
 use super::bindings::event_handler::EventHandlerPre;
 use super::bindings::event_handler::exports::todo::plugin::handler::{Event, HandlerError};
-use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
+use super::call::{self, LoadedPlugin, PluginFailure, PluginRuntime};
+use super::capabilities::CallKind;
 use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
 use super::slot::Plugin;
+use super::state::{BeforeCommit, CallState};
 use super::wit_types::CallContext;
 use crate::trace::RequestTrace;
 
@@ -41,7 +43,7 @@ impl Plugin for HandlerPlugin {
 impl HandlerPlugin {
     /// The topics the manifest lets it `publish` to.
     pub fn granted_topics(&self) -> &[String] {
-        &self.plugin.grants.publish
+        &self.plugin.granted_topics
     }
 
     pub fn identity(&self) -> &PluginIdentity {

@@ -12,9 +12,10 @@ use wasmtime::component::{InstancePre, Linker};
 
 use super::PluginIdentity;
 use super::breaker::CircuitBreaker;
-use super::call::{CallState, LoadedPlugin, PluginRuntime};
+use super::call::{LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
 use super::manifest::{Manifest, PluginKind};
+use super::state::{self, CallState};
 use super::stats::PluginStats;
 
 /// A plugin's two files as read from the plugin directory, verified
@@ -75,7 +76,7 @@ pub(super) fn load(
     let component = engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {name}.wasm"))?;
     capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
     let mut linker = Linker::new(engine.engine());
-    capabilities::link(&mut linker, &manifest.grants)?;
+    state::link(&mut linker, &manifest.grants)?;
     linker
         .define_unknown_imports_as_traps(&component)
         .map_err(|e| anyhow::anyhow!("cannot stub the WASI imports: {e}"))?;
@@ -87,7 +88,7 @@ pub(super) fn load(
         identity: PluginIdentity { name, version: manifest.version.clone(), sha256, loaded_at: Utc::now() },
         digest,
         settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
-        grants: manifest.grants,
+        granted_topics: manifest.grants.publish.into(),
         limits: manifest.limits.clone(),
         stats: PluginStats::default(),
         breaker: CircuitBreaker::new(

@@ -7,8 +7,9 @@
 //! - `manifest`: `NAME.toml`.
 //! - `capabilities`: one module per host interface of `wit/`.
 //! - `loader`: file → verified, type-checked, linked `InstancePre`.
-//! - `call`: per-call store, limits, and how a call ends (commit, rollback,
-//!   trap classification).
+//! - `state`: a call's store data, one session per capability, and how the
+//!   sessions end together (commit, rollback).
+//! - `call`: one call: admission, limits, deadline, trap classification.
 //! - `storage`: the `storage` world.
 //! - `handler`: the `event-handler` world.
 //! - `slot`: one plugin in service, swapped atomically, with its earlier
@@ -29,6 +30,7 @@ mod loader;
 mod manifest;
 mod registry;
 mod slot;
+mod state;
 mod stats;
 mod storage;
 
@@ -36,11 +38,13 @@ pub use bindings::event_handler::exports::todo::plugin::handler as event_handler
 pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::todo::plugin::types as wit_types;
 pub use broadcast::PluginBroadcast;
-pub use call::{BeforeCommit, CallKind, CallState, NothingMore, PluginFailure, PluginRuntime};
+pub use call::{PluginFailure, PluginRuntime};
+pub use capabilities::CallKind;
 pub use engine::PluginEngine;
 pub use handler::HandlerPlugin;
 pub use registry::{HandlerRunners, PluginRegistry, ReloadReport, UnknownPlugin};
 pub use slot::{PluginSlot, PluginStatus};
+pub use state::{BeforeCommit, CallState, NothingMore};
 pub use storage::StoragePlugin;
 
 use chrono::{DateTime, Utc};

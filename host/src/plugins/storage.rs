@@ -8,10 +8,12 @@ use wasmtime::Store;
 use super::PluginIdentity;
 use super::bindings::StoragePre;
 use super::bindings::exports::todo::plugin::task_store::Guest as TaskStore;
-use super::call::{self, BeforeCommit, CallKind, CallState, LoadedPlugin, PluginFailure, PluginRuntime};
+use super::call::{self, LoadedPlugin, PluginFailure, PluginRuntime};
+use super::capabilities::CallKind;
 use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
 use super::slot::Plugin;
+use super::state::{BeforeCommit, CallState};
 use crate::trace::RequestTrace;
 
 pub struct StoragePlugin {

@@ -20,6 +20,7 @@ use tower_governor::key_extractor::KeyExtractor;
 use uuid::Uuid;
 
 use crate::auth::middleware::Identity;
+use crate::background::Background;
 use crate::problem::Problem;
 
 pub type RateLimitLayer = tower_governor::GovernorLayer<ClientKeyExtractor, NoOpMiddleware, Body>;
@@ -69,8 +70,9 @@ pub fn client_key<T>(request: &Request<T>) -> Option<ClientKey> {
 }
 
 /// A limiter for one group of routes (`policy` names it in the headers).
-/// Its state is pruned every minute so idle clients cost no memory.
-pub fn layer(policy: &'static str, quota: Quota) -> RateLimitLayer {
+/// Its state is pruned every minute (on `background`) so idle clients cost
+/// no memory.
+pub fn layer(policy: &'static str, quota: Quota, background: &Background) -> RateLimitLayer {
     let config: Arc<GovernorConfig<ClientKeyExtractor, NoOpMiddleware>> = Arc::new(
         GovernorConfigBuilder::default()
             .key_extractor(ClientKeyExtractor)
@@ -80,7 +82,7 @@ pub fn layer(policy: &'static str, quota: Quota) -> RateLimitLayer {
             .expect("a quota has a positive period and burst"),
     );
     let limiter = config.limiter().clone();
-    tokio::spawn(async move {
+    background.spawn_until_shutdown(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;

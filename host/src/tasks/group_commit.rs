@@ -24,8 +24,9 @@ use uuid::Uuid;
 
 use super::error::TaskError;
 use super::model::TaskChange;
-use super::service::{MAX_BATCH_OPERATIONS, PreparedWrite};
-use super::store::{Call, ScopedOperation, StoreOperation, TaskStore, Traces};
+use super::store::{Call, TaskStore, Traces};
+use super::write::{MAX_BATCH_OPERATIONS, PreparedWrite};
+use crate::background::Background;
 use crate::plugins::NothingMore;
 use crate::trace::RequestTrace;
 
@@ -52,24 +53,21 @@ impl Pending {
         matches!(self.write, PreparedWrite::Single { .. })
     }
 
-    /// The task the write touches (a new task's id for a creation).
+    /// The task a single write touches.
     fn task_id(&self) -> Uuid {
-        match self.write.operations() {
-            [ScopedOperation { operation, .. }] => match operation {
-                StoreOperation::Create(task) => task.id,
-                StoreOperation::Update { id, .. } | StoreOperation::Delete { id, .. } => *id,
-            },
-            _ => Uuid::nil(),
+        match &self.write {
+            PreparedWrite::Single { operation } => operation.operation.task_id(),
+            PreparedWrite::Batch { .. } => Uuid::nil(),
         }
     }
 }
 
 impl GroupCommit {
-    /// At most `transactions` writes (groups) run at once.
-    pub fn new(store: TaskStore, transactions: u32) -> Self {
+    /// At most `transactions` writes (groups) run at once, on `background`.
+    pub fn new(store: TaskStore, transactions: u32, background: &Background) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
         let slots = Arc::new(Semaphore::new(transactions.max(1) as usize));
-        tokio::spawn(dispatch(store, pending, slots));
+        background.spawn_until_shutdown(dispatch(store, pending, slots, background.clone()));
         Self { queue }
     }
 
@@ -84,7 +82,8 @@ impl GroupCommit {
 }
 
 /// Takes what queued while every slot was busy, as one group per free slot.
-async fn dispatch(store: TaskStore, mut queue: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
+/// A group runs to its end even when shutdown stops the dispatch.
+async fn dispatch(store: TaskStore, mut queue: mpsc::Receiver<Pending>, slots: Arc<Semaphore>, background: Background) {
     let mut held = None;
     loop {
         let first = match held.take() {
@@ -106,68 +105,105 @@ async fn dispatch(store: TaskStore, mut queue: mpsc::Receiver<Pending>, slots: A
                 Err(_) => break,
             }
         }
-        tokio::spawn(run_group(store.clone(), group, slot));
+        background.spawn(run_group(store.clone(), group, slot));
     }
 }
 
 async fn run_group(store: TaskStore, mut group: Vec<Pending>, _slot: OwnedSemaphorePermit) {
     metrics::histogram!("task_write_group_size").record(group.len() as f64);
-    if group.len() > 1 {
-        group.sort_by_key(Pending::task_id);
-        match together(&store, &group).await {
+    group.sort_by_key(Pending::task_id);
+    // Every write is answered on its channel: nothing is left to retry.
+    let _ = together_else_each_alone(&Writes(&store), group).await;
+}
+
+/// Work of unrelated requests that may share one transaction.
+pub trait Group {
+    type Member: Send;
+    type Error: Send;
+
+    /// Runs every member in one transaction; on failure, answers the
+    /// members back with the error.
+    fn together(
+        &self,
+        members: Vec<Self::Member>,
+    ) -> impl Future<Output = Result<(), (Vec<Self::Member>, Self::Error)>> + Send;
+
+    /// Runs one member in a transaction of its own.
+    fn alone(&self, member: Self::Member) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether the group's failure may be one member's own fault, so that
+    /// running each alone tells the members apart.
+    fn splits(&self, error: &Self::Error) -> bool;
+}
+
+/// Runs `members` together — or, when there is one, or when the group
+/// fails on an error that `splits`, each alone, so that each gets the
+/// answer it would have got by itself. Used by group commit and by the
+/// command consumer.
+pub async fn together_else_each_alone<G: Group + Sync>(group: &G, mut members: Vec<G::Member>) -> Result<(), G::Error> {
+    if members.len() == 1 {
+        return group.alone(members.remove(0)).await;
+    }
+    match group.together(members).await {
+        Ok(()) => Ok(()),
+        Err((members, error)) if group.splits(&error) => {
+            tracing::debug!(members = members.len(), "a group failed; running its members alone");
+            for member in members {
+                group.alone(member).await?;
+            }
+            Ok(())
+        }
+        Err((_, error)) => Err(error),
+    }
+}
+
+/// Single writes: answered on their channels, so a group never fails as a
+/// whole — any failure is split into each write's own answer.
+struct Writes<'a>(&'a TaskStore);
+
+impl Group for Writes<'_> {
+    type Member = Pending;
+    type Error = TaskError;
+
+    /// The group's single writes as one batch, each answered with its change.
+    async fn together(&self, group: Vec<Pending>) -> Result<(), (Vec<Pending>, TaskError)> {
+        let operations = group.iter().flat_map(|pending| pending.write.operations().iter().cloned()).collect();
+        let traces: Vec<RequestTrace> = group.iter().map(|pending| pending.trace.clone()).collect();
+        let trace = RequestTrace::new(format!("write-group-{}", Uuid::now_v7()), None);
+        tracing::debug!(group = %trace.request_id, requests = ?traces.iter().map(|t| &t.request_id).collect::<Vec<_>>(), "write group");
+        let call = Call { trace: &trace, now: Utc::now() };
+        let changes = match self.0.apply_all(&call, operations, Traces::PerOperation(&traces), NothingMore).await {
+            Ok(changes) if changes.len() == group.len() => changes,
             Ok(changes) => {
-                for (pending, change) in group.into_iter().zip(changes) {
-                    let _ = pending.answer.send(Ok(vec![change]));
-                }
-                return;
+                let error = TaskError::Internal(format!(
+                    "the storage plugin answered {} writes with {} changes",
+                    group.len(),
+                    changes.len()
+                ));
+                return Err((group, error));
             }
-            Err(error) => {
-                tracing::debug!(%error, writes = group.len(), "a write group failed; running its writes alone")
+            Err(error) => return Err((group, error)),
+        };
+        for (pending, change) in group.into_iter().zip(changes) {
+            let _ = pending.answer.send(Ok(vec![change]));
+        }
+        Ok(())
+    }
+
+    /// One write in a transaction of its own.
+    async fn alone(&self, Pending { write, trace, answer }: Pending) -> Result<(), TaskError> {
+        let call = Call { trace: &trace, now: Utc::now() };
+        let changes = match write {
+            PreparedWrite::Single { operation } => self.0.apply(&call, operation).await.map(|change| vec![change]),
+            PreparedWrite::Batch { operations } => {
+                self.0.apply_all(&call, operations, Traces::Shared(&trace), NothingMore).await
             }
-        }
+        };
+        let _ = answer.send(changes);
+        Ok(())
     }
-    for Pending { write, trace, answer } in group {
-        let _ = answer.send(alone(&store, &trace, write).await);
-    }
-}
 
-/// The group's single writes as one batch: one change per write, in order.
-async fn together(store: &TaskStore, group: &[Pending]) -> Result<Vec<TaskChange>, TaskError> {
-    let operations: Vec<ScopedOperation> =
-        group.iter().flat_map(|pending| pending.write.operations().iter().cloned()).collect();
-    let traces: Vec<RequestTrace> = group.iter().map(|pending| pending.trace.clone()).collect();
-    let trace = RequestTrace::new(format!("write-group-{}", Uuid::now_v7()), None);
-    tracing::debug!(group = %trace.request_id, requests = ?traces.iter().map(|t| &t.request_id).collect::<Vec<_>>(), "write group");
-    let call = Call { trace: &trace, now: Utc::now() };
-    let changes = store.apply_all(&call, operations, Traces::PerOperation(&traces), NothingMore).await?;
-    if changes.len() != group.len() {
-        return Err(TaskError::Internal(format!(
-            "the storage plugin answered {} writes with {} changes",
-            group.len(),
-            changes.len()
-        )));
-    }
-    Ok(changes)
-}
-
-/// One write in a transaction of its own.
-async fn alone(store: &TaskStore, trace: &RequestTrace, write: PreparedWrite) -> Result<Vec<TaskChange>, TaskError> {
-    let call = Call { trace, now: Utc::now() };
-    match write {
-        PreparedWrite::Single { operation: ScopedOperation { scope, operation } } => {
-            let change = match operation {
-                StoreOperation::Create(creation) => store.create(&call, creation).await?,
-                StoreOperation::Update { id, patch, expected_version } => {
-                    store.update(&call, scope, id, patch, expected_version).await?
-                }
-                StoreOperation::Delete { id, expected_version } => {
-                    store.delete(&call, scope, id, expected_version).await?
-                }
-            };
-            Ok(vec![change])
-        }
-        PreparedWrite::Batch { operations } => {
-            store.apply_all(&call, operations, Traces::Shared(trace), NothingMore).await
-        }
+    fn splits(&self, _: &TaskError) -> bool {
+        true
     }
 }

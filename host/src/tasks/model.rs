@@ -149,25 +149,21 @@ pub struct TaskChanges {
 }
 
 /// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// A validated patch, ready for the store (or for a command: it
-/// round-trips through JSON, telling `null` from absent).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A validated patch, ready for the store: `None` leaves a field alone,
+/// `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub description: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub due_at: Option<Option<DateTime<Utc>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
 }
 
@@ -276,6 +272,15 @@ pub struct TaskFilter {
     pub due_before: Option<DateTime<Utc>>,
     pub due_after: Option<DateTime<Utc>>,
     pub title_contains: Option<String>,
+}
+
+/// One page of a listing to read: its order, size and where it starts
+/// (the storage plugin's own cursor).
+pub struct PageRequest {
+    pub sort: SortField,
+    pub order: SortOrder,
+    pub limit: u32,
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

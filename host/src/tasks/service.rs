@@ -6,7 +6,6 @@
 //! - viewer: reads every task, changes none (`Forbidden`).
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role, UserRepository};
@@ -17,13 +16,11 @@ use super::cursor;
 use super::error::TaskError;
 use super::group_commit::GroupCommit;
 use super::model::{
-    BatchOperation, FieldError, NewTask, Priority, SortField, SortOrder, Task, TaskChange, TaskChanges, TaskFilter,
+    BatchOperation, FieldError, NewTask, PageRequest, Priority, SortField, SortOrder, TaskChanges, TaskFilter,
     TaskJson, TaskPage, TaskStatus,
 };
-use super::store::{Call, Creation, PageRequest, ScopedOperation, StoreOperation, TaskStore};
-
-/// Largest number of operations in one batch.
-pub const MAX_BATCH_OPERATIONS: usize = 100;
+use super::store::{Call, TaskStore};
+use super::write::{Creation, MAX_BATCH_OPERATIONS, PreparedWrite, ScopedOperation, StoreOperation, WriteOutcome};
 
 /// Who asks, on behalf of which request.
 pub struct RequestContext {
@@ -58,72 +55,6 @@ impl RequestContext {
     }
 }
 
-/// A validated, authorised write: run at once, or sent as a command and
-/// run later by `execute` all the same.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PreparedWrite {
-    /// `POST`, `PATCH` or `DELETE /tasks…`.
-    Single { operation: ScopedOperation },
-    /// `POST /tasks/batch`: all or nothing.
-    Batch { operations: Vec<ScopedOperation> },
-}
-
-impl PreparedWrite {
-    pub fn operations(&self) -> &[ScopedOperation] {
-        match self {
-            PreparedWrite::Single { operation } => std::slice::from_ref(operation),
-            PreparedWrite::Batch { operations } => operations,
-        }
-    }
-
-    pub fn into_operations(self) -> Vec<ScopedOperation> {
-        match self {
-            PreparedWrite::Single { operation } => vec![operation],
-            PreparedWrite::Batch { operations } => operations,
-        }
-    }
-
-    /// What the write answers, given the changes of its operations.
-    pub fn outcome(&self, changes: Vec<TaskChange>) -> WriteOutcome {
-        match self {
-            PreparedWrite::Single { .. } => match changes.into_iter().next() {
-                Some(TaskChange::Created(task)) => WriteOutcome::Created { task },
-                Some(TaskChange::Updated { after, .. }) => WriteOutcome::Updated { task: after },
-                Some(TaskChange::Deleted(task)) => WriteOutcome::Deleted { id: task.id },
-                None => WriteOutcome::Batch { results: Vec::new() },
-            },
-            PreparedWrite::Batch { .. } => WriteOutcome::Batch {
-                results: changes
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, change)| match change {
-                        TaskChange::Created(task) => {
-                            BatchOutcome { index, op: "create", status: 201, id: task.id, task: Some(task) }
-                        }
-                        TaskChange::Updated { after, .. } => {
-                            BatchOutcome { index, op: "update", status: 200, id: after.id, task: Some(after) }
-                        }
-                        TaskChange::Deleted(task) => {
-                            BatchOutcome { index, op: "delete", status: 204, id: task.id, task: None }
-                        }
-                    })
-                    .collect(),
-            },
-        }
-    }
-}
-
-/// What a write answers.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum WriteOutcome {
-    Created { task: Task },
-    Updated { task: Task },
-    Deleted { id: Uuid },
-    Batch { results: Vec<BatchOutcome> },
-}
-
 /// `GET /tasks` after parsing.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -132,21 +63,6 @@ pub struct ListQuery {
     pub order: SortOrder,
     pub limit: u32,
     pub cursor: Option<String>,
-}
-
-/// The result of one batch operation.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BatchOutcome {
-    pub index: usize,
-    /// `create`, `update` or `delete`.
-    #[schema(value_type = String)]
-    pub op: &'static str,
-    /// What the operation alone would have answered: 201, 200 or 204.
-    pub status: u16,
-    pub id: Uuid,
-    /// The task after the operation (absent for a deletion).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<Task>,
 }
 
 #[derive(Clone)]
@@ -162,47 +78,15 @@ impl TaskService {
         Self { store, writes, cache, users }
     }
 
-    /// Refuses a write giving a task to an owner no account has (an admin
-    /// creating for, or reassigning to, someone else). postgres-store's
-    /// foreign key would refuse it too, but a store without one (kv-store)
-    /// would keep a task nobody can see.
-    pub async fn check_new_owners(&self, ctx: &RequestContext, write: &PreparedWrite) -> Result<(), TaskError> {
-        let batch = matches!(write, PreparedWrite::Batch { .. });
-        let named: Vec<(String, Uuid)> = write
-            .operations()
-            .iter()
-            .enumerate()
-            .filter_map(|(index, scoped)| {
-                let (field, owner) = match &scoped.operation {
-                    StoreOperation::Create(task) => ("task", task.owner_id),
-                    StoreOperation::Update { patch, .. } => ("changes", patch.owner_id?),
-                    StoreOperation::Delete { .. } => return None,
-                };
-                let pointer = if batch { format!("/operations/{index}/{field}/owner_id") } else { "/owner_id".into() };
-                (owner != ctx.actor.user_id).then_some((pointer, owner))
-            })
-            .collect();
-        if named.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = named.iter().map(|(_, owner)| *owner).collect();
-        let unknown = self.users.unknown(&ids).await.map_err(|error| TaskError::Unavailable(error.to_string()))?;
-        let errors: Vec<FieldError> = named
-            .into_iter()
-            .filter(|(_, owner)| unknown.contains(owner))
-            .map(|(pointer, _)| FieldError::new(pointer, "no user has this id"))
-            .collect();
-        if errors.is_empty() { Ok(()) } else { Err(TaskError::Invalid(errors)) }
-    }
-
-    pub fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {
+    /// `POST /tasks`, validated and authorised, ready to run now or later.
+    pub async fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {
         let scope = ctx.write_scope()?;
         let input = input.validate().map_err(TaskError::Invalid)?;
         let operation = StoreOperation::Create(creation(ctx, input)?);
-        Ok(PreparedWrite::Single { operation: ScopedOperation { scope, operation } })
+        self.check_new_owners(ctx, PreparedWrite::Single { operation: ScopedOperation { scope, operation } }).await
     }
 
-    pub fn prepare_update(
+    pub async fn prepare_update(
         &self,
         ctx: &RequestContext,
         id: Uuid,
@@ -215,7 +99,7 @@ impl TaskService {
             ctx.require_admin("only admins may reassign a task")?;
         }
         let operation = StoreOperation::Update { id, patch, expected_version };
-        Ok(PreparedWrite::Single { operation: ScopedOperation { scope, operation } })
+        self.check_new_owners(ctx, PreparedWrite::Single { operation: ScopedOperation { scope, operation } }).await
     }
 
     pub fn prepare_delete(
@@ -231,7 +115,7 @@ impl TaskService {
 
     /// Validates up to `MAX_BATCH_OPERATIONS` operations, reporting every
     /// broken rule of every operation at once.
-    pub fn prepare_batch(
+    pub async fn prepare_batch(
         &self,
         ctx: &RequestContext,
         operations: Vec<BatchOperation>,
@@ -271,7 +155,40 @@ impl TaskService {
         if !errors.is_empty() {
             return Err(TaskError::Invalid(errors));
         }
-        Ok(PreparedWrite::Batch { operations: prepared })
+        self.check_new_owners(ctx, PreparedWrite::Batch { operations: prepared }).await
+    }
+
+    /// Refuses a write giving a task to an owner no account has (an admin
+    /// creating for, or reassigning to, someone else). postgres-store's
+    /// foreign key would refuse it too, but a store without one (kv-store)
+    /// would keep a task nobody can see.
+    async fn check_new_owners(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<PreparedWrite, TaskError> {
+        let batch = matches!(write, PreparedWrite::Batch { .. });
+        let named: Vec<(String, Uuid)> = write
+            .operations()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, scoped)| {
+                let (field, owner) = match &scoped.operation {
+                    StoreOperation::Create(task) => ("task", task.owner_id),
+                    StoreOperation::Update { patch, .. } => ("changes", patch.owner_id?),
+                    StoreOperation::Delete { .. } => return None,
+                };
+                let pointer = if batch { format!("/operations/{index}/{field}/owner_id") } else { "/owner_id".into() };
+                (owner != ctx.actor.user_id).then_some((pointer, owner))
+            })
+            .collect();
+        if named.is_empty() {
+            return Ok(write);
+        }
+        let ids: Vec<Uuid> = named.iter().map(|(_, owner)| *owner).collect();
+        let unknown = self.users.unknown(&ids).await.map_err(|error| TaskError::Unavailable(error.to_string()))?;
+        let errors: Vec<FieldError> = named
+            .into_iter()
+            .filter(|(_, owner)| unknown.contains(owner))
+            .map(|(pointer, _)| FieldError::new(pointer, "no user has this id"))
+            .collect();
+        if errors.is_empty() { Ok(write) } else { Err(TaskError::Invalid(errors)) }
     }
 
     /// Runs a prepared write now, in one transaction (possibly shared with

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::plugins::bindings::todo::plugin::config::{self, ConfigError};
-use crate::plugins::call::CallState;
 
 /// Per-call state: the plugin's settings, shared by all its calls.
 #[derive(Clone, Default)]
 pub struct PluginSettings(pub Arc<BTreeMap<String, String>>);
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    config::add_to_linker::<_, HasSelf<PluginSettings>>(linker, |state| &mut state.settings)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut PluginSettings,
+) -> anyhow::Result<()> {
+    config::add_to_linker::<T, HasSelf<PluginSettings>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl config::Host for PluginSettings {

@@ -16,12 +16,14 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
+use sqlx::PgConnection;
 use tokio::sync::OwnedMutexGuard;
 use wasmtime::component::{HasSelf, Linker};
 
+use super::CallKind;
+use super::{Settle, SettleError};
 use crate::lock::{DistributedLock, Lease};
 use crate::plugins::bindings::todo::plugin::kv::{self, KvError};
-use crate::plugins::call::{CallKind, CallState};
 use crate::redis_client::RedisClient;
 
 /// Largest value a plugin may store.
@@ -32,8 +34,11 @@ const MAX_KEY_BYTES: usize = 1024;
 /// replica holds.
 const LOCK_POLL: Duration = Duration::from_millis(2);
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    kv::add_to_linker::<_, HasSelf<KvSession>>(linker, |state| &mut state.kv).map_err(|e| anyhow::anyhow!("{e}"))
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut KvSession,
+) -> anyhow::Result<()> {
+    kv::add_to_linker::<T, HasSelf<KvSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The in-process half of each plugin's write lock, by plugin name (so
@@ -79,9 +84,9 @@ enum Pending {
     Delete,
 }
 
-/// Why `commit` applied nothing.
+/// Why the commit applied nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum KvCommitError {
+enum KvCommitError {
     #[error("a key the call read was changed meanwhile (its write lock lapsed); nothing was written")]
     Conflict,
     #[error("{0}")]
@@ -97,24 +102,6 @@ impl KvSession {
         deadline: Duration,
     ) -> Self {
         Self { redis, plugin, kind, writers, deadline, held: None, reads: HashMap::new(), writes: BTreeMap::new() }
-    }
-
-    /// Applies the call's writes if nothing it read changed meanwhile, and
-    /// releases the write lock.
-    pub async fn commit(self) -> Result<(), KvCommitError> {
-        let applied = self.apply().await;
-        self.discard().await;
-        applied
-    }
-
-    /// Releases the write lock, writing nothing.
-    pub async fn discard(mut self) {
-        if let Some(held) = self.held.take()
-            && let Err(error) = held.lock.release(&held.lease).await
-        {
-            // It lapses by itself within its TTL.
-            tracing::warn!(plugin = %self.plugin, %error, "cannot release a kv write lock");
-        }
     }
 
     async fn apply(&self) -> Result<(), KvCommitError> {
@@ -220,6 +207,27 @@ impl KvSession {
             Some(Pending::Set { value, .. } | Pending::SetKeepingTtl(value)) => Some(Some(value.clone())),
             Some(Pending::Delete) => Some(None),
             None => self.reads.get(key).cloned(),
+        }
+    }
+}
+
+/// The writes apply in Redis, outside the SQL transaction: they settle
+/// last, so that nothing after them can fail but COMMIT itself. The write
+/// lock is held until the call has ended (after COMMIT).
+#[async_trait::async_trait]
+impl Settle for KvSession {
+    /// Applies the call's writes if nothing it read changed meanwhile.
+    async fn commit(&mut self, _: &mut PgConnection) -> Result<(), SettleError> {
+        self.apply().await.map_err(|error| SettleError::new("kv", error))
+    }
+
+    /// Releases the write lock.
+    async fn release(&mut self) {
+        if let Some(held) = self.held.take()
+            && let Err(error) = held.lock.release(&held.lease).await
+        {
+            // It lapses by itself within its TTL.
+            tracing::warn!(plugin = %self.plugin, %error, "cannot release a kv write lock");
         }
     }
 }

@@ -4,7 +4,6 @@
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::plugins::bindings::todo::plugin::log::{self, Level};
-use crate::plugins::call::CallState;
 
 /// Per-call state: who is logging.
 pub struct PluginLog {
@@ -13,8 +12,11 @@ pub struct PluginLog {
     pub request_id: String,
 }
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    log::add_to_linker::<_, HasSelf<PluginLog>>(linker, |state| &mut state.log).map_err(|e| anyhow::anyhow!("{e}"))
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut PluginLog,
+) -> anyhow::Result<()> {
+    log::add_to_linker::<T, HasSelf<PluginLog>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl log::Host for PluginLog {

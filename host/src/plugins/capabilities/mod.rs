@@ -1,12 +1,12 @@
-//! Host interfaces, one module each (after Spin's factors): each knows how
-//! to add itself to a `Linker`, what per-call state it keeps, and which
-//! grant it needs.
+//! Host interfaces, one module each (after wasmtime-wasi and Spin's
+//! factors): each owns its per-call session, links itself into any
+//! `Linker<T>` through a getter of that session, and settles it when the
+//! call ends (`Settle`). The plugin runtime composes them in `CallState`.
 //!
 //! `log` and `config` are linked for every plugin; `sql`, `kv` and
-//! `publish` only when granted.
-//! The component's imports are checked against this before linking, so a
-//! plugin importing something it may not use fails to load with an error
-//! that names the import.
+//! `publish` only when granted. The component's imports are checked
+//! against the grants before linking, so a plugin importing something it
+//! may not use fails to load with an error that names the import.
 
 pub mod config;
 pub mod kv;
@@ -14,34 +14,65 @@ pub mod log;
 pub mod publish;
 pub mod sql;
 
+use sqlx::PgConnection;
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasData, Linker};
 
 use super::bindings::todo::plugin::types;
-use super::call::CallState;
 use super::manifest::Grants;
+
+/// Whether a call may change data: a write runs in one transaction the host
+/// commits after the export returns `ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Read,
+    Write,
+}
 
 /// The WIT package plugins import host interfaces from.
 const PACKAGE: &str = "todo:plugin/";
 
-/// `types` holds no functions; linking it only defines the instance.
-impl types::Host for CallState {}
+/// What a capability's session does when its call ends. The call's SQL
+/// transaction is the one commit point: on success, sessions settle in
+/// order on it before COMMIT — those whose effects join the transaction
+/// first, and at most one, the last, whose effects apply elsewhere (`kv`,
+/// in Redis). Every call, however it ended, then releases every session.
+#[async_trait::async_trait]
+pub trait Settle: Send {
+    /// The call succeeded: make what it did through this capability take
+    /// effect. An error rolls the whole call back.
+    async fn commit(&mut self, transaction: &mut PgConnection) -> Result<(), SettleError>;
 
-/// Links the interfaces `grants` allows.
-pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<()> {
-    types::add_to_linker::<_, HasSelf<CallState>>(linker, |state| state).map_err(|e| anyhow::anyhow!("{e}"))?;
-    log::add_to_linker(linker)?;
-    config::add_to_linker(linker)?;
-    if grants.sql {
-        sql::add_to_linker(linker)?;
+    /// The call has ended (after COMMIT, or with nothing committed): let
+    /// go of what the session holds, applying nothing more.
+    async fn release(&mut self);
+}
+
+/// Why a session could not settle a successful call.
+#[derive(Debug, thiserror::Error)]
+#[error("{capability}: {reason}")]
+pub struct SettleError {
+    capability: &'static str,
+    reason: String,
+}
+
+impl SettleError {
+    pub fn new(capability: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self { capability, reason: reason.to_string() }
     }
-    if grants.kv {
-        kv::add_to_linker(linker)?;
-    }
-    if !grants.publish.is_empty() {
-        publish::add_to_linker(linker)?;
-    }
-    Ok(())
+}
+
+/// `types` holds no functions; linking it only defines the instance.
+struct Types;
+
+impl HasData for Types {
+    type Data<'a> = Types;
+}
+
+impl types::Host for Types {}
+
+pub fn add_types_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    types::add_to_linker::<T, Types>(linker, |_| Types).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Refuses a component importing a host interface it was not granted, or

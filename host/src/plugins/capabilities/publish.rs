@@ -1,24 +1,45 @@
 //! `publish`: records for Kafka topics the manifest grants. They are held
-//! in the call's state and appended to the outbox in the call's own
-//! transaction when it commits (see `call`), so a failed or trapped call
-//! publishes nothing.
+//! in the call's session and appended to the outbox in the call's own
+//! transaction when it commits, so a failed or trapped call publishes
+//! nothing.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::PgConnection;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::events::OutboxRecord;
+use super::{Settle, SettleError};
+use crate::outbox::{self, OutboxRecord};
 use crate::plugins::bindings::event_handler::todo::plugin::publish::{self, PublishError};
-use crate::plugins::call::CallState;
 
 /// Largest payload a plugin may publish (Kafka's default record limit).
 const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    publish::add_to_linker::<_, HasSelf<CallState>>(linker, |state| state).map_err(|e| anyhow::anyhow!("{e}"))
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut PublishSession,
+) -> anyhow::Result<()> {
+    publish::add_to_linker::<T, HasSelf<PublishSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-impl publish::Host for CallState {
+/// Per-call state: the topics the plugin may publish to, the headers its
+/// records carry (the request's trace), and what it published so far.
+pub struct PublishSession {
+    granted: Arc<[String]>,
+    headers: BTreeMap<String, String>,
+    records: Vec<OutboxRecord>,
+}
+
+impl PublishSession {
+    pub fn new(granted: Arc<[String]>, headers: BTreeMap<String, String>) -> Self {
+        Self { granted, headers, records: Vec::new() }
+    }
+}
+
+impl publish::Host for PublishSession {
     async fn publish(&mut self, topic: String, key: Option<String>, payload: Vec<u8>) -> Result<(), PublishError> {
-        if !self.grants.publish.contains(&topic) {
+        if !self.granted.contains(&topic) {
             return Err(PublishError::NotGranted(format!(
                 "the manifest does not grant publishing to `{topic}` (add it to [grants] publish)"
             )));
@@ -29,8 +50,18 @@ impl publish::Host for CallState {
                 payload.len()
             )));
         }
-        let headers = self.trace.headers();
-        self.published.push(OutboxRecord { topic, key, payload, headers });
+        self.records.push(OutboxRecord { topic, key, payload, headers: self.headers.clone() });
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Settle for PublishSession {
+    async fn commit(&mut self, transaction: &mut PgConnection) -> Result<(), SettleError> {
+        outbox::append(transaction, &self.records).await.map_err(|error| SettleError::new("publish", error))
+    }
+
+    async fn release(&mut self) {
+        self.records.clear();
     }
 }

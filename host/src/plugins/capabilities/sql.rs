@@ -16,11 +16,14 @@ use sqlx::{Column, PgConnection, PgPool, Postgres, Row, Transaction, TypeInfo, V
 use uuid::Uuid;
 use wasmtime::component::{HasSelf, Linker};
 
+use super::CallKind;
 use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
-use crate::plugins::call::{CallKind, CallState};
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    sql::add_to_linker::<_, HasSelf<SqlSession>>(linker, |state| &mut state.sql).map_err(|e| anyhow::anyhow!("{e}"))
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut SqlSession,
+) -> anyhow::Result<()> {
+    sql::add_to_linker::<T, HasSelf<SqlSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Per-call state: the pool, and the connection or transaction the call's

@@ -1,18 +1,13 @@
 //! The transactional outbox: records bound for Kafka, written in the
-//! transaction of the change they announce. The relay publishes them.
+//! transaction of the change they announce; the relay (`events::relay`)
+//! publishes them. Generic: it knows records, not what they announce.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use tokio::sync::Notify;
-
-use super::task_event;
-use crate::kafka::topics;
-use crate::tasks::model::{Task, TaskChange};
-use crate::trace::RequestTrace;
 
 /// One record to publish. `topic` is the logical name (`task-events`,
 /// `notifications`); the relay maps it to the broker's topic.
@@ -22,30 +17,6 @@ pub struct OutboxRecord {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
-}
-
-impl OutboxRecord {
-    /// The CloudEvent announcing `change` on `task-events`, keyed by task id
-    /// so that one task's events keep their order.
-    pub fn task_event(change: &TaskChange, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
-        Self::about_task(change.task(), task_event::for_change(change, time), trace)
-    }
-
-    /// `task.overdue` about `task`, noticed at `time`.
-    pub fn overdue(task: &Task, trace: &RequestTrace, time: DateTime<Utc>) -> Self {
-        Self::about_task(task, task_event::envelope("task.overdue", task, None, time), trace)
-    }
-
-    fn about_task(task: &Task, event: serde_json::Value, trace: &RequestTrace) -> Self {
-        let mut headers = trace.headers();
-        headers.insert("content-type".into(), task_event::CONTENT_TYPE.into());
-        Self {
-            topic: topics::TASK_EVENTS.into(),
-            key: Some(task.id.to_string()),
-            payload: serde_json::to_vec(&event).unwrap_or_default(),
-            headers,
-        }
-    }
 }
 
 /// Writes `records` on `connection` (inside the caller's transaction), in

@@ -1,0 +1,198 @@
+//! The data of a call's `Store`: one session per host interface, each
+//! linked through a getter of its field, and how the sessions end together
+//! — one commit point, the call's SQL transaction.
+//!
+//! Adding a host interface: its module in `capabilities`; here its field,
+//! its session in `CallState::new`, its link line (and its place in
+//! `Settling::in_order` if it has effects); its grant in the manifest.
+
+use sqlx::PgConnection;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::Linker;
+
+use super::call::LoadedPlugin;
+use super::capabilities::config::PluginSettings;
+use super::capabilities::kv::KvSession;
+use super::capabilities::log::PluginLog;
+use super::capabilities::publish::PublishSession;
+use super::capabilities::sql::SqlSession;
+use super::capabilities::{self, CallKind, Settle, SettleError, config, kv, log, publish, sql};
+use super::manifest::Grants;
+use crate::trace::RequestTrace;
+
+pub struct CallState {
+    /// Owns the call's transaction.
+    pub(super) sql: SqlSession,
+    pub(super) settling: Settling,
+    pub(super) log: PluginLog,
+    pub(super) config: PluginSettings,
+    pub(super) memory: MemoryLimit,
+}
+
+/// The sessions with effects to settle when the call ends.
+pub(super) struct Settling {
+    pub(super) publish: PublishSession,
+    pub(super) kv: KvSession,
+}
+
+impl Settling {
+    /// In the order they settle: those joining the SQL transaction first,
+    /// the one applying elsewhere (`kv`, in Redis) last.
+    fn in_order(&mut self) -> [&mut dyn Settle; 2] {
+        [&mut self.publish, &mut self.kv]
+    }
+}
+
+/// Host statements that commit together with a successful write call, run
+/// after the export returned `ok` and before COMMIT, on the call's
+/// transaction (e.g. the outbox records announcing the change).
+pub trait BeforeCommit<R> {
+    fn run(self, answer: &R, connection: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// Nothing to add: reads, and writes that announce nothing.
+pub struct NothingMore;
+
+impl<R> BeforeCommit<R> for NothingMore {
+    fn run(self, _: &R, _: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Links the interfaces `grants` allows.
+pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<()> {
+    capabilities::add_types_to_linker(linker)?;
+    log::add_to_linker(linker, |state| &mut state.log)?;
+    config::add_to_linker(linker, |state| &mut state.config)?;
+    if grants.sql {
+        sql::add_to_linker(linker, |state| &mut state.sql)?;
+    }
+    if grants.kv {
+        kv::add_to_linker(linker, |state| &mut state.settling.kv)?;
+    }
+    if !grants.publish.is_empty() {
+        publish::add_to_linker(linker, |state| &mut state.settling.publish)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Session(#[from] SettleError),
+}
+
+impl CallState {
+    /// The fresh sessions of one call of `plugin`, serving `trace`.
+    pub(super) fn new(plugin: &LoadedPlugin, trace: &RequestTrace, kind: CallKind) -> Self {
+        let LoadedPlugin { identity, granted_topics, limits, settings, runtime, .. } = plugin;
+        Self {
+            sql: SqlSession::new(runtime.pool.clone(), kind),
+            settling: Settling {
+                publish: PublishSession::new(granted_topics.clone(), trace.headers()),
+                kv: KvSession::new(
+                    runtime.redis.clone(),
+                    identity.name.clone(),
+                    kind,
+                    runtime.kv_writers.clone(),
+                    limits.deadline(),
+                ),
+            },
+            log: PluginLog {
+                plugin: identity.name.clone(),
+                version: identity.version.clone(),
+                request_id: trace.request_id.clone(),
+            },
+            config: settings.clone(),
+            memory: MemoryLimit::new(limits.memory_bytes()),
+        }
+    }
+
+    /// Ends a successful write call: `before_commit` (the caller's own
+    /// statements), then every session in order, on the call's
+    /// transaction, then COMMIT. Any failure rolls everything back.
+    pub(super) async fn commit<R>(self, answer: &R, before_commit: impl BeforeCommit<R>) -> Result<(), CommitError> {
+        let Self { mut sql, mut settling, .. } = self;
+        if let Err(error) = settle(&mut sql, &mut settling, answer, before_commit).await {
+            release(&mut settling).await;
+            rollback_sql(sql).await;
+            return Err(error);
+        }
+        // Only a database gone in this instant fails here; the `kv` writes
+        // already applied then stay.
+        let committed = sql.finish(true).await.inspect_err(|error| {
+            tracing::error!(%error, "the sessions settled but the SQL transaction did not commit");
+        });
+        // After COMMIT: a lock held to here orders this call's outbox
+        // records before those of the next call it lets in.
+        release(&mut settling).await;
+        Ok(committed?)
+    }
+
+    /// Ends a failed (or read) call: nothing it did takes effect.
+    pub(super) async fn rollback(self) {
+        let Self { sql, mut settling, .. } = self;
+        release(&mut settling).await;
+        rollback_sql(sql).await;
+    }
+}
+
+async fn settle<R>(
+    sql: &mut SqlSession,
+    settling: &mut Settling,
+    answer: &R,
+    before_commit: impl BeforeCommit<R>,
+) -> Result<(), CommitError> {
+    let transaction = sql.connection().await?;
+    before_commit.run(answer, transaction).await?;
+    for session in settling.in_order() {
+        session.commit(transaction).await?;
+    }
+    Ok(())
+}
+
+async fn release(settling: &mut Settling) {
+    for session in settling.in_order() {
+        session.release().await;
+    }
+}
+
+async fn rollback_sql(sql: SqlSession) {
+    if let Err(error) = sql.finish(false).await {
+        // The connection is discarded by the pool; nothing was committed.
+        tracing::warn!(%error, "rollback failed");
+    }
+}
+
+/// Caps an instance's linear memory and remembers whether the cap was hit,
+/// so that the trap that follows (a Rust guest aborts on OOM) is reported
+/// as what it is.
+pub(super) struct MemoryLimit {
+    limit: usize,
+    pub(super) denied: bool,
+    /// The largest linear memory granted, for the memory-peak metric.
+    pub(super) peak: usize,
+}
+
+impl MemoryLimit {
+    pub(super) fn new(limit: usize) -> Self {
+        Self { limit, denied: false, peak: 0 }
+    }
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
