@@ -88,21 +88,28 @@ async fn a_dead_holder_is_replaced_within_one_lock_ttl() {
     create_due(&app, &user, "late", -3600, "todo").await;
 
     // A holder that took the lock and died: nobody may run until it expires.
+    // (The host's own runs take the lock too: wait for a moment it is free.)
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let taken: Option<String> = redis::cmd("SET")
-        .arg("todo:lock:job:overdue")
-        .arg("a-dead-replica")
-        .arg("NX")
-        .arg("PX")
-        .arg(1500)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert!(taken.is_some());
+    loop {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg("todo:lock:job:overdue")
+            .arg("a-dead-replica")
+            .arg("NX")
+            .arg("PX")
+            .arg(1500)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let taken_at = Instant::now();
+    let runs_before = job_runs(&app).await.len();
     let deadline = taken_at + Duration::from_secs(10);
-    while job_runs(&app).await.is_empty() {
+    while job_runs(&app).await.len() == runs_before {
         assert!(Instant::now() < deadline, "no replica took over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
