@@ -105,6 +105,22 @@ pub struct PluginConfig {
     /// rollbacks to each other (one per deployment).
     #[arg(long, env = "PLUGIN_ANNOUNCE_CHANNEL", default_value = "todo-host:plugin-announcements")]
     pub plugin_announce_channel: String,
+
+    /// Secret the database passwords of the plugins' roles are derived
+    /// from; every replica needs the same one (default: derived from
+    /// JWT_SECRET).
+    #[arg(long, env = "PLUGIN_DB_SECRET", hide_env_values = true)]
+    pub plugin_db_secret: Option<String>,
+
+    /// Connections of each `sql` plugin's own pool, unless its manifest
+    /// sets `limits.db_connections`.
+    #[arg(long, env = "PLUGIN_DB_CONNECTIONS", default_value_t = 20)]
+    pub plugin_db_connections: u32,
+
+    /// The event handler whose `history` export answers
+    /// GET /tasks/{id}/history.
+    #[arg(long, env = "HISTORY_PLUGIN", default_value = "audit-log")]
+    pub history_plugin: String,
 }
 
 impl PluginConfig {

@@ -1,13 +1,16 @@
 //! The transactional outbox: records bound for Kafka, written in the
 //! transaction of the change they announce; the relay (`events::relay`)
-//! publishes them. Generic: it knows records, not what they announce.
+//! publishes them. Generic: it knows records, not what they announce. The
+//! host appends through `host_append_outbox` with its key, so that a plugin
+//! sharing the transaction cannot write here itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sqlx::PgConnection;
 use sqlx::types::Json;
 use tokio::sync::Notify;
+
+use crate::db::HostConnection;
 
 /// One record to publish. `topic` is the logical name (`task-events`,
 /// `notifications`); the relay maps it to the broker's topic.
@@ -19,9 +22,9 @@ pub struct OutboxRecord {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Writes `records` on `connection` (inside the caller's transaction), in
-/// order, in one statement.
-pub async fn append(connection: &mut PgConnection, records: &[OutboxRecord]) -> Result<(), sqlx::Error> {
+/// Writes `records` on `host`'s connection (inside the caller's
+/// transaction), in order, in one statement.
+pub async fn append(host: &mut HostConnection<'_>, records: &[OutboxRecord]) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
     }
@@ -29,21 +32,14 @@ pub async fn append(connection: &mut PgConnection, records: &[OutboxRecord]) -> 
     let keys: Vec<Option<&str>> = records.iter().map(|r| r.key.as_deref()).collect();
     let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
     let headers: Vec<Json<&BTreeMap<String, String>>> = records.iter().map(|r| Json(&r.headers)).collect();
-    // WITH ORDINALITY keeps the ids (and so the publishing order) in the
-    // order of `records`.
-    sqlx::query(
-        "INSERT INTO outbox (topic, record_key, payload, headers) \
-         SELECT topic, record_key, payload, headers \
-         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::jsonb[]) WITH ORDINALITY \
-              AS r(topic, record_key, payload, headers, position) \
-         ORDER BY position",
-    )
-    .bind(topics)
-    .bind(keys)
-    .bind(payloads)
-    .bind(headers)
-    .execute(connection)
-    .await?;
+    sqlx::query("SELECT public.host_append_outbox($1, $2, $3, $4, $5)")
+        .bind(host.key.as_bytes())
+        .bind(topics)
+        .bind(keys)
+        .bind(payloads)
+        .bind(headers)
+        .execute(&mut *host.connection)
+        .await?;
     Ok(())
 }
 

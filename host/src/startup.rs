@@ -18,7 +18,7 @@ use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
-use crate::db;
+use crate::db::{self, HostKey};
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
 use crate::http::{self, HttpLimits, Services};
@@ -28,7 +28,7 @@ use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
 use crate::kafka::{Kafka, topics};
 use crate::outbox::OutboxWaker;
-use crate::plugins::{PluginBroadcast, PluginEngine, PluginRegistry, PluginRuntime};
+use crate::plugins::{PluginBroadcast, PluginDatabases, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
 use crate::tasks::{GroupCommit, TaskCache, TaskService, TaskStore};
@@ -59,17 +59,34 @@ impl Application {
     /// Connects, migrates, loads the plugins, starts the background work
     /// and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
-        let keys =
-            TokenKeys::new(&signing_secret(&config.auth)?, Duration::from_secs(config.auth.access_token_ttl_secs));
+        let secret = signing_secret(&config.auth)?;
+        let keys = TokenKeys::new(&secret, Duration::from_secs(config.auth.access_token_ttl_secs));
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool).await?;
+        if db::is_superuser(&pool).await? {
+            tracing::warn!(
+                "THE DATABASE ROLE OF DATABASE_URL IS A SUPERUSER: a superuser's sessions can read the server's files \
+                 and run its programs, and connect as any role. Connect as a role that owns the host's tables, with \
+                 CREATEROLE and CREATE on the database, and nothing more (docs/operations.md)"
+            );
+        }
+        let key = HostKey::load(&pool).await?;
         let redis = RedisClient::connect(&config.redis).await?;
 
         let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
         let outbox = OutboxWaker::default();
+        let plugin_secret =
+            config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.clone().into_bytes());
+        let databases = PluginDatabases::new(
+            pool.clone(),
+            key.clone(),
+            db::connect_options(&config.database)?,
+            plugin_secret,
+            config.plugins.plugin_db_connections,
+        );
         let runtime = Arc::new(PluginRuntime::new(
             engine,
-            pool.clone(),
+            databases,
             redis.clone(),
             outbox.clone(),
             config.plugins.plugin_max_instances,
@@ -89,7 +106,7 @@ impl Application {
             redis.clone().filter(|_| config.redis.cache_enabled),
             Duration::from_secs(config.redis.cache_ttl_secs),
         );
-        let store = TaskStore::new(plugins.clone(), cache.clone());
+        let store = TaskStore::new(plugins.clone(), cache.clone(), config.plugins.history_plugin.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { background: Background::default(), producer: None, outbox };
@@ -98,7 +115,7 @@ impl Application {
             workers.background.spawn(follow);
         }
         match &redis {
-            Some(redis) => workers.schedule(&config, redis, &store, &pool),
+            Some(redis) => workers.schedule(&config, redis, &store, &pool, &key),
             None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
         }
         let commands = match Kafka::new(&config.kafka) {
@@ -179,11 +196,11 @@ impl Application {
 
 impl Workers {
     /// Starts the scheduled jobs (each once per slot across replicas).
-    fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool) {
+    fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool, key: &HostKey) {
         let settings = &config.redis;
         let lock_ttl = Duration::from_millis(settings.job_lock_ttl_ms);
         if settings.overdue_job_enabled {
-            let job = OverdueJob::new(store.clone(), pool.clone(), self.outbox.clone());
+            let job = OverdueJob::new(store.clone(), pool.clone(), key.clone(), self.outbox.clone());
             let interval = Duration::from_secs(settings.overdue_interval_secs);
             self.background
                 .spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.background.shutdown()));

@@ -48,10 +48,15 @@ as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# The role todo-host connects as: not a superuser; CREATEROLE (it creates a
+# role per plugin granted `sql`), owner of its database and tables.
+APP_DB_ROLE=todo_host
+
 # start_postgres DATA_DIR [durable]: initialises a cluster in DATA_DIR, starts
-# it on a free port and exports PG_PORT, PG_DATA and PG_URL (superuser
-# `postgres`, database `postgres`). Without `durable`, fsync is off: fast,
-# and fine for data that dies with the run.
+# it on a free port, creates the role $APP_DB_ROLE and exports PG_PORT,
+# PG_DATA and PG_URL (superuser `postgres`, database `postgres`: for the
+# scripts, never for the host). Without `durable`, fsync is off: fast, and
+# fine for data that dies with the run.
 start_postgres() {
   local data_dir=$1 mode=${2:-}
   local bin
@@ -67,7 +72,15 @@ start_postgres() {
   fi
   as_postgres "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -o "$options" -w start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  psql -qX "$PG_URL" -c "CREATE ROLE $APP_DB_ROLE LOGIN CREATEROLE" >/dev/null
   export PG_PORT PG_DATA PG_URL
+}
+
+# create_app_database NAME: a database owned by $APP_DB_ROLE; prints the URL
+# the host connects to it with.
+create_app_database() {
+  psql -qX "$PG_URL" -c "CREATE DATABASE \"$1\" OWNER $APP_DB_ROLE" >/dev/null
+  echo "postgres://$APP_DB_ROLE@127.0.0.1:$PG_PORT/$1"
 }
 
 stop_postgres() {

@@ -94,7 +94,7 @@ async fn metrics_count_requests_plugin_calls_and_cache_lookups() {
 #[tokio::test]
 async fn readiness_fails_while_postgres_is_down_and_recovers() {
     let mut postgres = TestPostgres::start().await;
-    let app = TestApp::spawn_with(HostOptions::default().env("DATABASE_URL", &postgres.url())).await;
+    let app = TestApp::spawn_with(HostOptions::default().env("DATABASE_URL", &TestPostgres::app_url(&postgres))).await;
     assert_eq!(get(&app, "/health/ready").await.0, 200);
 
     postgres.stop().await;

@@ -160,7 +160,7 @@ async fn a_duplicate_of_a_running_request_is_a_conflict() {
     // Hold inserts back until the first request is known to be waiting.
     let mut locker = app.db().await;
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE tasks IN SHARE MODE").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE plugin_postgres_store.tasks IN SHARE MODE").execute(&mut locker).await.unwrap();
     let first = tokio::spawn({
         let request = app
             .request(Method::POST, "/tasks")

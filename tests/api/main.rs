@@ -11,6 +11,7 @@ mod batch;
 mod cache;
 mod commands;
 mod concurrency;
+mod database_sandbox;
 mod events;
 mod handlers;
 mod health;

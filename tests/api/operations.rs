@@ -89,8 +89,7 @@ async fn sigterm_lets_every_accepted_request_finish() {
     assert!(completed > 0, "some requests were in flight when SIGTERM came");
     // Nothing that did not answer was applied, and nothing that answered
     // was applied in part.
-    let mut db = app.db().await;
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut db).await.unwrap();
+    let rows = app.task_rows().await;
     assert_eq!(rows, 100 * completed, "every answered batch is stored whole, no other ({refused} not accepted)");
 }
 

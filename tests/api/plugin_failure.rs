@@ -45,6 +45,12 @@ fn tempdir_with_trapping_fixture() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("todo-host-trap-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(source.join("faulty-store.wasm"), dir.join("faulty-store.wasm")).unwrap();
+    let migrations = dir.join("faulty-store.migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for entry in std::fs::read_dir(source.join("faulty-store.migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, migrations.join(path.file_name().unwrap())).unwrap();
+    }
     let manifest = std::fs::read_to_string(source.join("faulty-store.toml")).unwrap();
     std::fs::write(dir.join("faulty-store.toml"), manifest.replace("failure = \"error\"", "failure = \"trap\""))
         .unwrap();

@@ -21,14 +21,15 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use serde_json::Value;
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Command, wire};
 use crate::config::CommandConfig;
+use crate::db::HostConnection;
 use crate::kafka::{Kafka, LagReporter, topics};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
@@ -257,7 +258,7 @@ struct RecordResults<'a> {
 }
 
 impl BeforeCommit<Vec<TaskChange>> for RecordResults<'_> {
-    async fn run(self, changes: &Vec<TaskChange>, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    async fn run(self, changes: &Vec<TaskChange>, host: &mut HostConnection<'_>) -> Result<(), sqlx::Error> {
         let mut changes = changes.iter().cloned();
         let (mut ids, mut issuers, mut results, mut request_ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for command in self.commands {
@@ -268,17 +269,14 @@ impl BeforeCommit<Vec<TaskChange>> for RecordResults<'_> {
             results.push(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)));
             request_ids.push(command.trace.request_id.as_str());
         }
-        sqlx::query(
-            "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
-             SELECT id, issuer_id, 'applied', result, request_id \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) AS r(id, issuer_id, result, request_id)",
-        )
-        .bind(ids)
-        .bind(issuers)
-        .bind(results)
-        .bind(request_ids)
-        .execute(connection)
-        .await?;
+        sqlx::query("SELECT public.host_record_command_results($1, $2, $3, $4, $5)")
+            .bind(host.key.as_bytes())
+            .bind(ids)
+            .bind(issuers)
+            .bind(results)
+            .bind(request_ids)
+            .execute(&mut *host.connection)
+            .await?;
         Ok(())
     }
 }

@@ -1,13 +1,15 @@
 //! The outbox relay: publishes outbox records to Kafka in id order and
 //! marks them published.
 //!
-//! Safe on many replicas: each batch runs in a transaction that first takes
-//! a transaction-scoped advisory lock, so one relay publishes at a time and
+//! Safe on many replicas: each batch runs in a transaction that first locks
+//! the one row of `outbox_relay_lock`, so one relay publishes at a time and
 //! batches never overlap (plain `FOR UPDATE SKIP LOCKED` batches could let
-//! a later event of a task overtake an earlier one). The lock is released
-//! at commit, so a relay that dies mid-batch releases it with its
-//! connection and another takes over; its unmarked records are published
-//! again (at-least-once; handlers deduplicate by event id).
+//! a later event of a task overtake an earlier one). A row of a host table,
+//! not an advisory lock: any plugin may take advisory locks, none may lock
+//! this row. The lock is released at commit, so a relay that dies
+//! mid-batch releases it with its connection and another takes over; its
+//! unmarked records are published again (at-least-once; handlers
+//! deduplicate by event id).
 //!
 //! Per-task order: a task's writes hold its row lock until they commit and
 //! append their outbox records after taking it, so a task's records get ids
@@ -25,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{self, Kafka};
 use crate::outbox::OutboxWaker;
 
-/// The advisory lock key serialising relays ("outbox" in ASCII).
-const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -100,7 +100,7 @@ impl OutboxRelay {
     /// transaction holding the relay lock. Answers how many it published.
     async fn publish_batch(&self) -> anyhow::Result<usize> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RELAY_LOCK).execute(&mut *transaction).await?;
+        sqlx::query("SELECT id FROM outbox_relay_lock FOR UPDATE").execute(&mut *transaction).await?;
         let rows = sqlx::query(
             "SELECT id, topic, record_key, payload, headers FROM outbox \
              WHERE published_at IS NULL ORDER BY id LIMIT $1",

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{SlotJob, fenced};
+use crate::db::{HostConnection, HostKey};
 use crate::lock::Lease;
 use crate::outbox::{self, OutboxRecord, OutboxWaker};
 use crate::tasks::event::TaskEvent;
@@ -23,14 +24,15 @@ const PAGE: u32 = 100;
 pub struct OverdueJob {
     store: TaskStore,
     pool: PgPool,
+    key: HostKey,
     outbox: OutboxWaker,
     /// Which replica ran it, for `job_runs`.
     holder: String,
 }
 
 impl OverdueJob {
-    pub fn new(store: TaskStore, pool: PgPool, outbox: OutboxWaker) -> Self {
-        Self { store, pool, outbox, holder: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()) }
+    pub fn new(store: TaskStore, pool: PgPool, key: HostKey, outbox: OutboxWaker) -> Self {
+        Self { store, pool, key, outbox, holder: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()) }
     }
 
     async fn overdue_tasks(&self, call: &Call<'_>) -> anyhow::Result<Vec<Task>> {
@@ -77,7 +79,7 @@ impl SlotJob for OverdueJob {
             .filter(|task| fresh.contains(&task.id))
             .map(|task| TaskEvent::overdue(task, now).record(&trace))
             .collect();
-        outbox::append(&mut transaction, &records).await?;
+        outbox::append(&mut HostConnection { connection: &mut transaction, key: &self.key }, &records).await?;
         sqlx::query("INSERT INTO job_runs (job, slot, fence, holder, items) VALUES ($1, $2, $3, $4, $5)")
             .bind(Self::NAME)
             .bind(slot)

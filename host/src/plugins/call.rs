@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::{Store, Trap};
@@ -15,6 +14,7 @@ use super::breaker::CircuitBreaker;
 use super::capabilities::CallKind;
 use super::capabilities::config::PluginSettings;
 use super::capabilities::kv::KvWriters;
+use super::database::{PluginDatabase, PluginDatabases};
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::Limits;
 use super::state::{BeforeCommit, CallState, MemoryLimit};
@@ -27,7 +27,8 @@ use crate::trace::RequestTrace;
 /// slots of the pooling allocator.
 pub struct PluginRuntime {
     pub(super) engine: PluginEngine,
-    pub(super) pool: PgPool,
+    /// The host's pool and key, and the plugins' roles and pools.
+    pub(super) databases: PluginDatabases,
     /// For the `kv` import; `None` when the server has no Redis.
     pub(super) redis: Option<RedisClient>,
     /// Serialises the `kv` write calls of each plugin in this process.
@@ -40,14 +41,14 @@ pub struct PluginRuntime {
 impl PluginRuntime {
     pub fn new(
         engine: PluginEngine,
-        pool: PgPool,
+        databases: PluginDatabases,
         redis: Option<RedisClient>,
         outbox: OutboxWaker,
         max_instances: u32,
     ) -> Self {
         Self {
             engine,
-            pool,
+            databases,
             redis,
             kv_writers: Arc::default(),
             outbox,
@@ -96,6 +97,8 @@ pub struct LoadedPlugin {
     pub(super) digest: String,
     /// The topics `publish` may write to (the manifest's grant).
     pub(super) granted_topics: Arc<[String]>,
+    /// Its role, schema and pool, when it is granted `sql`.
+    pub(super) database: Option<PluginDatabase>,
     pub(super) limits: Limits,
     pub(super) settings: PluginSettings,
     pub(super) stats: PluginStats,

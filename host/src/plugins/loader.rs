@@ -1,5 +1,7 @@
-//! Loading a plugin: `NAME.toml` + `NAME.wasm` → a verified, compiled,
-//! import-checked and linked `InstancePre`, ready for per-call instances.
+//! Loading a plugin: `NAME.toml` + `NAME.wasm` (+ `NAME.migrations/`) → a
+//! verified, compiled, import-checked and linked `InstancePre`, ready for
+//! per-call instances, and — for a plugin granted `sql` — its database
+//! role and schema, migrated.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,20 +16,22 @@ use super::PluginIdentity;
 use super::breaker::CircuitBreaker;
 use super::call::{LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
+use super::database::Migration;
 use super::manifest::{Manifest, PluginKind};
 use super::state::{self, CallState};
 use super::stats::PluginStats;
 
-/// A plugin's two files as read from the plugin directory, verified
-/// against the manifest's `sha256` when it gives one.
+/// A plugin's files as read from the plugin directory, verified against
+/// the manifest's `sha256` when it gives one.
 pub struct PluginSource {
     pub name: String,
     manifest: Manifest,
     wasm: Vec<u8>,
+    migrations: Vec<Migration>,
     /// Hex SHA-256 of the `.wasm` file.
     pub sha256: String,
-    /// Hex SHA-256 of the manifest and the `.wasm` together: a reload
-    /// skips a plugin whose digest did not change.
+    /// Hex SHA-256 of the manifest, the `.wasm` and the migrations
+    /// together: a reload skips a plugin whose digest did not change.
     pub digest: String,
 }
 
@@ -51,9 +55,36 @@ impl PluginSource {
         {
             bail!("{} has SHA-256 {sha256}, but its manifest requires {expected}", wasm_path.display());
         }
-        let digest = hex::encode(Sha256::new().chain_update(manifest_text.as_bytes()).chain_update(&wasm).finalize());
-        Ok(Self { name: name.to_string(), manifest, wasm, sha256, digest })
+        let migrations = read_migrations(&dir.join(format!("{name}.migrations")))?;
+        let mut digest = Sha256::new().chain_update(manifest_text.as_bytes()).chain_update(&wasm);
+        for migration in &migrations {
+            digest.update(migration.version.to_be_bytes());
+            digest.update(migration.sql.as_bytes());
+        }
+        let digest = hex::encode(digest.finalize());
+        Ok(Self { name: name.to_string(), manifest, wasm, migrations, sha256, digest })
     }
+}
+
+/// The `.sql` files of a plugin's migrations directory; none when it has
+/// no such directory.
+fn read_migrations(dir: &Path) -> anyhow::Result<Vec<Migration>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut migrations = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else { continue };
+        if !file_name.ends_with(".sql") {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        migrations.extend(Migration::from_file(file_name, sql)?);
+    }
+    Ok(migrations)
 }
 
 /// Compiles `source` (or takes it from the artifact cache), checks its
@@ -65,12 +96,15 @@ pub(super) fn load(
     source: PluginSource,
     kind: PluginKind,
 ) -> anyhow::Result<(LoadedPlugin, InstancePre<CallState>)> {
-    let PluginSource { name, manifest, wasm, sha256, digest } = source;
+    let PluginSource { name, manifest, wasm, migrations, sha256, digest } = source;
     if manifest.kind != kind {
         bail!("plugin `{name}` is a {:?} plugin, not a {kind:?} plugin", manifest.kind);
     }
     if manifest.grants.kv && runtime.redis.is_none() {
         bail!("plugin `{name}` is granted `kv`, but this server has no Redis (set REDIS_URL)");
+    }
+    if !manifest.grants.sql && !migrations.is_empty() {
+        bail!("plugin `{name}` ships migrations but is not granted `sql`");
     }
     let engine = &runtime.engine;
     let component = engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {name}.wasm"))?;
@@ -83,12 +117,23 @@ pub(super) fn load(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("the component does not fit the host's interfaces: {e:#}"))?;
+    // Before the version serves: its schema must be what its code expects.
+    // Loads run on the blocking pool, inside the runtime.
+    let database = match manifest.grants.sql {
+        true => Some(tokio::runtime::Handle::current().block_on(runtime.databases.provision(
+            &name,
+            &manifest,
+            &migrations,
+        ))?),
+        false => None,
+    };
 
     let plugin = LoadedPlugin {
         identity: PluginIdentity { name, version: manifest.version.clone(), sha256, loaded_at: Utc::now() },
         digest,
         settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
         granted_topics: manifest.grants.publish.into(),
+        database,
         limits: manifest.limits.clone(),
         stats: PluginStats::default(),
         breaker: CircuitBreaker::new(

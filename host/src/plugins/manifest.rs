@@ -19,6 +19,8 @@ pub struct Manifest {
     pub grants: Grants,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub database: Database,
     /// Free-form settings, readable through the `config` import.
     #[serde(default)]
     pub settings: toml::Table,
@@ -37,14 +39,29 @@ pub enum PluginKind {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
+    /// Statements in a schema of the plugin's own, as a role of its own.
     #[serde(default)]
     pub sql: bool,
+    /// Relations other plugins share, as `plugin.relation`, that the
+    /// plugin's role may read (needs `sql`).
+    #[serde(default)]
+    pub read: Vec<String>,
     /// The `kv` store (Redis), confined to the plugin's own keys.
     #[serde(default)]
     pub kv: bool,
     /// Logical topics the plugin may `publish` to.
     #[serde(default)]
     pub publish: Vec<String>,
+}
+
+/// What a plugin granted `sql` offers other plugins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Relations (tables or views) of its schema other plugins may ask to
+    /// read (`[grants] read`).
+    #[serde(default)]
+    pub shares: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +80,10 @@ pub struct Limits {
     /// How long an open circuit refuses calls before one is tried again.
     #[serde(default = "Limits::default_circuit_cool_down_ms")]
     pub circuit_cool_down_ms: u64,
+    /// Connections of the plugin's own pool (`sql`); unset: the host's
+    /// `PLUGIN_DB_CONNECTIONS`.
+    #[serde(default)]
+    pub db_connections: Option<u32>,
 }
 
 impl Limits {
@@ -98,6 +119,7 @@ impl Default for Limits {
             memory_mib: Self::default_memory_mib(),
             circuit_traps: Self::default_circuit_traps(),
             circuit_cool_down_ms: Self::default_circuit_cool_down_ms(),
+            db_connections: None,
         }
     }
 }
@@ -111,6 +133,10 @@ impl Manifest {
         let manifest: Self = toml::from_str(text)?;
         if let Some(topic) = manifest.grants.publish.iter().find(|topic| RESERVED_TOPICS.contains(&topic.as_str())) {
             anyhow::bail!("[grants] publish may not name `{topic}`: only the host publishes there");
+        }
+        let asks_database = !manifest.grants.read.is_empty() || !manifest.database.shares.is_empty();
+        if asks_database && !manifest.grants.sql {
+            anyhow::bail!("[grants] read and [database] shares need `sql = true` under [grants]");
         }
         Ok(manifest)
     }

@@ -114,6 +114,11 @@ impl PluginRegistry {
         self.storage.current()
     }
 
+    /// The event handler named `name`, as it serves now.
+    pub fn handler(&self, name: &str) -> Option<Arc<HandlerPlugin>> {
+        self.handlers().into_iter().find(|slot| slot.identity().name == name).map(|slot| slot.current())
+    }
+
     pub fn handlers(&self) -> Vec<Arc<PluginSlot<HandlerPlugin>>> {
         self.handlers.read().expect("poisoned").clone()
     }

@@ -49,11 +49,21 @@ pub struct PluginStatus {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// The database role its statements run as and the schema it owns
+    /// (plugins granted `sql`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseIdentity>,
     /// Calls of the serving version since it was loaded.
     #[serde(flatten)]
     pub stats: StatsSnapshot,
     /// Versions a rollback can return to, most recent first.
     pub previous: Vec<PluginIdentity>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DatabaseIdentity {
+    pub role: String,
+    pub schema: String,
 }
 
 impl<P: Plugin> PluginSlot<P> {
@@ -120,6 +130,10 @@ impl<P: Plugin> PluginSlot<P> {
                 "serving"
             },
             last_failure,
+            database: loaded
+                .database
+                .as_ref()
+                .map(|database| DatabaseIdentity { role: database.role.clone(), schema: database.schema.clone() }),
             stats: loaded.stats.snapshot(),
             previous: self
                 .previous

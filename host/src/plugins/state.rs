@@ -6,7 +6,6 @@
 //! its session in `CallState::new`, its link line (and its place in
 //! `Settling::in_order` if it has effects); its grant in the manifest.
 
-use sqlx::PgConnection;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::Linker;
 
@@ -18,6 +17,7 @@ use super::capabilities::publish::PublishSession;
 use super::capabilities::sql::SqlSession;
 use super::capabilities::{self, CallKind, Settle, SettleError, config, kv, log, publish, sql};
 use super::manifest::Grants;
+use crate::db::HostConnection;
 use crate::trace::RequestTrace;
 
 pub struct CallState {
@@ -47,14 +47,14 @@ impl Settling {
 /// after the export returned `ok` and before COMMIT, on the call's
 /// transaction (e.g. the outbox records announcing the change).
 pub trait BeforeCommit<R> {
-    fn run(self, answer: &R, connection: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn run(self, answer: &R, host: &mut HostConnection<'_>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 /// Nothing to add: reads, and writes that announce nothing.
 pub struct NothingMore;
 
 impl<R> BeforeCommit<R> for NothingMore {
-    fn run(self, _: &R, _: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+    fn run(self, _: &R, _: &mut HostConnection<'_>) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
         std::future::ready(Ok(()))
     }
 }
@@ -87,9 +87,10 @@ pub enum CommitError {
 impl CallState {
     /// The fresh sessions of one call of `plugin`, serving `trace`.
     pub(super) fn new(plugin: &LoadedPlugin, trace: &RequestTrace, kind: CallKind) -> Self {
-        let LoadedPlugin { identity, granted_topics, limits, settings, runtime, .. } = plugin;
+        let LoadedPlugin { identity, granted_topics, database, limits, settings, runtime, .. } = plugin;
+        let (pool, key) = runtime.databases.of(database.as_ref());
         Self {
-            sql: SqlSession::new(runtime.pool.clone(), kind),
+            sql: SqlSession::new(pool, key, kind),
             settling: Settling {
                 publish: PublishSession::new(granted_topics.clone(), trace.headers()),
                 kv: KvSession::new(
@@ -145,10 +146,10 @@ async fn settle<R>(
     answer: &R,
     before_commit: impl BeforeCommit<R>,
 ) -> Result<(), CommitError> {
-    let transaction = sql.connection().await?;
-    before_commit.run(answer, transaction).await?;
+    let mut host = sql.host_connection().await?;
+    before_commit.run(answer, &mut host).await?;
     for session in settling.in_order() {
-        session.commit(transaction).await?;
+        session.commit(&mut host).await?;
     }
     Ok(())
 }

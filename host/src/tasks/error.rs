@@ -32,6 +32,9 @@ pub enum TaskError {
     Internal(String),
     #[error("batch operation {} failed; nothing was applied", .0.first().map_or(0, |f| f.index))]
     BatchFailed(Vec<BatchFailure>),
+    /// No loaded plugin answers task histories.
+    #[error("{0}")]
+    NoHistory(String),
 }
 
 /// One failed operation of an all-or-nothing batch.
@@ -70,6 +73,9 @@ impl From<TaskError> for Problem {
                 Problem::internal()
             }
             TaskError::BatchFailed(failures) => batch_failed(failures),
+            TaskError::NoHistory(detail) => {
+                Problem::new(StatusCode::NOT_IMPLEMENTED, "history-unavailable", "History unavailable").detail(detail)
+            }
         }
     }
 }

@@ -72,6 +72,29 @@ impl TaskJson {
     }
 }
 
+/// One recorded change of a task, as the history plugin answers it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    /// `{field: {from, to}}` for an update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub changes: Option<serde_json::Value>,
+    /// The task after the change (as it was, for a deletion).
+    #[schema(value_type = Task)]
+    pub task: serde_json::Value,
+    /// The task's owner at that change: whom the entry is visible to.
+    #[serde(skip)]
+    pub owner_id: Uuid,
+    /// The task's version after the change: the entries' order.
+    #[serde(skip)]
+    pub version: i64,
+}
+
 /// What a write did to one task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskChange {

@@ -16,8 +16,8 @@ use super::cursor;
 use super::error::TaskError;
 use super::group_commit::GroupCommit;
 use super::model::{
-    BatchOperation, FieldError, NewTask, PageRequest, Priority, SortField, SortOrder, TaskChanges, TaskFilter,
-    TaskJson, TaskPage, TaskStatus,
+    BatchOperation, FieldError, HistoryEntry, NewTask, PageRequest, Priority, SortField, SortOrder, TaskChanges,
+    TaskFilter, TaskJson, TaskPage, TaskStatus,
 };
 use super::store::{Call, TaskStore};
 use super::write::{Creation, MAX_BATCH_OPERATIONS, PreparedWrite, ScopedOperation, StoreOperation, WriteOutcome};
@@ -241,6 +241,27 @@ impl TaskService {
         let page = TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) };
         let outcome = self.fill(slot, || serde_json::to_vec(&page).ok()).await;
         Ok((page, outcome))
+    }
+
+    /// A task's recorded changes, oldest first (by version: the order of
+    /// its commits), as the caller may see them: a user sees the entries of
+    /// the times the task was theirs, and only while it is readable; a
+    /// deleted task's trail stays readable by admins.
+    pub async fn history(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<HistoryEntry>, TaskError> {
+        let admin = ctx.actor.role == Role::Admin;
+        if !admin {
+            self.get(ctx, id).await?;
+        }
+        let mut entries = self.store.history(&ctx.call(), id).await?;
+        if let Some(owner) = ctx.read_scope() {
+            entries.retain(|entry| entry.owner_id == owner);
+        }
+        entries.sort_by(|a, b| (a.version, a.occurred_at, &a.event_id).cmp(&(b.version, b.occurred_at, &b.event_id)));
+        if entries.is_empty() && admin {
+            // Not recorded yet, or no such task: the task tells which.
+            self.get(ctx, id).await?;
+        }
+        Ok(entries)
     }
 
     /// Stores a database answer, as JSON, in the cache slot of a miss

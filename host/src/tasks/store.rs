@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use uuid::Uuid;
 use wasmtime::Store;
 
+use crate::db::HostConnection;
 use crate::outbox;
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
@@ -19,7 +19,7 @@ use crate::trace::RequestTrace;
 use super::cache::TaskCache;
 use super::error::TaskError;
 use super::event::TaskEvent;
-use super::model::{PageRequest, Task, TaskChange, TaskFilter};
+use super::model::{HistoryEntry, PageRequest, Task, TaskChange, TaskFilter};
 use super::wit as convert;
 use super::write::{ScopedOperation, StoreOperation};
 
@@ -62,14 +62,14 @@ struct Announce<'a, T> {
 }
 
 impl<T: BeforeCommit<Vec<TaskChange>> + Send> BeforeCommit<Vec<TaskChange>> for Announce<'_, T> {
-    async fn run(self, changes: &Vec<TaskChange>, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    async fn run(self, changes: &Vec<TaskChange>, host: &mut HostConnection<'_>) -> Result<(), sqlx::Error> {
         let records: Vec<outbox::OutboxRecord> = changes
             .iter()
             .enumerate()
             .map(|(index, change)| TaskEvent::for_change(change, self.now).record(self.traces.get(index)))
             .collect();
-        outbox::append(connection, &records).await?;
-        self.then.run(changes, connection).await
+        outbox::append(host, &records).await?;
+        self.then.run(changes, host).await
     }
 }
 
@@ -77,13 +77,29 @@ impl<T: BeforeCommit<Vec<TaskChange>> + Send> BeforeCommit<Vec<TaskChange>> for 
 pub struct TaskStore {
     plugins: Arc<PluginRegistry>,
     cache: TaskCache,
+    /// The event handler whose `history` export answers task histories.
+    history_plugin: String,
 }
 
 type Guest = wit::Guest;
 
 impl TaskStore {
-    pub fn new(plugins: Arc<PluginRegistry>, cache: TaskCache) -> Self {
-        Self { plugins, cache }
+    pub fn new(plugins: Arc<PluginRegistry>, cache: TaskCache, history_plugin: String) -> Self {
+        Self { plugins, cache, history_plugin }
+    }
+
+    /// Every recorded change of task `id`, as the history plugin keeps
+    /// them (unfiltered: the service applies the role rules).
+    pub async fn history(&self, call: &Call<'_>, id: Uuid) -> Result<Vec<HistoryEntry>, TaskError> {
+        let name = &self.history_plugin;
+        let unavailable = || {
+            TaskError::NoHistory(format!(
+                "no loaded event handler answers task histories (HISTORY_PLUGIN={name} must be running and export `history`)"
+            ))
+        };
+        let plugin = self.plugins.handler(name).ok_or_else(unavailable)?;
+        let entries = plugin.history(call.trace, &id.to_string()).await.ok_or_else(unavailable)???;
+        entries.into_iter().map(convert::history_entry_from_wit).collect()
     }
 
     async fn read<R>(

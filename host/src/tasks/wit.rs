@@ -7,9 +7,11 @@ use uuid::Uuid;
 
 use super::error::{BatchFailure, TaskError};
 use super::model::{
-    FieldError, PageRequest, Priority, SortField, SortOrder, Task, TaskChange, TaskFilter, TaskPatch, TaskStatus,
+    FieldError, HistoryEntry, PageRequest, Priority, SortField, SortOrder, Task, TaskChange, TaskFilter, TaskPatch,
+    TaskStatus,
 };
 use super::write::{Creation, ScopedOperation, StoreOperation};
+use crate::plugins::history;
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
 
@@ -167,5 +169,31 @@ pub(super) fn task_from_wit(task: wit_types::Task) -> Result<Task, TaskError> {
         created_at: instant(task.created_at)?,
         updated_at: instant(task.updated_at)?,
         version: task.version,
+    })
+}
+
+impl From<history::HistoryError> for TaskError {
+    fn from(error: history::HistoryError) -> Self {
+        match error {
+            history::HistoryError::Unavailable(detail) => TaskError::Unavailable(detail),
+            history::HistoryError::Internal(detail) => TaskError::Internal(detail),
+        }
+    }
+}
+
+/// A history entry as the plugin answered it.
+pub(super) fn history_entry_from_wit(entry: history::HistoryEntry) -> Result<HistoryEntry, TaskError> {
+    let malformed = |what: &str| TaskError::Internal(format!("the history plugin answered an entry with {what}"));
+    let json = |text: &str| serde_json::from_str(text).map_err(|_| malformed("malformed JSON"));
+    Ok(HistoryEntry {
+        event_id: entry.event_id,
+        event_type: entry.event_type,
+        occurred_at: DateTime::from_timestamp_micros(entry.occurred_at)
+            .ok_or_else(|| malformed("an impossible time"))?,
+        request_id: entry.request_id,
+        changes: entry.changes.as_deref().map(json).transpose()?,
+        task: json(&entry.task)?,
+        owner_id: Uuid::parse_str(&entry.owner_id).map_err(|_| malformed("a malformed owner id"))?,
+        version: entry.version,
     })
 }

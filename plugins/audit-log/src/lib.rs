@@ -1,15 +1,18 @@
 //! audit-log: the history of every task, kept by an event handler.
 //!
-//! Each `task.*` event becomes one `task_audit` row (see migrations/), which
-//! `GET /tasks/{id}/history` reads. Events arrive at least once, so the row
-//! is keyed by the event id and a redelivered event inserts nothing.
+//! Each `task.*` event becomes one `task_audit` row (the table is in the
+//! plugin's own schema, made by its migrations/), and the `history` export
+//! answers a task's rows for `GET /tasks/{id}/history`. Events arrive at
+//! least once, so the row is keyed by the event id and a redelivered event
+//! inserts nothing.
 
 wit_bindgen::generate!({
-    world: "event-handler",
+    world: "history-handler",
     path: "../../wit",
 });
 
 use exports::todo::plugin::handler::{Event, Guest, HandlerError};
+use exports::todo::plugin::history::{Guest as History, HistoryEntry, HistoryError};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use todo::plugin::sql::{self, SqlError, Value};
@@ -72,23 +75,68 @@ fn malformed(event: &Event, detail: impl std::fmt::Display) -> HandlerError {
     HandlerError::Permanent(format!("event {} ({}) has malformed data: {detail}", event.id, event.type_))
 }
 
-/// Connection trouble (08, and 53 such as too many connections),
-/// serialization failures and deadlocks (40), lock timeouts (55P03),
-/// statement timeouts and shutdowns (57) may pass on a retry; any other
-/// error would only recur.
 fn sql_failure(event: &Event, error: SqlError) -> HandlerError {
-    let retryable = match error.code.as_deref() {
-        // No SQLSTATE: the host could not reach the database at all.
-        None => true,
-        Some(code) => ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "55P03",
-    };
     let message = format!(
         "recording event {} in task_audit failed: {} ({})",
         event.id,
         error.message,
         error.code.as_deref().unwrap_or("no SQLSTATE")
     );
-    if retryable { HandlerError::Retryable(message) } else { HandlerError::Permanent(message) }
+    if passing(&error) { HandlerError::Retryable(message) } else { HandlerError::Permanent(message) }
+}
+
+/// Connection trouble (08, and 53 such as too many connections),
+/// serialization failures and deadlocks (40), lock timeouts (55P03),
+/// statement timeouts and shutdowns (57) may pass on a retry; any other
+/// error would only recur. No SQLSTATE: the host could not reach the
+/// database at all.
+fn passing(error: &SqlError) -> bool {
+    match error.code.as_deref() {
+        None => true,
+        Some(code) => ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "55P03",
+    }
+}
+
+impl History for AuditLog {
+    fn task_history(_: CallContext, task_id: String) -> Result<Vec<HistoryEntry>, HistoryError> {
+        let rows = sql::query(
+            "SELECT event_id, event_type, occurred_at, request_id, owner_id::text, (task ->> 'version')::bigint, \
+             changes::text, task::text FROM task_audit WHERE task_id = $1::uuid \
+             ORDER BY (task ->> 'version')::bigint, occurred_at, event_id",
+            &[Value::Text(Some(task_id))],
+        )
+        .map_err(|error| match passing(&error) {
+            true => HistoryError::Unavailable(error.message),
+            false => HistoryError::Internal(error.message),
+        })?;
+        rows.rows.into_iter().map(entry).collect()
+    }
+}
+
+fn entry(row: Vec<Value>) -> Result<HistoryEntry, HistoryError> {
+    let malformed = || HistoryError::Internal("task_audit answered a row of unexpected types".into());
+    let mut columns = row.into_iter();
+    let mut next = || columns.next().ok_or_else(malformed);
+    let text = |value: Value| match value {
+        Value::Text(text) => Ok(text),
+        _ => Err(malformed()),
+    };
+    Ok(HistoryEntry {
+        event_id: text(next()?)?.ok_or_else(malformed)?,
+        event_type: text(next()?)?.ok_or_else(malformed)?,
+        occurred_at: match next()? {
+            Value::Timestamp(Some(at)) => at,
+            _ => return Err(malformed()),
+        },
+        request_id: text(next()?)?,
+        owner_id: text(next()?)?.ok_or_else(malformed)?,
+        version: match next()? {
+            Value::Int(Some(version)) => version,
+            _ => return Err(malformed()),
+        },
+        changes: text(next()?)?,
+        task: text(next()?)?.ok_or_else(malformed)?,
+    })
 }
 
 export!(AuditLog);

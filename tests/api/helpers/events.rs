@@ -158,22 +158,27 @@ pub async fn produce_again(topic: &str, record: &Record) {
     producer.send(message, Duration::from_secs(10)).await.expect("the broker takes the record");
 }
 
-/// A plugin directory holding the test plugins plus `extra` ones: each a
-/// copy of an existing plugin's `.wasm` under a new name with its own
-/// manifest.
+/// A plugin directory holding the test plugins (their migrations too) plus
+/// `extra` ones: each a copy of an existing plugin's `.wasm` under a new
+/// name with its own manifest (and no migrations).
 pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> PathBuf {
     let source = PathBuf::from(required_env("TEST_PLUGIN_DIR"));
     let dir = std::env::temp_dir().join(format!("todo-host-plugins-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_dir(&source, &dir);
     for (name, copy_of, manifest) in extra {
         std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
         std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
     }
     dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_dir(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
 }
 
 pub fn path_str(path: &Path) -> &str {

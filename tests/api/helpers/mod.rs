@@ -3,7 +3,8 @@
 //! HTTP like any client.
 //!
 //! Environment (set by `scripts/test`):
-//! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster;
+//! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster (the
+//!   hosts connect as `APP_ROLE`, which owns their databases);
 //! - `TEST_PLUGIN_DIR`: plugins built by `scripts/build-plugins --fixtures`;
 //! - `TEST_KAFKA_BROKERS`, `TEST_REDIS_URL`: the broker and Redis (see
 //!   `events`).
@@ -28,6 +29,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// The role the hosts connect as (`scripts/test` creates it): a
+/// non-superuser with CREATEROLE, owning the test databases.
+pub const APP_ROLE: &str = "todo_host";
 
 /// The signing secret every spawned host uses, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test secret: 32+ bytes, never used in production";
@@ -99,6 +104,8 @@ pub struct TestApp {
     /// URL of this app's database (for assertions that look underneath).
     pub database_url: String,
     pub database: String,
+    /// The storage plugin it serves tasks with.
+    pub storage: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// Killed when the `TestApp` is dropped.
     process: Child,
@@ -116,32 +123,9 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: HostOptions) -> Self {
-        let database = match &options.database {
-            Some(name) => name.clone(),
-            None => create_database().await,
-        };
+        let (mut command, database) = serve(&options).await;
         let database_url = database_url(&database);
-        let mut command = Command::new(host_binary());
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &database_url)
-            .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
-            .env("PLUGIN_CACHE_DIR", std::env::temp_dir().join("todo-host-test-plugin-cache"))
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("TODO_LISTEN", "127.0.0.1:0")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for name in &options.unset {
-            command.env_remove(name);
-        }
-        let mut child = command.spawn().expect("the todo-host binary starts (build it first)");
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
 
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = oneshot::channel();
@@ -156,7 +140,12 @@ impl TestApp {
             }
         };
         let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { address: format!("http://{address}"), client, database_url, database, logs, process: child }
+        let storage = options
+            .env
+            .iter()
+            .find(|(name, _)| name == "STORAGE_PLUGIN")
+            .map_or("postgres-store".to_string(), |(_, value)| value.clone());
+        Self { address: format!("http://{address}"), client, database_url, database, storage, logs, process: child }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -233,17 +222,57 @@ impl TestApp {
         TestUser { id: claims["sub"].as_str().unwrap().parse().unwrap(), email: email.to_string(), token }
     }
 
-    /// Rows in the `tasks` table, looked at underneath the API.
+    /// Rows in the storage plugin's `tasks` table (in its schema), looked
+    /// at underneath the API.
     pub async fn task_rows(&self) -> i64 {
+        let table = format!("plugin_{}.tasks", self.storage.replace('-', "_"));
         let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM tasks").fetch_one(&mut self.db().await).await.unwrap();
+            sqlx::query_as(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut self.db().await).await.unwrap();
         count
     }
 
-    /// A connection to this app's database.
+    /// A superuser connection to this app's database.
     pub async fn db(&self) -> PgConnection {
-        PgConnection::connect(&self.database_url).await.expect("the test database accepts connections")
+        PgConnection::connect(&admin_database_url(&self.database)).await.expect("the test database accepts connections")
     }
+}
+
+/// `todo-host serve` with `options` on its database (created unless
+/// `options` names one).
+async fn serve(options: &HostOptions) -> (Command, String) {
+    let database = match &options.database {
+        Some(name) => name.clone(),
+        None => create_database().await,
+    };
+    let mut command = Command::new(host_binary());
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url(&database))
+        .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
+        .env("PLUGIN_CACHE_DIR", std::env::temp_dir().join("todo-host-test-plugin-cache"))
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("TODO_LISTEN", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null());
+    for name in &options.unset {
+        command.env_remove(name);
+    }
+    (command, database)
+}
+
+/// Starts a host that must refuse to start; answers what it printed.
+pub async fn spawn_failure(options: HostOptions) -> String {
+    let (mut command, _) = serve(&options).await;
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the host exits by itself")
+        .unwrap();
+    assert!(!output.status.success(), "the host started");
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 impl TestUser {
@@ -341,18 +370,26 @@ fn admin_url() -> Url {
     Url::parse(&required_env("TEST_DATABASE_URL")).expect("TEST_DATABASE_URL is a URL")
 }
 
-/// The URL of `database` on the test cluster.
+/// The URL of `database` on the test cluster, as the host connects to it:
+/// as `APP_ROLE`, never a superuser.
 pub fn database_url(database: &str) -> String {
+    let mut url = admin_database_url(database).parse::<Url>().unwrap();
+    url.set_username(APP_ROLE).unwrap();
+    url.to_string()
+}
+
+/// The superuser URL of `database`, for looking underneath the API.
+pub fn admin_database_url(database: &str) -> String {
     let mut url = admin_url();
     url.set_path(database);
     url.to_string()
 }
 
-/// A fresh, empty database on the test cluster.
+/// A fresh, empty database on the test cluster, owned by `APP_ROLE`.
 pub async fn create_database() -> String {
     let name = format!("test_{}", Uuid::new_v4().simple());
     let mut connection = PgConnection::connect(admin_url().as_str()).await.expect("the test cluster is up");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut connection).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\" OWNER {APP_ROLE}")).execute(&mut connection).await.unwrap();
     name
 }
 

@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
+use super::APP_ROLE;
 use super::server::LocalServer;
 
 pub struct TestPostgres;
@@ -38,8 +40,34 @@ fn as_postgres(program: &Path) -> std::process::Command {
 }
 
 impl TestPostgres {
-    /// A fresh cluster (superuser `postgres`, trust auth, fsync off).
+    /// A fresh cluster (superuser `postgres`, trust auth, fsync off) with
+    /// `APP_ROLE` and its database `todo` (see `app_url`).
     pub async fn start() -> LocalServer {
+        let server = Self::cluster().await;
+        // It listens before it accepts connections ("starting up").
+        let mut admin = loop {
+            match PgConnection::connect(&server.url()).await {
+                Ok(connection) => break connection,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        for statement in
+            [format!("CREATE ROLE {APP_ROLE} LOGIN CREATEROLE"), format!("CREATE DATABASE todo OWNER {APP_ROLE}")]
+        {
+            sqlx::query(&statement).execute(&mut admin).await.unwrap();
+        }
+        server
+    }
+
+    /// The URL the host connects to `server` with: `APP_ROLE`, database `todo`.
+    pub fn app_url(server: &LocalServer) -> String {
+        let mut url = reqwest::Url::parse(&server.url()).unwrap();
+        url.set_username(APP_ROLE).unwrap();
+        url.set_path("todo");
+        url.to_string()
+    }
+
+    async fn cluster() -> LocalServer {
         LocalServer::start(
             "postgres",
             |port| format!("postgres://postgres@127.0.0.1:{port}/postgres"),

@@ -2,7 +2,9 @@
 //! its ledger row commit in one transaction, so a redelivered event is
 //! recognised and skipped.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+
+use crate::db::HostConnection;
 
 use crate::plugins::BeforeCommit;
 
@@ -22,11 +24,12 @@ pub struct Record<'a> {
 }
 
 impl BeforeCommit<()> for Record<'_> {
-    async fn run(self, _: &(), connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO processed_events (handler, event_id) VALUES ($1, $2)")
+    async fn run(self, _: &(), host: &mut HostConnection<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT public.host_record_processed($1, $2, $3)")
+            .bind(host.key.as_bytes())
             .bind(self.handler)
             .bind(self.event_id)
-            .execute(connection)
+            .execute(&mut *host.connection)
             .await?;
         Ok(())
     }

@@ -16,12 +16,12 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
-use sqlx::PgConnection;
 use tokio::sync::OwnedMutexGuard;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::CallKind;
 use super::{Settle, SettleError};
+use crate::db::HostConnection;
 use crate::lock::{DistributedLock, Lease};
 use crate::plugins::bindings::todo::plugin::kv::{self, KvError};
 use crate::redis_client::RedisClient;
@@ -217,7 +217,7 @@ impl KvSession {
 #[async_trait::async_trait]
 impl Settle for KvSession {
     /// Applies the call's writes if nothing it read changed meanwhile.
-    async fn commit(&mut self, _: &mut PgConnection) -> Result<(), SettleError> {
+    async fn commit(&mut self, _: &mut HostConnection<'_>) -> Result<(), SettleError> {
         self.apply().await.map_err(|error| SettleError::new("kv", error))
     }
 

@@ -14,12 +14,12 @@ pub mod log;
 pub mod publish;
 pub mod sql;
 
-use sqlx::PgConnection;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasData, Linker};
 
 use super::bindings::todo::plugin::types;
 use super::manifest::Grants;
+use crate::db::HostConnection;
 
 /// Whether a call may change data: a write runs in one transaction the host
 /// commits after the export returns `ok`.
@@ -41,7 +41,7 @@ const PACKAGE: &str = "todo:plugin/";
 pub trait Settle: Send {
     /// The call succeeded: make what it did through this capability take
     /// effect. An error rolls the whole call back.
-    async fn commit(&mut self, transaction: &mut PgConnection) -> Result<(), SettleError>;
+    async fn commit(&mut self, host: &mut HostConnection<'_>) -> Result<(), SettleError>;
 
     /// The call has ended (after COMMIT, or with nothing committed): let
     /// go of what the session holds, applying nothing more.

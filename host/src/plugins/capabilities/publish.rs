@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sqlx::PgConnection;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{Settle, SettleError};
+use crate::db::HostConnection;
 use crate::outbox::{self, OutboxRecord};
 use crate::plugins::bindings::event_handler::todo::plugin::publish::{self, PublishError};
 
@@ -57,8 +57,8 @@ impl publish::Host for PublishSession {
 
 #[async_trait::async_trait]
 impl Settle for PublishSession {
-    async fn commit(&mut self, transaction: &mut PgConnection) -> Result<(), SettleError> {
-        outbox::append(transaction, &self.records).await.map_err(|error| SettleError::new("publish", error))
+    async fn commit(&mut self, host: &mut HostConnection<'_>) -> Result<(), SettleError> {
+        outbox::append(host, &self.records).await.map_err(|error| SettleError::new("publish", error))
     }
 
     async fn release(&mut self) {

@@ -1,5 +1,8 @@
 //! `sql`: parameterised statements against PostgreSQL, inside the one
-//! transaction the host owns for the call.
+//! transaction the host owns for the call, on a connection logged in as
+//! the plugin's own role (`plugins::database`): the role is the boundary.
+//! `statement` refuses, before they reach the server, the statements that
+//! would break the host's transaction or session.
 //!
 //! The connection is taken lazily, at the plugin's first statement. A write
 //! call (`CallKind::Write`) opens a transaction there and the host commits or
@@ -16,8 +19,17 @@ use sqlx::{Column, PgConnection, PgPool, Postgres, Row, Transaction, TypeInfo, V
 use uuid::Uuid;
 use wasmtime::component::{HasSelf, Linker};
 
+mod statement;
+
+pub use statement::{check as check_statement, split as split_statements};
+
 use super::CallKind;
+use crate::db::{HostConnection, HostKey};
 use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
+
+/// SQLSTATE of a refused statement (insufficient_privilege): a plugin
+/// telling permanent from passing errors by class sees a permanent one.
+const REFUSED: &str = "42501";
 
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
@@ -26,10 +38,13 @@ pub fn add_to_linker<T: Send + 'static>(
     sql::add_to_linker::<T, HasSelf<SqlSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Per-call state: the pool, and the connection or transaction the call's
-/// statements run on once the first one has been issued.
+/// Per-call state: the pool (of the plugin's role; the host's for a
+/// plugin without the grant), the host's key for its own statements, and
+/// the connection or transaction the call's statements run on once the
+/// first one has been issued.
 pub struct SqlSession {
     pool: PgPool,
+    key: HostKey,
     kind: CallKind,
     held: Option<Held>,
 }
@@ -40,8 +55,8 @@ enum Held {
 }
 
 impl SqlSession {
-    pub fn new(pool: PgPool, kind: CallKind) -> Self {
-        Self { pool, kind, held: None }
+    pub fn new(pool: PgPool, key: HostKey, kind: CallKind) -> Self {
+        Self { pool, key, kind, held: None }
     }
 
     /// Ends the call's transaction, if it opened one: commit when the export
@@ -54,37 +69,53 @@ impl SqlSession {
         }
     }
 
+    /// The call's transaction as the host writes on it, for its own
+    /// statements that must commit with the plugin's (outbox records,
+    /// ledgers). Opens it when the plugin issued no statement (e.g. it has
+    /// no `sql` grant).
+    pub async fn host_connection(&mut self) -> Result<HostConnection<'_>, sqlx::Error> {
+        let connection = Self::connection(&self.pool, self.kind, &mut self.held).await?;
+        Ok(HostConnection { connection, key: &self.key })
+    }
+
     /// The connection of the call's statements — inside the call's
-    /// transaction for a write — for the host's own statements that must
-    /// commit with the plugin's (outbox records, ledgers). Opens it when the
-    /// plugin issued no statement (e.g. it has no `sql` grant).
-    pub async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        let held = match self.held.take() {
-            Some(held) => held,
-            None => match self.kind {
-                CallKind::Write => Held::Transaction(self.pool.begin().await?),
-                CallKind::Read => Held::Connection(self.pool.acquire().await?),
+    /// transaction for a write — taken at the first use.
+    async fn connection<'h>(
+        pool: &PgPool,
+        kind: CallKind,
+        held: &'h mut Option<Held>,
+    ) -> Result<&'h mut PgConnection, sqlx::Error> {
+        let taken = match held.take() {
+            Some(taken) => taken,
+            None => match kind {
+                CallKind::Write => Held::Transaction(pool.begin().await?),
+                CallKind::Read => Held::Connection(pool.acquire().await?),
             },
         };
-        let held = self.held.insert(held);
-        Ok(match held {
+        Ok(match held.insert(taken) {
             Held::Transaction(transaction) => &mut **transaction,
             Held::Connection(connection) => &mut **connection,
         })
+    }
+
+    /// The connection for a plugin statement, once the host accepts it.
+    async fn statement_connection(&mut self, statement: &str) -> Result<&mut PgConnection, SqlError> {
+        statement::check(statement).map_err(|message| SqlError { code: Some(REFUSED.into()), message })?;
+        Self::connection(&self.pool, self.kind, &mut self.held).await.map_err(sql_error)
     }
 }
 
 impl sql::Host for SqlSession {
     async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.connection().await.map_err(sql_error)?;
+        let connection = self.statement_connection(&statement).await?;
         let rows = bind(sqlx::query(&statement), params).fetch_all(connection).await.map_err(sql_error)?;
         decode_rows(&rows)
     }
 
     async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.connection().await.map_err(sql_error)?;
+        let connection = self.statement_connection(&statement).await?;
         let done = bind(sqlx::query(&statement), params).execute(connection).await.map_err(sql_error)?;
         Ok(done.rows_affected())
     }
