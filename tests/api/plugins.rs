@@ -162,7 +162,6 @@ async fn a_plugin_that_fails_to_load_leaves_the_serving_version_in_place() {
         ("a corrupt module", &corrupt, STORE_MANIFEST.to_string(), "cannot compile"),
         ("a SHA-256 mismatch", &v1, wrong_sha, "but its manifest requires"),
         ("another world", &handler, STORE_MANIFEST.to_string(), "is not a storage plugin"),
-        ("an import not granted", &v1, "kind = \"storage\"\nversion = \"0.3.0\"\n".to_string(), "sql"),
     ];
     for (case, wasm, manifest, reason) in cases {
         versions.install_files(wasm, &manifest);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::I32Exit;
 
 use super::PluginIdentity;
 use super::breaker::CircuitBreaker;
@@ -220,24 +221,13 @@ fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, 
         },
         Some(Trap::UnreachableCodeReached) => PluginFailure::Trapped {
             plugin,
-            reason: "unreachable code reached (a Rust guest panicked or aborted)".into(),
+            reason: "unreachable code reached (a Rust guest panicked or aborted: its message is in the log)".into(),
         },
         Some(trap) => PluginFailure::Trapped { plugin, reason: trap.to_string() },
-        // The stubs of `define_unknown_imports_as_traps` fail with this
-        // error rather than a `Trap`; for the guest it is one all the same.
-        None if error.root_cause().to_string().starts_with("unknown import") => {
-            let import = error.root_cause().to_string();
-            // Rust's default panic hook reads RUST_BACKTRACE and writes to
-            // stderr, neither of which plugins have: that is how a panic ends.
-            let hint = if import.contains("wasi:cli/environment") || import.contains("wasi:cli/stderr") {
-                "; Rust's panic hook does that, so it most likely panicked"
-            } else {
-                ""
-            };
-            PluginFailure::Trapped {
-                plugin,
-                reason: format!("it called an import plugins are not given ({import}){hint}"),
-            }
+        // `wasi:cli/exit` ends the call, not the host.
+        None if error.downcast_ref::<I32Exit>().is_some() => {
+            let code = error.downcast_ref::<I32Exit>().map_or(0, |exit| exit.0);
+            PluginFailure::Trapped { plugin, reason: format!("it called exit({code})") }
         }
         None => PluginFailure::Failed { plugin, reason: format!("{error:#}") },
     }

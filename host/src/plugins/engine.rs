@@ -39,12 +39,14 @@ impl PluginEngine {
         config.async_stack_size(2 << 20);
 
         let mut pool = PoolingAllocationConfig::default();
-        // A wit-bindgen component holds one memory, a few tables and a few
-        // core instances (the guest plus the adapter shims).
+        // A Rust (wit-bindgen) component holds one memory, a few tables and
+        // a few core instances; a componentize-py one some 40 core
+        // instances, a QuickJS one three memories. Slots of instances and
+        // tables reserve address space only.
         pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 8)
-            .total_memories(max_instances)
-            .total_tables(max_instances * 4)
+            .total_core_instances(max_instances * 48)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 8)
             .total_stacks(max_instances)
             .max_memory_size(MAX_PLUGIN_MEMORY)
             // Reset what a call dirtied with memset (finding the dirty pages

@@ -108,15 +108,12 @@ pub(super) fn load(
     }
     let engine = &runtime.engine;
     let component = engine.compile(&wasm, &sha256).with_context(|| format!("cannot compile {name}.wasm"))?;
-    capabilities::check_imports(&component, engine.engine(), &manifest.grants)?;
+    capabilities::check_imports(&component, engine.engine())?;
     let mut linker = Linker::new(engine.engine());
     state::link(&mut linker, &manifest.grants)?;
-    linker
-        .define_unknown_imports_as_traps(&component)
-        .map_err(|e| anyhow::anyhow!("cannot stub the WASI imports: {e}"))?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| anyhow::anyhow!("the component does not fit the host's interfaces: {e:#}"))?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        anyhow::anyhow!("the component imports something this host does not provide, or not in this shape: {e:#}")
+    })?;
     // Before the version serves: its schema must be what its code expects.
     // Loads run on the blocking pool, inside the runtime.
     let database = match manifest.grants.sql {

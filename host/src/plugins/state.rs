@@ -8,6 +8,7 @@
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::Linker;
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 use super::call::LoadedPlugin;
 use super::capabilities::config::PluginSettings;
@@ -15,7 +16,8 @@ use super::capabilities::kv::KvSession;
 use super::capabilities::log::PluginLog;
 use super::capabilities::publish::PublishSession;
 use super::capabilities::sql::SqlSession;
-use super::capabilities::{self, CallKind, Settle, SettleError, config, kv, log, publish, sql};
+use super::capabilities::wasi::WasiSession;
+use super::capabilities::{self, CallKind, Settle, SettleError, config, kv, log, publish, sql, wasi};
 use super::manifest::Grants;
 use crate::db::HostConnection;
 use crate::trace::RequestTrace;
@@ -26,7 +28,15 @@ pub struct CallState {
     pub(super) settling: Settling,
     pub(super) log: PluginLog,
     pub(super) config: PluginSettings,
+    pub(super) wasi: WasiSession,
     pub(super) memory: MemoryLimit,
+}
+
+/// wasmtime-wasi finds its session through this trait.
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.view()
+    }
 }
 
 /// The sessions with effects to settle when the call ends.
@@ -59,19 +69,24 @@ impl<R> BeforeCommit<R> for NothingMore {
     }
 }
 
-/// Links the interfaces `grants` allows.
+/// Links every interface: those `grants` allows as themselves, the others
+/// as stand-ins that refuse every call.
 pub fn link(linker: &mut Linker<CallState>, grants: &Grants) -> anyhow::Result<()> {
     capabilities::add_types_to_linker(linker)?;
     log::add_to_linker(linker, |state| &mut state.log)?;
     config::add_to_linker(linker, |state| &mut state.config)?;
-    if grants.sql {
-        sql::add_to_linker(linker, |state| &mut state.sql)?;
+    wasi::add_to_linker(linker)?;
+    match grants.sql {
+        true => sql::add_to_linker(linker, |state| &mut state.sql)?,
+        false => sql::add_denied_to_linker(linker)?,
     }
-    if grants.kv {
-        kv::add_to_linker(linker, |state| &mut state.settling.kv)?;
+    match grants.kv {
+        true => kv::add_to_linker(linker, |state| &mut state.settling.kv)?,
+        false => kv::add_denied_to_linker(linker)?,
     }
-    if !grants.publish.is_empty() {
-        publish::add_to_linker(linker, |state| &mut state.settling.publish)?;
+    match grants.publish.is_empty() {
+        false => publish::add_to_linker(linker, |state| &mut state.settling.publish)?,
+        true => publish::add_denied_to_linker(linker)?,
     }
     Ok(())
 }
@@ -89,6 +104,11 @@ impl CallState {
     pub(super) fn new(plugin: &LoadedPlugin, trace: &RequestTrace, kind: CallKind) -> Self {
         let LoadedPlugin { identity, granted_topics, database, limits, settings, runtime, .. } = plugin;
         let (pool, key) = runtime.databases.of(database.as_ref());
+        let log = PluginLog {
+            plugin: identity.name.clone(),
+            version: identity.version.clone(),
+            request_id: trace.request_id.clone(),
+        };
         Self {
             sql: SqlSession::new(pool, key, kind),
             settling: Settling {
@@ -101,12 +121,9 @@ impl CallState {
                     limits.deadline(),
                 ),
             },
-            log: PluginLog {
-                plugin: identity.name.clone(),
-                version: identity.version.clone(),
-                request_id: trace.request_id.clone(),
-            },
+            log: log.clone(),
             config: settings.clone(),
+            wasi: WasiSession::new(log),
             memory: MemoryLimit::new(limits.memory_bytes()),
         }
     }
@@ -195,5 +212,29 @@ impl ResourceLimiter for MemoryLimit {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::Engine;
+    use wasmtime::component::Component;
+
+    #[test]
+    fn a_wasi_interface_wasmtime_wasi_does_not_implement_fails_the_link_by_name() {
+        let engine = Engine::default();
+        let mut linker = Linker::new(&engine);
+        link(&mut linker, &Grants::default()).unwrap();
+        let wat = r#"(component
+            (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+        )"#;
+        let component = Component::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+        let error = linker.instantiate_pre(&component).err().expect("not provided");
+        assert!(format!("{error:#}").contains("wasi:http/outgoing-handler"), "{error:#}");
+
+        let provided = r#"(component (import "wasi:cli/environment@0.2.3" (instance)) (import "todo:plugin/sql@0.1.0" (instance)))"#;
+        let component = Component::new(&engine, wat::parse_str(provided).unwrap()).unwrap();
+        assert!(linker.instantiate_pre(&component).is_ok(), "ungranted `sql` and WASI are linked");
     }
 }

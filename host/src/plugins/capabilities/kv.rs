@@ -20,7 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::CallKind;
-use super::{Settle, SettleError};
+use super::{NotGranted, Settle, SettleError};
 use crate::db::HostConnection;
 use crate::lock::{DistributedLock, Lease};
 use crate::plugins::bindings::todo::plugin::kv::{self, KvError};
@@ -39,6 +39,37 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> &mut KvSession,
 ) -> anyhow::Result<()> {
     kv::add_to_linker::<T, HasSelf<KvSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `kv` for a plugin not granted it.
+pub fn add_denied_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    kv::add_to_linker::<T, NotGranted>(linker, |_| NotGranted).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn not_granted() -> KvError {
+    KvError::Other("`kv` is not granted to this plugin (its manifest needs `kv = true` under [grants])".into())
+}
+
+impl kv::Host for NotGranted {
+    async fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, KvError> {
+        Err(not_granted())
+    }
+
+    async fn get_many(&mut self, _: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        Err(not_granted())
+    }
+
+    async fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Result<(), KvError> {
+        Err(not_granted())
+    }
+
+    async fn delete(&mut self, _: String) -> Result<bool, KvError> {
+        Err(not_granted())
+    }
+
+    async fn increment(&mut self, _: String, _: i64) -> Result<i64, KvError> {
+        Err(not_granted())
+    }
 }
 
 /// The in-process half of each plugin's write lock, by plugin name (so

@@ -6,6 +6,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::plugins::bindings::todo::plugin::log::{self, Level};
 
 /// Per-call state: who is logging.
+#[derive(Clone)]
 pub struct PluginLog {
     pub plugin: String,
     pub version: String,

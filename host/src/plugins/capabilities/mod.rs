@@ -3,22 +3,23 @@
 //! `Linker<T>` through a getter of that session, and settles it when the
 //! call ends (`Settle`). The plugin runtime composes them in `CallState`.
 //!
-//! `log` and `config` are linked for every plugin; `sql`, `kv` and
-//! `publish` only when granted. The component's imports are checked
-//! against the grants before linking, so a plugin importing something it
-//! may not use fails to load with an error that names the import.
+//! `log`, `config` and the minimal `wasi` are linked for every plugin;
+//! `sql`, `kv` and `publish` as themselves when granted, and otherwise as
+//! `NotGranted`, which answers every call with an error naming the grant:
+//! toolchains other than Rust import every interface of the world, used or
+//! not. Only an import the host does not provide at all fails the load.
 
 pub mod config;
 pub mod kv;
 pub mod log;
 pub mod publish;
 pub mod sql;
+pub mod wasi;
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasData, Linker};
 
 use super::bindings::todo::plugin::types;
-use super::manifest::Grants;
 use crate::db::HostConnection;
 
 /// Whether a call may change data: a write runs in one transaction the host
@@ -62,6 +63,14 @@ impl SettleError {
     }
 }
 
+/// The stand-in of an interface the manifest does not grant: each
+/// capability answers every call of it with an error naming the grant.
+pub struct NotGranted;
+
+impl HasData for NotGranted {
+    type Data<'a> = NotGranted;
+}
+
 /// `types` holds no functions; linking it only defines the instance.
 struct Types;
 
@@ -75,36 +84,50 @@ pub fn add_types_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> anyhow:
     types::add_to_linker::<T, Types>(linker, |_| Types).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Refuses a component importing a host interface it was not granted, or
-/// anything that is neither ours nor WASI. WASI imports (which any Rust std
-/// guest carries) are later satisfied by traps: plugins get no files,
-/// sockets, environment or clocks.
-pub fn check_imports(component: &Component, engine: &Engine, grants: &Grants) -> anyhow::Result<()> {
+/// Refuses a component importing anything the host does not provide: an
+/// interface of its package it does not know, or one of neither its
+/// package nor WASI. (A WASI interface wasmtime-wasi does not implement is
+/// refused when linking, by name.)
+pub fn check_imports(component: &Component, engine: &Engine) -> anyhow::Result<()> {
     for (name, _) in component.component_type().imports(engine) {
-        if let Some(interface) = name.strip_prefix(PACKAGE) {
-            let interface = interface.split('@').next().unwrap_or(interface);
-            match interface {
-                "types" | "log" | "config" => {}
-                "sql" if grants.sql => {}
-                "kv" if grants.kv => {}
-                "publish" if !grants.publish.is_empty() => {}
-                "sql" => anyhow::bail!(
-                    "the component imports `{name}`, which its manifest does not grant \
-                     (add `sql = true` under [grants] if it should have it)"
-                ),
-                "kv" => anyhow::bail!(
-                    "the component imports `{name}`, which its manifest does not grant \
-                     (add `kv = true` under [grants] if it should have it)"
-                ),
-                "publish" => anyhow::bail!(
-                    "the component imports `{name}`, which its manifest does not grant \
-                     (list the topics it may publish to as `publish = [\"…\"]` under [grants])"
-                ),
-                _ => anyhow::bail!("the component imports `{name}`, which this host does not provide"),
+        let known = match name.strip_prefix(PACKAGE) {
+            Some(interface) => {
+                let interface = interface.split('@').next().unwrap_or(interface);
+                matches!(interface, "types" | "log" | "config" | "sql" | "kv" | "publish")
             }
-        } else if !name.starts_with("wasi:") {
+            None => name.starts_with("wasi:"),
+        };
+        if !known {
             anyhow::bail!("the component imports `{name}`, which this host does not provide");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imports(wat: &str) -> anyhow::Result<()> {
+        let engine = Engine::default();
+        let component = Component::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+        check_imports(&component, &engine)
+    }
+
+    #[test]
+    fn every_interface_of_the_package_and_wasi_is_accepted_whatever_the_grants() {
+        for name in
+            ["todo:plugin/sql@0.1.0", "todo:plugin/kv@0.1.0", "todo:plugin/publish@0.1.0", "wasi:cli/environment@0.2.9"]
+        {
+            assert!(imports(&format!(r#"(component (import "{name}" (instance)))"#)).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_import_the_host_does_not_provide_is_refused_by_name() {
+        for name in ["todo:plugin/telepathy@0.1.0", "acme:secrets/vault@1.0.0"] {
+            let error = imports(&format!(r#"(component (import "{name}" (instance)))"#)).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
+    }
 }

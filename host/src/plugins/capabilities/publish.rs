@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Settle, SettleError};
+use super::{NotGranted, Settle, SettleError};
 use crate::db::HostConnection;
 use crate::outbox::{self, OutboxRecord};
 use crate::plugins::bindings::event_handler::todo::plugin::publish::{self, PublishError};
@@ -21,6 +21,19 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> &mut PublishSession,
 ) -> anyhow::Result<()> {
     publish::add_to_linker::<T, HasSelf<PublishSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `publish` for a plugin granted no topic.
+pub fn add_denied_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    publish::add_to_linker::<T, NotGranted>(linker, |_| NotGranted).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+impl publish::Host for NotGranted {
+    async fn publish(&mut self, topic: String, _: Option<String>, _: Vec<u8>) -> Result<(), PublishError> {
+        Err(PublishError::NotGranted(format!(
+            "`publish` is not granted to this plugin (list `{topic}` as `publish = [\"…\"]` under [grants])"
+        )))
+    }
 }
 
 /// Per-call state: the topics the plugin may publish to, the headers its

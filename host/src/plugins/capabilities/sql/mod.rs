@@ -23,7 +23,7 @@ mod statement;
 
 pub use statement::{check as check_statement, split as split_statements};
 
-use super::CallKind;
+use super::{CallKind, NotGranted};
 use crate::db::{HostConnection, HostKey};
 use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
 
@@ -36,6 +36,28 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> &mut SqlSession,
 ) -> anyhow::Result<()> {
     sql::add_to_linker::<T, HasSelf<SqlSession>>(linker, get).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `sql` for a plugin not granted it.
+pub fn add_denied_to_linker<T: Send + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    sql::add_to_linker::<T, NotGranted>(linker, |_| NotGranted).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+impl sql::Host for NotGranted {
+    async fn query(&mut self, _: String, _: Vec<Value>) -> Result<Rows, SqlError> {
+        Err(not_granted())
+    }
+
+    async fn execute(&mut self, _: String, _: Vec<Value>) -> Result<u64, SqlError> {
+        Err(not_granted())
+    }
+}
+
+fn not_granted() -> SqlError {
+    SqlError {
+        code: Some(REFUSED.into()),
+        message: "`sql` is not granted to this plugin (its manifest needs `sql = true` under [grants])".into(),
+    }
 }
 
 /// Per-call state: the pool (of the plugin's role; the host's for a
