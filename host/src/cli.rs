@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `user create`.
+//! The command line: `serve`, `migrate`, `user create`, `topic tail`.
 
 use std::io::BufRead;
 
@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Accounts, AuthError, Registration, Role, UserRepository};
-use crate::config::{DatabaseConfig, ServeConfig};
+use crate::config::{DatabaseConfig, KafkaConfig, ServeConfig};
 use crate::db;
+use crate::kafka::Kafka;
 use crate::startup::Application;
 use crate::telemetry::LogFormat;
 
@@ -33,6 +34,36 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Look at what goes through Kafka.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Print a topic's records, one JSON object per line: partition,
+    /// offset, key, headers and value (as JSON when it is).
+    Tail(TopicTail),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicTail {
+    /// The logical topic (`task-events`, `task-events.dlq`,
+    /// `notifications`, …): KAFKA_TOPIC_PREFIX is added.
+    pub topic: String,
+    /// From the earliest record kept, not only those to come.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this many seconds without a record.
+    #[arg(long)]
+    pub idle_secs: Option<u64>,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +99,7 @@ impl Cli {
                 Ok(())
             }
             Command::User { command: UserCommand::Create(args) } => create_user(args).await,
+            Command::Topic { command: TopicCommand::Tail(args) } => tail(args).await,
         }
     }
 }
@@ -95,6 +127,52 @@ async fn create_user(args: UserCreate) -> anyhow::Result<()> {
     println!("created {} account {} ({})", user.role.as_str(), user.email, user.id);
     if generated {
         println!("password: {password}");
+    }
+    Ok(())
+}
+
+async fn tail(args: TopicTail) -> anyhow::Result<()> {
+    use rdkafka::Message;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Headers;
+
+    let kafka = Kafka::new(&args.kafka).context("KAFKA_BROKERS is not set")?;
+    let topic = kafka.topic(&args.topic);
+    let consumer = kafka.reader(args.from_beginning)?;
+    consumer.subscribe(&[&topic]).with_context(|| format!("cannot read {topic}"))?;
+    let idle = args.idle_secs.map(std::time::Duration::from_secs);
+    let mut printed = 0;
+    while args.count.is_none_or(|count| printed < count) {
+        let received = match idle {
+            Some(idle) => match tokio::time::timeout(idle, consumer.recv()).await {
+                Ok(received) => received,
+                Err(_) => break,
+            },
+            None => consumer.recv().await,
+        };
+        let message = received.with_context(|| format!("cannot read {topic}"))?;
+        let headers: serde_json::Map<String, serde_json::Value> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let payload = message.payload().unwrap_or_default();
+        let value = serde_json::from_slice(payload)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()));
+        let record = serde_json::json!({
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "key": message.key().map(String::from_utf8_lossy),
+            "headers": headers,
+            "value": value,
+        });
+        println!("{record}");
+        printed += 1;
     }
     Ok(())
 }

@@ -91,6 +91,18 @@ impl Kafka {
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
     }
 
+    /// A consumer that reads topics for a person (`todo-host topic tail`):
+    /// a group of its own, from the earliest record or from now on,
+    /// committing nothing.
+    pub fn reader(&self, from_beginning: bool) -> anyhow::Result<StreamConsumer> {
+        self.client_config()
+            .set("group.id", self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
+            .create()
+            .context("cannot create a Kafka consumer")
+    }
+
     /// Creates these (logical) topics when they do not exist.
     pub async fn ensure_topics(&self, logical: &[&str]) -> anyhow::Result<()> {
         if logical.is_empty() {

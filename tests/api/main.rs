@@ -22,6 +22,7 @@ mod operations;
 mod plugin_failure;
 mod plugin_guide;
 mod plugins;
+mod polyglot;
 mod rate_limit;
 mod sandbox;
 mod storage_conformance;

@@ -1,7 +1,8 @@
-//! docs/plugins.md, followed step by step for the event-handler template:
-//! copy it, build it, install it, see its summaries on its topic; then
-//! change it, rebuild, drop it into the running server's plugin directory,
-//! reload, and see the change. Also: the storage template builds as copied.
+//! docs/plugins.md, followed step by step for the Rust and the JavaScript
+//! event-handler templates: copy one, build and drop it with
+//! `scripts/build-plugins "$PLUGIN_DIR"`, see its summaries on its topic;
+//! then change it, build and drop again, reload, and see the change. Also:
+//! the storage template builds as copied.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,23 +20,35 @@ fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is a directory of the repository")
 }
 
-/// "Write": the template copied to `plugins/NAME/` of a checkout — here a
-/// scratch one holding only `wit/`, which is all the copy needs — with its
-/// package and manifest renamed after the plugin.
-fn copy_template(world: &str, name: &str) -> PathBuf {
+/// A scratch checkout holding what the guide uses of one: `wit/` and
+/// `scripts/`, and `plugins/` for the copied template.
+fn checkout() -> PathBuf {
     let checkout = std::env::temp_dir().join(format!("todo-host-guide-{}", Uuid::new_v4().simple()));
-    copy_dir(&repository().join("wit"), &checkout.join("wit"));
-    let crate_dir = checkout.join("plugins").join(name);
-    copy_dir(&repository().join("plugins/templates").join(world), &crate_dir);
-    edit(&crate_dir.join("Cargo.toml"), &format!("name = \"{world}-template\""), &format!("name = \"{name}\""));
-    std::fs::rename(crate_dir.join(format!("{world}.toml")), crate_dir.join(format!("{name}.toml"))).unwrap();
-    crate_dir
+    for dir in ["wit", "scripts"] {
+        copy_dir(&repository().join(dir), &checkout.join(dir));
+    }
+    checkout
+}
+
+/// "Write": the template copied to `plugins/NAME/`, its manifest (and a
+/// Rust crate's package) renamed after the plugin.
+fn copy_template(checkout: &Path, template: &str, name: &str) -> PathBuf {
+    let dir = checkout.join("plugins").join(name);
+    copy_dir(&repository().join("plugins/templates").join(template), &dir);
+    if dir.join("Cargo.toml").exists() {
+        edit(&dir.join("Cargo.toml"), &format!("name = \"{template}-template\""), &format!("name = \"{name}\""));
+    }
+    std::fs::rename(dir.join(format!("{template}.toml")), dir.join(format!("{name}.toml"))).unwrap();
+    dir
 }
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
         if entry.file_type().unwrap().is_dir() {
             copy_dir(&entry.path(), &to.join(entry.file_name()));
         } else {
@@ -51,34 +64,15 @@ fn edit(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
-/// "Build": the guide's command, in the crate. The target directory is
-/// scripts/build-plugins' so that compiled dependencies are reused. Answers
-/// the component.
-async fn build(crate_dir: &Path) -> PathBuf {
-    let home = std::env::var("HOME").expect("HOME is set");
-    let target_dir = PathBuf::from(home).join(".cache/todo-host/plugins-target");
-    let output = tokio::process::Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .current_dir(crate_dir)
-        .env("CARGO_TARGET_DIR", &target_dir)
+/// "Build and drop": `scripts/build-plugins "$PLUGIN_DIR"` in the checkout.
+async fn build_and_drop(checkout: &Path, plugin_dir: &Path) {
+    let output = tokio::process::Command::new(checkout.join("scripts/build-plugins"))
+        .arg(plugin_dir)
+        .current_dir(checkout)
         .output()
         .await
-        .expect("cargo runs");
+        .expect("scripts/build-plugins runs");
     assert!(output.status.success(), "the build failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    let name = crate_dir.file_name().unwrap().to_str().unwrap().replace('-', "_");
-    target_dir.join(format!("wasm32-wasip2/release/{name}.wasm"))
-}
-
-/// "Drop": `NAME.toml`, then `NAME.wasm`, each copied under a temporary
-/// name and renamed into place, so the server never reads half a file.
-fn install(crate_dir: &Path, wasm: &Path, plugin_dir: &Path) {
-    for (from, file) in
-        [(crate_dir.join(format!("{NAME}.toml")), format!("{NAME}.toml")), (wasm.into(), format!("{NAME}.wasm"))]
-    {
-        let staged = plugin_dir.join(format!("{file}.tmp"));
-        std::fs::copy(from, &staged).unwrap();
-        std::fs::rename(staged, plugin_dir.join(file)).unwrap();
-    }
 }
 
 /// The summary the handler published for the task `create`d by `user`.
@@ -89,12 +83,13 @@ async fn summary_of_new_task(app: &TestApp, user: &TestUser, summaries: &mut Top
     records.iter().find(|r| r.key.as_deref() == Some(&task_id)).unwrap().json()
 }
 
-#[tokio::test]
-async fn the_event_handler_template_goes_from_copy_to_reloaded_change() {
-    let crate_dir = copy_template("event-handler", NAME);
-    let wasm = build(&crate_dir).await;
+/// The guide for `template`, whose `source` file gets the change `from` →
+/// `to` (one more field in the summary: the attempt).
+async fn follow_the_guide(template: &str, source: &str, from: &str, to: &str) {
+    let checkout = checkout();
+    let dir = copy_template(&checkout, template, NAME);
     let plugin_dir = plugin_dir_with(&[]);
-    install(&crate_dir, &wasm, &plugin_dir);
+    build_and_drop(&checkout, &plugin_dir).await;
     let prefix = unique_prefix();
     let app =
         TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[NAME]).env("PLUGIN_DIR", path_str(&plugin_dir)))
@@ -109,14 +104,9 @@ async fn the_event_handler_template_goes_from_copy_to_reloaded_change() {
     assert!(summary.get("attempt").is_none(), "{summary}");
 
     // "Make a change": one more field in the summary, and a new version.
-    edit(
-        &crate_dir.join("src/lib.rs"),
-        "\"handled_at\": ctx.now,",
-        "\"handled_at\": ctx.now,\n    \"attempt\": attempt,",
-    );
-    edit(&crate_dir.join(format!("{NAME}.toml")), "version = \"0.1.0\"", "version = \"0.2.0\"");
-    let wasm = build(&crate_dir).await;
-    install(&crate_dir, &wasm, &plugin_dir);
+    edit(&dir.join(source), from, to);
+    edit(&dir.join(format!("{NAME}.toml")), "version = \"0.1.0\"", "version = \"0.2.0\"");
+    build_and_drop(&checkout, &plugin_dir).await;
     let admin = app.create_user("admin").await;
     let path = format!("/admin/plugins/reload?name={NAME}");
     let (status, report) = status_and_json(send(&app, &admin, Method::POST, &path, None).await).await;
@@ -135,7 +125,32 @@ async fn the_event_handler_template_goes_from_copy_to_reloaded_change() {
 }
 
 #[tokio::test]
+async fn the_rust_event_handler_template_goes_from_copy_to_reloaded_change() {
+    follow_the_guide(
+        "event-handler",
+        "src/lib.rs",
+        "\"handled_at\": ctx.now,",
+        "\"handled_at\": ctx.now,\n\"attempt\": attempt,",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_javascript_event_handler_template_goes_from_copy_to_reloaded_change() {
+    follow_the_guide(
+        "event-handler-js",
+        "handler.js",
+        "`\"handled_at\":${ctx.now.toString()},` +",
+        "`\"handled_at\":${ctx.now.toString()},` + `\"attempt\":${attempt},` +",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn the_storage_template_builds_as_copied() {
-    let crate_dir = copy_template("storage", "guide-store");
-    assert!(build(&crate_dir).await.is_file());
+    let checkout = checkout();
+    copy_template(&checkout, "storage", "guide-store");
+    let plugin_dir = std::env::temp_dir().join(format!("todo-host-guide-out-{}", Uuid::new_v4().simple()));
+    build_and_drop(&checkout, &plugin_dir).await;
+    assert!(plugin_dir.join("guide-store.wasm").is_file());
 }

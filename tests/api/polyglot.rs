@@ -1,0 +1,129 @@
+//! Plugins in Python (componentize-py) and JavaScript (componentize-js):
+//! they import every interface of their world, so an interface the
+//! manifest does not grant is linked to a stand-in that answers "not
+//! granted"; and they get a minimal WASI — an empty environment, clocks,
+//! random, stdout/stderr into the host's log — with no files or sockets.
+//! The templates of plugins/templates/ are installed under their own names
+//! (`scripts/build-plugins --fixtures`), with `probe-py`, a Python fixture.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
+use crate::helpers::{HostOptions, TestApp, TestUser, eventually, send, status_and_json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn create(app: &TestApp, user: &TestUser, title: &str) -> (String, String) {
+    let response = send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (status, task) = status_and_json(response).await;
+    assert_eq!(status, 201, "{task}");
+    (task["id"].as_str().unwrap().to_string(), request_id)
+}
+
+/// A copy of a template publishing to `topic` (granted `granted`).
+fn summaries(template: &str, topic: &str, granted: &str) -> String {
+    format!(
+        "kind = \"event-handler\"\nversion = \"1\"\n[grants]\npublish = [\"{granted}\"]\n\
+         [limits]\nmemory_mib = 128\n[settings]\ntopic = \"{topic}\"\n# a copy of {template}\n"
+    )
+}
+
+#[tokio::test]
+async fn python_and_javascript_handlers_handle_events_in_order_and_publish_only_to_granted_topics() {
+    let dir = plugin_dir_with(&[
+        ("py-summaries", "event-handler-python", &summaries("python", "py-summaries", "py-summaries")),
+        ("js-summaries", "event-handler-js", &summaries("js", "js-summaries", "js-summaries")),
+        ("js-trespasser", "event-handler-js", &summaries("js", "not-granted", "js-summaries")),
+    ]);
+    let prefix = unique_prefix();
+    let handlers = ["py-summaries", "js-summaries", "js-trespasser"];
+    let app =
+        TestApp::spawn_with(HostOptions::default().kafka(&prefix, &handlers).env("PLUGIN_DIR", path_str(&dir))).await;
+    let user = app.register_user().await;
+    let (task_id, _) = create(&app, &user, "polyglot").await;
+    let path = format!("/tasks/{task_id}");
+    for status in ["in_progress", "done"] {
+        assert_eq!(send(&app, &user, Method::PATCH, &path, Some(json!({ "status": status }))).await.status(), 200);
+    }
+
+    let expected = ["task.created", "task.updated", "task.updated"];
+    for topic in ["py-summaries", "js-summaries"] {
+        let mut reader = TopicReader::new(&format!("{prefix}{topic}"));
+        let records = reader.read_until(WAIT, |records| events_of(records, &task_id).len() >= 3).await;
+        let types: Vec<Value> = events_of(records, &task_id).iter().map(|summary| summary["type"].clone()).collect();
+        assert_eq!(types, expected.map(Value::from), "{topic}: one summary per event, in order");
+    }
+    // The trespasser's publish is refused: each event is dead-lettered.
+    let mut dead = TopicReader::new(&format!("{prefix}task-events.dlq"));
+    let records = dead.read_until(WAIT, |records| records.len() >= 3).await;
+    assert!(records.iter().all(|record| record.headers["dlq-handler"] == "js-trespasser"), "{records:#?}");
+    assert!(records[0].headers["dlq-error"].contains("not-granted"), "{:?}", records[0].headers);
+    assert!(records.iter().all(|record| record.headers["dlq-error-kind"] == "permanent"));
+}
+
+#[tokio::test]
+async fn a_python_handler_retries_is_deduplicated_by_the_ledger_and_sees_no_host() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["probe-py"])).await;
+    let user = app.register_user().await;
+    let mut results = TopicReader::new(&format!("{prefix}probe-results"));
+
+    // Retries: attempts 1 and 2 fail, the third publishes.
+    let (retried, _) = create(&app, &user, "retry 3").await;
+    let records = results.read_until(WAIT, |records| !events_of(records, &retried).is_empty()).await;
+    assert_eq!(events_of(records, &retried)[0]["attempt"], 3);
+
+    // The ledger: a redelivered event is not handled again.
+    let mut events = TopicReader::new(&format!("{prefix}task-events"));
+    let created = events.read_until(WAIT, |records| !events_of(records, &retried).is_empty()).await;
+    let record = created.iter().find(|record| record.key.as_deref() == Some(&retried)).unwrap().clone();
+    produce_again(&format!("{prefix}task-events"), &record).await;
+    let (later, _) = create(&app, &user, "after the redelivery").await;
+    let records = results.read_until(WAIT, |records| !events_of(records, &later).is_empty()).await;
+    assert_eq!(events_of(records, &retried).len(), 1, "the redelivered event was skipped");
+
+    // The sandbox, as the plugin sees it.
+    let (_, request_id) = create(&app, &user, "probe").await;
+    let probed = |what: &'static str| {
+        let app = &app;
+        async move { app.logs().into_iter().find(|line| line.contains("probe-py") && line.contains(what)) }
+    };
+    let environment = eventually("the probe's report", || probed("environment:")).await;
+    assert!(environment.contains("environment: []"), "an empty environment: {environment}");
+    for (what, expected) in [("file:", "FileNotFoundError"), ("socket:", "Error"), ("sql:", "not granted")] {
+        let line = probed(what).await.unwrap_or_else(|| panic!("no {what} line"));
+        assert!(line.contains(expected) && !line.contains("connected") && !line.contains("read "), "{line}");
+    }
+    let stdout = eventually("its stdout", || probed("probe-py writes to stdout")).await;
+    assert!(stdout.contains("\"stream\":\"stdout\"") && stdout.contains(&request_id), "{stdout}");
+    assert!(!app.logs().iter().any(|line| line.contains("probe-py") && line.contains(crate::helpers::JWT_SECRET)));
+
+    // A crash is a trap whose traceback reaches the log; then it is retried.
+    let (_, request_id) = create(&app, &user, "crash").await;
+    let traceback = eventually("the traceback", || probed("probe-py crashes on purpose")).await;
+    assert!(traceback.contains("\"stream\":\"stderr\"") && traceback.contains(&request_id), "{traceback}");
+}
+
+#[tokio::test]
+async fn a_rust_plugin_importing_an_ungranted_interface_loads_and_cannot_use_it() {
+    // hostile-store imports `sql` and `kv`; this copy is granted neither.
+    let manifest = "kind = \"storage\"\nversion = \"1\"\n[limits]\ndeadline_ms = 300\n";
+    let dir = plugin_dir_with(&[("ungranted-store", "hostile-store", manifest)]);
+    let app = TestApp::spawn_with(
+        HostOptions::default().env("PLUGIN_DIR", path_str(&dir)).env("STORAGE_PLUGIN", "ungranted-store"),
+    )
+    .await;
+    let user = app.register_user().await;
+    let title = json!({ "title": "sql:SELECT email FROM public.users" });
+    let (status, body) = status_and_json(send(&app, &user, Method::POST, "/tasks", Some(title)).await).await;
+    assert_eq!(status, 422, "{body}");
+    let detail = body["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("42501") && detail.contains("`sql` is not granted"), "{detail}");
+    let (status, body) =
+        status_and_json(send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "kv-peek:x" }))).await).await;
+    assert_eq!(status, 500, "`kv` answers not granted, which the fixture reports as internal: {body}");
+}
