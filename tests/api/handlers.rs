@@ -214,7 +214,7 @@ async fn the_notifier_announces_completion_and_reassignment() {
 }
 
 #[tokio::test]
-async fn a_full_reload_starts_handlers_dropped_into_the_directory_and_stops_removed_ones() {
+async fn a_full_reload_starts_the_handlers_dropped_into_the_directory_turned_on_and_stops_removed_ones() {
     // Only the storage plugin to begin with; the handlers are whatever
     // event-handler plugins the directory holds (no EVENT_HANDLERS list).
     let source = std::path::PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
@@ -239,7 +239,14 @@ async fn a_full_reload_starts_handlers_dropped_into_the_directory_and_stops_remo
         report
     };
 
+    // Dropped in turned off: not started until its manifest turns it on.
     copy("audit-log");
+    let manifest = dir.join("audit-log.toml");
+    let on = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("enabled = false\n{on}")).unwrap();
+    let report = reload().await;
+    assert_eq!(report["loaded"], json!([]), "{report}");
+    std::fs::write(&manifest, on).unwrap();
     let report = reload().await;
     assert_eq!(report["loaded"][0]["name"], "audit-log", "{report}");
     let task_id = create(&app, &user, "seen by the new handler").await;

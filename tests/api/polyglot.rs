@@ -66,6 +66,52 @@ async fn python_and_javascript_handlers_handle_events_in_order_and_publish_only_
 }
 
 #[tokio::test]
+async fn search_documents_keeps_each_tasks_document_in_step_and_once_per_change() {
+    // Shipped turned off (enabled = false): naming it starts it.
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["search-documents"])).await;
+    let user = app.register_user().await;
+    let (task_id, _) = create(&app, &user, "Write the report").await;
+    let path = format!("/tasks/{task_id}");
+    assert_eq!(send(&app, &user, Method::PATCH, &path, Some(json!({ "status": "done" }))).await.status(), 200);
+    assert_eq!(send(&app, &user, Method::DELETE, &path, None).await.status(), 204);
+
+    let mut documents = TopicReader::new(&format!("{prefix}task-documents"));
+    let records = documents.read_until(WAIT, |records| events_of(records, &task_id).len() >= 3).await;
+    let seen: Vec<(Value, Value, Value, Value)> = events_of(records, &task_id)
+        .into_iter()
+        .map(|document| {
+            (
+                document["version"].clone(),
+                document["status"].clone(),
+                document["deleted"].clone(),
+                document["title"].clone(),
+            )
+        })
+        .collect();
+    let title = Value::from("Write the report");
+    assert_eq!(
+        seen,
+        [
+            (json!(1), json!("todo"), json!(false), title.clone()),
+            (json!(2), json!("done"), json!(false), title.clone()),
+            (json!(2), json!("done"), json!(true), title),
+        ],
+        "one document per change, in order, keyed by the task"
+    );
+    assert_eq!(events_of(records, &task_id)[0]["owner_id"], user.id.to_string());
+
+    // A redelivered event is not turned into a document again.
+    let mut events = TopicReader::new(&format!("{prefix}task-events"));
+    let created = events.read_until(WAIT, |records| !events_of(records, &task_id).is_empty()).await;
+    let record = created.iter().find(|record| record.key.as_deref() == Some(&task_id)).unwrap().clone();
+    produce_again(&format!("{prefix}task-events"), &record).await;
+    let (later, _) = create(&app, &user, "after the redelivery").await;
+    let records = documents.read_until(WAIT, |records| !events_of(records, &later).is_empty()).await;
+    assert_eq!(events_of(records, &task_id).len(), 3, "the redelivered event was skipped");
+}
+
+#[tokio::test]
 async fn a_python_handler_retries_is_deduplicated_by_the_ledger_and_sees_no_host() {
     let prefix = unique_prefix();
     let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["probe-py"])).await;

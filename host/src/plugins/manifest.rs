@@ -12,6 +12,12 @@ use crate::kafka::topics;
 pub struct Manifest {
     pub kind: PluginKind,
     pub version: String,
+    /// An event handler that is off is not started when the handlers are
+    /// discovered (`EVENT_HANDLERS` unset); naming it in `EVENT_HANDLERS`
+    /// starts it anyway. Turning it off and reloading stops it, its
+    /// consumer group keeping its place.
+    #[serde(default = "Manifest::default_enabled")]
+    pub enabled: bool,
     /// When given, the `.wasm` file must hash to it (hex SHA-256).
     #[serde(default)]
     pub sha256: Option<String>,
@@ -129,10 +135,17 @@ impl Default for Limits {
 const RESERVED_TOPICS: [&str; 3] = [topics::TASK_EVENTS, topics::DEAD_LETTERS, topics::TASK_COMMANDS];
 
 impl Manifest {
+    fn default_enabled() -> bool {
+        true
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let manifest: Self = toml::from_str(text)?;
         if let Some(topic) = manifest.grants.publish.iter().find(|topic| RESERVED_TOPICS.contains(&topic.as_str())) {
             anyhow::bail!("[grants] publish may not name `{topic}`: only the host publishes there");
+        }
+        if !manifest.enabled && manifest.kind == PluginKind::Storage {
+            anyhow::bail!("`enabled` applies to event handlers: the storage plugin is the one STORAGE_PLUGIN names");
         }
         let asks_database = !manifest.grants.read.is_empty() || !manifest.database.shares.is_empty();
         if asks_database && !manifest.grants.sql {
@@ -168,6 +181,15 @@ mod tests {
         assert!(!manifest.grants.sql);
         assert_eq!(manifest.limits.deadline_ms, 1000);
         assert_eq!(manifest.limits.memory_bytes(), 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn handlers_are_on_unless_their_manifest_turns_them_off() {
+        let handler = "kind = \"event-handler\"\nversion = \"1\"\n";
+        assert!(Manifest::parse(handler).unwrap().enabled);
+        assert!(!Manifest::parse(&format!("{handler}enabled = false\n")).unwrap().enabled);
+        let error = Manifest::parse("kind = \"storage\"\nversion = \"1\"\nenabled = false\n").unwrap_err();
+        assert!(error.to_string().contains("STORAGE_PLUGIN"), "{error}");
     }
 
     #[test]

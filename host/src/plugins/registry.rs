@@ -272,7 +272,8 @@ fn log_loaded(kind: PluginKind, identity: &PluginIdentity) {
     tracing::info!(?kind, plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin loaded");
 }
 
-/// Names of the plugins of `kind` in `dir` (by their manifests), sorted.
+/// Names of the enabled plugins of `kind` in `dir` (by their manifests),
+/// sorted.
 fn plugins_of_kind(dir: &Path, kind: PluginKind) -> anyhow::Result<Vec<String>> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut names = Vec::new();
@@ -285,7 +286,7 @@ fn plugins_of_kind(dir: &Path, kind: PluginKind) -> anyhow::Result<Vec<String>> 
         };
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         match Manifest::parse(&text) {
-            Ok(manifest) if manifest.kind == kind => names.push(name.to_string()),
+            Ok(manifest) if manifest.kind == kind && manifest.enabled => names.push(name.to_string()),
             Ok(_) => {}
             Err(error) => tracing::warn!(manifest = %path.display(), %error, "skipping an invalid plugin manifest"),
         }
