@@ -18,7 +18,7 @@
 //!   transaction with its row in the schema's `todo_plugin_migrations`,
 //!   before a loaded version serves; an applied migration never changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -61,6 +61,9 @@ pub struct PluginDatabases {
     /// One pool per plugin and shape, shared by the versions of a plugin
     /// across reloads.
     pools: Mutex<HashMap<String, (PoolShape, PgPool)>>,
+    /// Roles whose password this process set or saw log in: a reload does
+    /// not pay a login (a connection and a SCRAM exchange) to check again.
+    logs_in: Mutex<HashSet<String>>,
 }
 
 /// A plugin's database identity, as a loaded version holds it.
@@ -109,7 +112,7 @@ impl PluginDatabases {
         secret: Vec<u8>,
         default_connections: u32,
     ) -> Self {
-        Self { host, key, options, secret, default_connections, pools: Mutex::default() }
+        Self { host, key, options, secret, default_connections, pools: Mutex::default(), logs_in: Mutex::default() }
     }
 
     /// The pool a call of a plugin runs its statements on — its own when it
@@ -206,12 +209,17 @@ impl PluginDatabases {
         if !self.logs_in(role, password).await {
             sqlx::raw_sql(&format!("ALTER ROLE \"{role}\" PASSWORD '{password}'")).execute(&mut *host).await?;
         }
+        self.logs_in.lock().expect("poisoned").insert(role.to_string());
         Ok(())
     }
 
     /// Whether `role` logs in with `password` (a replica with another
-    /// secret, or a restored database, may have set another).
+    /// secret, or a restored database, may have set another); checked once
+    /// per process.
     async fn logs_in(&self, role: &str, password: &str) -> bool {
+        if self.logs_in.lock().expect("poisoned").contains(role) {
+            return true;
+        }
         let options = self.options.clone().username(role).password(password);
         match PgConnection::connect_with(&options).await {
             Ok(connection) => {
@@ -307,6 +315,15 @@ impl PluginDatabases {
 
     /// Records what `name` shares with other plugins (`[database] shares`).
     async fn share(&self, name: &str, shares: &[String]) -> anyhow::Result<()> {
+        let recorded: BTreeSet<String> = sqlx::query_scalar("SELECT relation FROM plugin_shares WHERE plugin = $1")
+            .bind(name)
+            .fetch_all(&self.host)
+            .await?
+            .into_iter()
+            .collect();
+        if recorded == shares.iter().cloned().collect() {
+            return Ok(());
+        }
         let mut transaction = self.host.begin().await?;
         sqlx::query("DELETE FROM plugin_shares WHERE plugin = $1").bind(name).execute(&mut *transaction).await?;
         sqlx::query("INSERT INTO plugin_shares (plugin, relation) SELECT $1, unnest($2::text[])")
@@ -400,6 +417,16 @@ async fn migrate(database: &PluginDatabase, migrations: &[Migration]) -> anyhow:
     )
     .execute(&mut *connection)
     .await?;
+    // Most loads find every migration applied: one read says so.
+    let applied: HashMap<i64, Vec<u8>> =
+        sqlx::query_as::<_, (i64, Vec<u8>)>("SELECT version, checksum FROM todo_plugin_migrations")
+            .fetch_all(&mut *connection)
+            .await?
+            .into_iter()
+            .collect();
+    if sorted.iter().all(|migration| applied.get(&migration.version) == Some(&migration.checksum())) {
+        return Ok(());
+    }
     for migration in sorted {
         let mut transaction = connection.begin().await?;
         // One process migrates at a time; the others find it applied.
