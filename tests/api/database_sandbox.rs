@@ -321,7 +321,7 @@ async fn a_database_of_the_first_release_keeps_every_task_and_audit_row() {
 }
 
 #[tokio::test]
-async fn a_plugin_reads_another_plugins_table_only_when_shared_and_granted() {
+async fn a_plugin_reads_another_plugins_table_only_while_shared_and_granted() {
     let reader = |read: Option<&str>| {
         let grants = match read {
             Some(relation) => format!("sql = true\nread = [\"{relation}\"]\n"),
@@ -360,6 +360,13 @@ async fn a_plugin_reads_another_plugins_table_only_when_shared_and_granted() {
     let outcome = attack(&ungranted, &user, "SELECT title FROM plugin_postgres_store.tasks").await;
     assert!(outcome.starts_with("sql-error 42501"), "{outcome}");
     drop(ungranted);
+
+    // A read the manifest no longer asks for is revoked at the next load.
+    std::fs::write(dir.join("granted-reader.toml"), reader(None)).unwrap();
+    let revoked = TestApp::spawn_with(with("granted-reader")).await;
+    let outcome = attack(&revoked, &user, "SELECT title FROM plugin_postgres_store.tasks").await;
+    assert!(outcome.starts_with("sql-error 42501"), "{outcome}");
+    drop(revoked);
 
     // A read of something the publisher does not share fails the load.
     let refused = crate::helpers::spawn_failure(with("overreaching-reader")).await;

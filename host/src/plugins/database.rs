@@ -358,9 +358,12 @@ impl PluginDatabases {
             wanted.push((schema, relation.to_string()));
         }
         let role = &database.role;
+        // The catalog itself, not information_schema.role_table_grants
+        // (a view slow enough to be most of a cached reload).
         let granted: Vec<(String, String)> = sqlx::query_as(
-            "SELECT table_schema::text, table_name::text FROM information_schema.role_table_grants \
-             WHERE grantee = $1 AND privilege_type = 'SELECT' AND table_schema <> $2",
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, \
+             aclexplode(c.relacl) acl WHERE acl.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+             AND acl.privilege_type = 'SELECT' AND n.nspname <> $2",
         )
         .bind(role)
         .bind(&database.schema)
