@@ -6,19 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::helpers::events::{TestBroker, TopicReader, events_of, unique_prefix};
-use crate::helpers::{HostOptions, TestApp, TestUser, send, send_with_header, status_and_json};
+use crate::helpers::{HostOptions, TestApp, create_titled, send, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn create(app: &TestApp, user: &TestUser, title: &str) -> (Value, String) {
-    let response = send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await;
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
-    let (status, task) = status_and_json(response).await;
-    assert_eq!(status, 201, "{task}");
-    (task, request_id)
-}
 
 fn id(task: &Value) -> String {
     task["id"].as_str().unwrap().to_string()
@@ -31,7 +23,7 @@ async fn each_write_is_announced_by_one_cloudevent_in_commit_order() {
     let user = app.register_user().await;
     let mut reader = TopicReader::new(&format!("{prefix}task-events"));
 
-    let (task, request_id) = create(&app, &user, "announce me").await;
+    let (task, request_id) = create_titled(&app, &user, "announce me").await;
     let path = format!("/tasks/{}", id(&task));
     let patched =
         send(&app, &user, Method::PATCH, &path, Some(json!({ "status": "done", "title": "announced" }))).await;
@@ -70,7 +62,7 @@ async fn a_batch_announces_each_operation() {
     let prefix = unique_prefix();
     let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
     let user = app.register_user().await;
-    let (existing, _) = create(&app, &user, "existing").await;
+    let (existing, _) = create_titled(&app, &user, "existing").await;
     let batch = json!({ "operations": [
         { "op": "create", "task": { "title": "from a batch" } },
         { "op": "update", "id": existing["id"], "changes": { "priority": "high" } },
@@ -97,7 +89,7 @@ async fn rolled_back_writes_announce_nothing() {
     let prefix = unique_prefix();
     let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[])).await;
     let user = app.register_user().await;
-    let (task, _) = create(&app, &user, "guarded").await;
+    let (task, _) = create_titled(&app, &user, "guarded").await;
     let path = format!("/tasks/{}", id(&task));
 
     // A stale If-Match and a failing batch: both roll back.
@@ -111,7 +103,7 @@ async fn rolled_back_writes_announce_nothing() {
     ]});
     assert_eq!(send(&app, &user, Method::POST, "/tasks/batch", Some(batch)).await.status(), 404);
     // A sentinel: once its event is read, everything committed before it was.
-    let (sentinel, _) = create(&app, &user, "sentinel").await;
+    let (sentinel, _) = create_titled(&app, &user, "sentinel").await;
 
     let (guarded_id, sentinel_id) = (id(&task), id(&sentinel));
     let mut reader = TopicReader::new(&format!("{prefix}task-events"));
@@ -144,7 +136,7 @@ async fn two_relaying_replicas_publish_every_event_once_and_in_order() {
     for n in 0..TASKS {
         let (apps, user) = ([&first, &second], &user);
         writers.push(async move {
-            let (task, _) = create(apps[n % 2], user, &format!("task {n}")).await;
+            let (task, _) = create_titled(apps[n % 2], user, &format!("task {n}")).await;
             let path = format!("/tasks/{}", id(&task));
             for update in 0..UPDATES {
                 let body = json!({ "title": format!("task {n} v{}", update + 2) });
@@ -180,14 +172,14 @@ async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it
     let app = TestApp::spawn_with(HostOptions::default().kafka_on(&broker.url(), &prefix, &[])).await;
     let user = app.register_user().await;
     let topic = format!("{prefix}task-events");
-    let (before, _) = create(&app, &user, "before the outage").await;
+    let (before, _) = create_titled(&app, &user, "before the outage").await;
     let before_id = id(&before);
     TopicReader::on(&broker.url(), &topic).read_until(WAIT, |records| !events_of(records, &before_id).is_empty()).await;
 
     broker.stop().await;
     let mut written = Vec::new();
     for n in 0..5 {
-        written.push(id(&create(&app, &user, &format!("during the outage {n}")).await.0));
+        written.push(id(&create_titled(&app, &user, &format!("during the outage {n}")).await.0));
     }
     broker.restart().await;
 
@@ -211,7 +203,7 @@ async fn a_committed_write_is_published_at_once_not_at_the_next_poll() {
     let mut reader = TopicReader::new(&format!("{prefix}task-events"));
 
     for title in ["first", "second"] {
-        let (task, _) = create(&app, &user, title).await;
+        let (task, _) = create_titled(&app, &user, title).await;
         let task_id = id(&task);
         let records =
             reader.read_until(Duration::from_secs(10), |records| !events_of(records, &task_id).is_empty()).await;

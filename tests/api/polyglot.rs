@@ -12,16 +12,23 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use crate::helpers::{HostOptions, TestApp, TestUser, eventually, send, status_and_json};
+use crate::helpers::{HostOptions, TestApp, TestUser, create_titled, eventually, send, status_and_json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> (String, String) {
-    let response = send(app, user, Method::POST, "/tasks", Some(json!({ "title": title }))).await;
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
-    let (status, task) = status_and_json(response).await;
-    assert_eq!(status, 201, "{task}");
+    let (task, request_id) = create_titled(app, user, title).await;
     (task["id"].as_str().unwrap().to_string(), request_id)
+}
+
+/// Produces the first event of `task_id` again on `task-events`, as a
+/// broker redelivering it would.
+async fn redeliver_first_event_of(prefix: &str, task_id: &str) {
+    let topic = format!("{prefix}task-events");
+    let mut events = TopicReader::new(&topic);
+    let records = events.read_until(WAIT, |records| !events_of(records, task_id).is_empty()).await;
+    let record = records.iter().find(|record| record.key.as_deref() == Some(task_id)).unwrap().clone();
+    produce_again(&topic, &record).await;
 }
 
 /// A copy of a template publishing to `topic` (granted `granted`).
@@ -102,10 +109,7 @@ async fn search_documents_keeps_each_tasks_document_in_step_and_once_per_change(
     assert_eq!(events_of(records, &task_id)[0]["owner_id"], user.id.to_string());
 
     // A redelivered event is not turned into a document again.
-    let mut events = TopicReader::new(&format!("{prefix}task-events"));
-    let created = events.read_until(WAIT, |records| !events_of(records, &task_id).is_empty()).await;
-    let record = created.iter().find(|record| record.key.as_deref() == Some(&task_id)).unwrap().clone();
-    produce_again(&format!("{prefix}task-events"), &record).await;
+    redeliver_first_event_of(&prefix, &task_id).await;
     let (later, _) = create(&app, &user, "after the redelivery").await;
     let records = documents.read_until(WAIT, |records| !events_of(records, &later).is_empty()).await;
     assert_eq!(events_of(records, &task_id).len(), 3, "the redelivered event was skipped");
@@ -124,10 +128,7 @@ async fn a_python_handler_retries_is_deduplicated_by_the_ledger_and_sees_no_host
     assert_eq!(events_of(records, &retried)[0]["attempt"], 3);
 
     // The ledger: a redelivered event is not handled again.
-    let mut events = TopicReader::new(&format!("{prefix}task-events"));
-    let created = events.read_until(WAIT, |records| !events_of(records, &retried).is_empty()).await;
-    let record = created.iter().find(|record| record.key.as_deref() == Some(&retried)).unwrap().clone();
-    produce_again(&format!("{prefix}task-events"), &record).await;
+    redeliver_first_event_of(&prefix, &retried).await;
     let (later, _) = create(&app, &user, "after the redelivery").await;
     let records = results.read_until(WAIT, |records| !events_of(records, &later).is_empty()).await;
     assert_eq!(events_of(records, &retried).len(), 1, "the redelivered event was skipped");

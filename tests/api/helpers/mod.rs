@@ -6,6 +6,8 @@
 //! - `TEST_DATABASE_URL`: a superuser URL of the throw-away cluster (the
 //!   hosts connect as `APP_ROLE`, which owns their databases);
 //! - `TEST_PLUGIN_DIR`: plugins built by `scripts/build-plugins --fixtures`;
+//! - `TEST_PLUGIN_CACHE_DIR`: where the hosts keep their plugins' native
+//!   code (fresh for each run);
 //! - `TEST_KAFKA_BROKERS`, `TEST_REDIS_URL`: the broker and Redis (see
 //!   `events`).
 //!
@@ -117,6 +119,12 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// Longest a host may take to start, and a request (a reload among them)
+/// to be answered: an 18 MB Python or 12 MB JavaScript component takes
+/// ~10 s to compile from a cold cache alone, and several times that while
+/// other tests compile theirs on the same two cores.
+const STARTUP: Duration = Duration::from_secs(300);
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(HostOptions::default()).await
@@ -132,14 +140,14 @@ impl TestApp {
         collect_lines(child.stdout.take().unwrap(), logs.clone(), Some(address_tx));
         collect_lines(child.stderr.take().unwrap(), logs.clone(), None);
 
-        let address = match tokio::time::timeout(Duration::from_secs(60), address_rx).await {
+        let address = match tokio::time::timeout(STARTUP, address_rx).await {
             Ok(Ok(address)) => address,
             _ => {
                 let status = child.try_wait().ok().flatten();
                 panic!("todo-host did not start (exit: {status:?}); its output:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
-        let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let client = Client::builder().timeout(STARTUP).build().unwrap();
         let storage = options
             .env
             .iter()
@@ -251,7 +259,7 @@ async fn serve(options: &HostOptions) -> (Command, String) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url(&database))
         .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
-        .env("PLUGIN_CACHE_DIR", std::env::temp_dir().join("todo-host-test-plugin-cache"))
+        .env("PLUGIN_CACHE_DIR", required_env("TEST_PLUGIN_CACHE_DIR"))
         .env("JWT_SECRET", JWT_SECRET)
         .env("TODO_LISTEN", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
@@ -296,6 +304,16 @@ pub async fn send(app: &TestApp, user: &TestUser, method: Method, path: &str, bo
         request = request.json(&body);
     }
     request.send().await.unwrap()
+}
+
+/// Creates a task titled `title` as `user`: the task, and the request id
+/// its events carry.
+pub async fn create_titled(app: &TestApp, user: &TestUser, title: &str) -> (Value, String) {
+    let response = send(app, user, Method::POST, "/tasks", Some(serde_json::json!({ "title": title }))).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (status, task) = status_and_json(response).await;
+    assert_eq!(status, 201, "{task}");
+    (task, request_id)
 }
 
 /// A request as `user` with one more header (`If-Match`, `Prefer`…) and a
