@@ -110,3 +110,40 @@ async fn readiness_fails_while_postgres_is_down_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Pool timeouts and lost connections are the database's failures, not the
+/// storage plugin's: however many calls they fail, its circuit stays
+/// closed, so writes are back the moment PostgreSQL is.
+#[tokio::test]
+async fn a_database_outage_never_opens_the_storage_plugins_circuit() {
+    let mut postgres = TestPostgres::start().await;
+    let app = TestApp::spawn_with(HostOptions::default().env("DATABASE_URL", &TestPostgres::app_url(&postgres))).await;
+    let user = app.register_user().await;
+    let write = || send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "during the outage" })));
+    assert_eq!(write().await.status(), 201);
+
+    postgres.stop().await;
+    // More failed calls than the circuit's threshold (5 traps).
+    for _ in 0..8 {
+        let response = write().await;
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let (_, body) = status_and_json(response).await;
+        assert_eq!(body["type"], "/problems/store-unavailable", "{body}");
+    }
+
+    postgres.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = write().await.status();
+        if status == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not come back with PostgreSQL (last {status})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = get(&app, "/health/ready").await;
+    assert_eq!((status, &body["checks"]["storage_plugin"]["status"]), (200, &json!("up")), "{body}");
+    let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"outcome="unavailable""#), "the outage is counted as what it is");
+}

@@ -1,7 +1,7 @@
 //! A failing storage plugin rolls its transaction back: the fixture
 //! `faulty-store` inserts a task row and then errors or traps.
 
-use crate::helpers::{HostOptions, TestApp, assert_problem, send};
+use crate::helpers::{HostOptions, TestApp, assert_problem, send, status_and_json};
 use reqwest::Method;
 use serde_json::json;
 
@@ -55,4 +55,30 @@ fn tempdir_with_trapping_fixture() -> std::path::PathBuf {
     std::fs::write(dir.join("faulty-store.toml"), manifest.replace("failure = \"error\"", "failure = \"trap\""))
         .unwrap();
     dir
+}
+
+/// A storage plugin whose circuit opened cannot serve: the replica says so,
+/// and a load balancer sends the traffic elsewhere.
+#[tokio::test]
+async fn readiness_fails_while_the_storage_plugins_circuit_is_open() {
+    let dir = tempdir_with_trapping_fixture();
+    let app = TestApp::spawn_with(
+        HostOptions::default().env("STORAGE_PLUGIN", "faulty-store").env("PLUGIN_DIR", dir.to_str().unwrap()),
+    )
+    .await;
+    let user = app.register_user().await;
+    let ready = async || status_and_json(app.request(Method::GET, "/health/ready").send().await.unwrap()).await;
+    assert_eq!(ready().await.0, 200);
+    // The circuit's threshold: 5 consecutive traps.
+    for _ in 0..5 {
+        let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "doomed" }))).await;
+        assert_problem(response, 500, "plugin-failed").await;
+    }
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    let storage = &body["checks"]["storage_plugin"];
+    assert_eq!(storage["status"], "down", "{body}");
+    assert!(storage["detail"].as_str().unwrap().contains("circuit is open"), "{body}");
+    let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"plugin_circuit_open{plugin="faulty-store"} 1"#), "{metrics}");
 }

@@ -231,6 +231,7 @@ fn is_transient(error: &TaskError) -> bool {
         TaskError::Unavailable(_)
             | TaskError::Plugin(
                 PluginFailure::CommitFailed { .. }
+                    | PluginFailure::Unavailable { .. }
                     | PluginFailure::DeadlineExceeded { .. }
                     | PluginFailure::CircuitOpen { .. }
             )

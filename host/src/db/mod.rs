@@ -67,6 +67,12 @@ impl HostKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key no database knows, for tests that never reach one.
+    #[cfg(test)]
+    pub fn unknown() -> Self {
+        Self(Arc::from(&b"not a key"[..]))
+    }
 }
 
 /// A connection as the host writes on it: a call's transaction (shared with

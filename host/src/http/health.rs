@@ -1,6 +1,6 @@
 //! Health: `/health/live` (the process answers), `/health/ready` (it can
 //! serve: PostgreSQL, Redis and the broker — those configured — answer and
-//! the storage plugin is loaded; 503 with a per-dependency breakdown
+//! the storage plugin serves, its circuit closed; 503 with a per-dependency breakdown
 //! otherwise) and `/health` (the same checks with timings and the loaded
 //! plugins). No connection strings or secrets in any of them.
 
@@ -95,11 +95,15 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
         }
     };
     let (postgres, redis, kafka) = tokio::join!(postgres, redis, kafka);
-    let storage = state.plugins.storage();
-    let plugin = Check {
-        status: "up",
-        latency_ms: None,
-        detail: Some(format!("{}@{}", storage.identity().name, storage.identity().version)),
+    let storage = state.plugins.storage_status();
+    let serving = format!("{}@{}", storage.identity.name, storage.identity.version);
+    let plugin = match storage.state {
+        "circuit-open" => Check {
+            status: "down",
+            latency_ms: None,
+            detail: Some(format!("{serving}: its circuit is open (calls refused after repeated traps)")),
+        },
+        _ => Check { status: "up", latency_ms: None, detail: Some(serving) },
     };
     BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka), ("storage_plugin", plugin)])
 }

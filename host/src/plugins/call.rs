@@ -15,6 +15,7 @@ use super::breaker::CircuitBreaker;
 use super::capabilities::CallKind;
 use super::capabilities::config::PluginSettings;
 use super::capabilities::kv::KvWriters;
+use super::capabilities::sql::SqlSession;
 use super::database::{PluginDatabase, PluginDatabases};
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::Limits;
@@ -71,6 +72,10 @@ pub enum PluginFailure {
     Failed { plugin: String, reason: String },
     #[error("the database did not commit the call of plugin `{plugin}`: {reason}")]
     CommitFailed { plugin: String, reason: String },
+    /// The database failed the call, not the plugin: never counted against
+    /// the plugin's circuit.
+    #[error("the database was unavailable to plugin `{plugin}`: {reason}")]
+    Unavailable { plugin: String, reason: String },
     #[error(
         "plugin `{plugin}` is switched off after trapping repeatedly; it is tried again in {retry_after_secs} s or when reloaded"
     )]
@@ -85,6 +90,7 @@ impl PluginFailure {
             | Self::Trapped { plugin, .. }
             | Self::Failed { plugin, .. }
             | Self::CommitFailed { plugin, .. }
+            | Self::Unavailable { plugin, .. }
             | Self::CircuitOpen { plugin, .. } => plugin,
         }
     }
@@ -140,11 +146,15 @@ pub(super) async fn run<R, E>(
         Err(PluginFailure::DeadlineExceeded { .. }) => ("deadline", CallOutcome::Deadline),
         Err(PluginFailure::MemoryExhausted { .. }) => ("memory", CallOutcome::Trap),
         Err(PluginFailure::CommitFailed { .. }) => ("commit_failed", CallOutcome::Error),
+        Err(PluginFailure::Unavailable { .. }) => ("unavailable", CallOutcome::Error),
         Err(PluginFailure::Failed { .. } | PluginFailure::CircuitOpen { .. }) => ("failed", CallOutcome::Error),
     };
     let took = started.elapsed();
     plugin.stats.record(counted_as, took);
-    plugin.breaker.record(matches!(counted_as, CallOutcome::Trap | CallOutcome::Deadline), Instant::now());
+    let now = Instant::now();
+    plugin.breaker.record(matches!(counted_as, CallOutcome::Trap | CallOutcome::Deadline), now);
+    let open = if plugin.breaker.is_open(now) { 1.0 } else { 0.0 };
+    metrics::gauge!("plugin_circuit_open", "plugin" => name.clone()).set(open);
     metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!("plugin_call_duration_seconds", "plugin" => name.clone()).record(took.as_secs_f64());
     metrics::histogram!("plugin_memory_peak_bytes", "plugin" => name).record(memory_peak as f64);
@@ -193,16 +203,41 @@ async fn execute<R, E>(
             };
             return (result, memory_peak);
         }
-        Ok(Ok(Err(error))) => {
-            state.rollback().await;
-            return (Ok(Err(error)), memory_peak);
-        }
+        Ok(Ok(Err(error))) => match state.sql.outage() {
+            None => {
+                state.rollback().await;
+                return (Ok(Err(error)), memory_peak);
+            }
+            Some(reason) => PluginFailure::Unavailable { plugin: name(), reason },
+        },
         Ok(Err(error)) => classify(error, identity, limits, &state.memory),
         Err(_) => PluginFailure::DeadlineExceeded { plugin: name(), deadline_ms: limits.deadline_ms },
     };
+    let failure = blame_the_database(failure, &state.sql, deadline);
     state.rollback().await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
     (Err(failure), memory_peak)
+}
+
+/// A call the database failed — no connection in time, a connection lost —
+/// failed because of it, whatever the plugin then did (trapped on the
+/// error, or ran out of its deadline): as does a call that spent more than
+/// half its deadline waiting for a connection.
+fn blame_the_database(failure: PluginFailure, sql: &SqlSession, deadline: Duration) -> PluginFailure {
+    let plugin = failure.plugin().to_string();
+    if let Some(reason) = sql.outage() {
+        return PluginFailure::Unavailable { plugin, reason };
+    }
+    let waited = sql.waited_for_connection();
+    if matches!(failure, PluginFailure::DeadlineExceeded { .. }) && waited * 2 >= deadline {
+        let reason = format!(
+            "{} ms of its {} ms deadline went waiting for a database connection",
+            waited.as_millis(),
+            deadline.as_millis()
+        );
+        return PluginFailure::Unavailable { plugin, reason };
+    }
+    failure
 }
 
 fn classify(error: wasmtime::Error, identity: &PluginIdentity, limits: &Limits, memory: &MemoryLimit) -> PluginFailure {

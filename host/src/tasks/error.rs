@@ -63,9 +63,7 @@ impl From<TaskError> for Problem {
             }
             TaskError::Unavailable(detail) => {
                 tracing::warn!(%detail, "task store unavailable");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Service unavailable")
-                    .detail("the task store is unavailable; retry shortly")
-                    .header(axum::http::header::RETRY_AFTER, 1)
+                store_unavailable()
             }
             TaskError::Plugin(failure) => plugin_failure(failure),
             TaskError::Internal(detail) => {
@@ -78,6 +76,14 @@ impl From<TaskError> for Problem {
             }
         }
     }
+}
+
+/// The database (or what the store stands on) is down: a passing outage,
+/// the same answer whoever noticed it.
+fn store_unavailable() -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Service unavailable")
+        .detail("the task store is unavailable; retry shortly")
+        .header(axum::http::header::RETRY_AFTER, 1)
 }
 
 fn plugin_failure(failure: PluginFailure) -> Problem {
@@ -104,6 +110,10 @@ fn plugin_failure(failure: PluginFailure) -> Problem {
                 "Service unavailable",
                 "the database did not commit the change; nothing was changed — retry shortly".to_string(),
             )
+        }
+        PluginFailure::Unavailable { .. } => {
+            tracing::warn!(%failure, "plugin call failed for want of the database");
+            return store_unavailable();
         }
         PluginFailure::CircuitOpen { retry_after_secs, .. } => {
             let retry_after = *retry_after_secs;

@@ -211,9 +211,11 @@ impl HandlerRunner {
             Ok(Err(HandlerError::Permanent(error))) => Attempt::Permanent(error),
             Ok(Err(HandlerError::Retryable(error))) => Attempt::Failed(error),
             // An open circuit waits for a reload or its cool-down.
-            Err(failure @ (PluginFailure::CommitFailed { .. } | PluginFailure::CircuitOpen { .. })) => {
-                Attempt::Infrastructure(failure.to_string())
-            }
+            Err(
+                failure @ (PluginFailure::CommitFailed { .. }
+                | PluginFailure::Unavailable { .. }
+                | PluginFailure::CircuitOpen { .. }),
+            ) => Attempt::Infrastructure(failure.to_string()),
             Err(failure) => Attempt::Failed(failure.to_string()),
         }
     }

@@ -10,6 +10,13 @@
 //! statements on one pooled connection without BEGIN/COMMIT: under READ
 //! COMMITTED each statement sees its own snapshot either way, so a read
 //! transaction would only cost two round trips.
+//!
+//! The session also keeps what the call saw of the database itself failing
+//! (`Outage`): a call that failed because no connection could be had, or
+//! its connection was lost, failed because of the infrastructure, whatever
+//! the plugin made of the error it was handed.
+
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -69,6 +76,17 @@ pub struct SqlSession {
     key: HostKey,
     kind: CallKind,
     held: Option<Held>,
+    outage: Outage,
+}
+
+/// What a call saw of the database failing rather than its statements.
+#[derive(Default)]
+struct Outage {
+    /// Set while a connection is being taken: still set when the call's
+    /// deadline cut the wait short.
+    waiting_since: Option<Instant>,
+    waited: Duration,
+    failure: Option<String>,
 }
 
 enum Held {
@@ -78,7 +96,34 @@ enum Held {
 
 impl SqlSession {
     pub fn new(pool: PgPool, key: HostKey, kind: CallKind) -> Self {
-        Self { pool, key, kind, held: None }
+        Self { pool, key, kind, held: None, outage: Outage::default() }
+    }
+
+    /// Why the database, not the plugin, made the call fail, if it did: a
+    /// connection not had in time or lost, a server shutting down. `None`
+    /// when every failure the call saw was its statements' own.
+    pub fn outage(&self) -> Option<String> {
+        let outage = &self.outage;
+        match (&outage.failure, outage.waiting_since) {
+            (Some(failure), _) => Some(failure.clone()),
+            (None, Some(since)) => {
+                Some(format!("no database connection within {} ms (the call's deadline)", since.elapsed().as_millis()))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// How long the call waited for its connection.
+    pub fn waited_for_connection(&self) -> Duration {
+        self.outage.waited
+    }
+
+    /// Remembers `error` when it is the database failing, and hands it on.
+    fn observe(&mut self, error: sqlx::Error) -> sqlx::Error {
+        if is_outage(&error) && self.outage.failure.is_none() {
+            self.outage.failure = Some(error.to_string());
+        }
+        error
     }
 
     /// Ends the call's transaction, if it opened one: commit when the export
@@ -96,50 +141,65 @@ impl SqlSession {
     /// ledgers). Opens it when the plugin issued no statement (e.g. it has
     /// no `sql` grant).
     pub async fn host_connection(&mut self) -> Result<HostConnection<'_>, sqlx::Error> {
-        let connection = Self::connection(&self.pool, self.kind, &mut self.held).await?;
-        Ok(HostConnection { connection, key: &self.key })
+        self.take_connection().await?;
+        Ok(HostConnection { connection: held_connection(&mut self.held), key: &self.key })
     }
 
-    /// The connection of the call's statements — inside the call's
-    /// transaction for a write — taken at the first use.
-    async fn connection<'h>(
-        pool: &PgPool,
-        kind: CallKind,
-        held: &'h mut Option<Held>,
-    ) -> Result<&'h mut PgConnection, sqlx::Error> {
-        let taken = match held.take() {
-            Some(taken) => taken,
-            None => match kind {
-                CallKind::Write => Held::Transaction(pool.begin().await?),
-                CallKind::Read => Held::Connection(pool.acquire().await?),
-            },
+    /// Takes the connection of the call's statements — inside the call's
+    /// transaction for a write — at the first use.
+    async fn take_connection(&mut self) -> Result<(), sqlx::Error> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let since = Instant::now();
+        self.outage.waiting_since = Some(since);
+        let taken = match self.kind {
+            CallKind::Write => self.pool.begin().await.map(Held::Transaction),
+            CallKind::Read => self.pool.acquire().await.map(Held::Connection),
         };
-        Ok(match held.insert(taken) {
-            Held::Transaction(transaction) => &mut **transaction,
-            Held::Connection(connection) => &mut **connection,
-        })
+        self.outage.waiting_since = None;
+        self.outage.waited += since.elapsed();
+        self.held = Some(taken.map_err(|error| self.observe(error))?);
+        Ok(())
     }
 
-    /// The connection for a plugin statement, once the host accepts it.
-    async fn statement_connection(&mut self, statement: &str) -> Result<&mut PgConnection, SqlError> {
+    /// Runs a plugin statement on the call's connection, once the host
+    /// accepts it.
+    async fn run<T>(
+        &mut self,
+        statement: &str,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, SqlError> {
         statement::check(statement).map_err(|message| SqlError { code: Some(REFUSED.into()), message })?;
-        Self::connection(&self.pool, self.kind, &mut self.held).await.map_err(sql_error)
+        self.take_connection().await.map_err(sql_error)?;
+        let outcome = run(held_connection(&mut self.held)).await;
+        outcome.map_err(|error| sql_error(self.observe(error)))
     }
 }
 
 impl sql::Host for SqlSession {
     async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.statement_connection(&statement).await?;
-        let rows = bind(sqlx::query(&statement), params).fetch_all(connection).await.map_err(sql_error)?;
+        let rows = self
+            .run(&statement, async |connection| bind(sqlx::query(&statement), params).fetch_all(connection).await)
+            .await?;
         decode_rows(&rows)
     }
 
     async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
         let params = params.into_iter().enumerate().map(Param::try_from_value).collect::<Result<Vec<_>, _>>()?;
-        let connection = self.statement_connection(&statement).await?;
-        let done = bind(sqlx::query(&statement), params).execute(connection).await.map_err(sql_error)?;
+        let done = self
+            .run(&statement, async |connection| bind(sqlx::query(&statement), params).execute(connection).await)
+            .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// The connection `take_connection` took.
+fn held_connection(held: &mut Option<Held>) -> &mut PgConnection {
+    match held.as_mut().expect("taken first") {
+        Held::Transaction(transaction) => transaction,
+        Held::Connection(connection) => connection,
     }
 }
 
@@ -240,14 +300,68 @@ fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
     Ok(value)
 }
 
+/// SQLSTATE `connection_failure`: what a plugin is told when the host could
+/// not reach the server, so that it sees a passing failure (class 08).
+const CONNECTION_FAILURE: &str = "08006";
+
 fn sql_error(error: sqlx::Error) -> SqlError {
     match error {
         sqlx::Error::Database(error) => {
             SqlError { code: error.code().map(|code| code.into_owned()), message: error.message().to_string() }
         }
-        sqlx::Error::PoolTimedOut => {
-            SqlError { code: None, message: "no database connection became free in time".into() }
-        }
+        sqlx::Error::PoolTimedOut => SqlError {
+            code: Some(CONNECTION_FAILURE.into()),
+            message: "no database connection became free in time".into(),
+        },
+        other if is_outage(&other) => SqlError { code: Some(CONNECTION_FAILURE.into()), message: other.to_string() },
         other => SqlError { code: None, message: other.to_string() },
+    }
+}
+
+/// Whether `error` is the database failing rather than a statement: no
+/// connection in time, a connection lost or refused, a server shutting
+/// down or out of connections (SQLSTATE classes 08, 53 and 57P). A
+/// statement cancelled by its timeout (57014) is the statement's own.
+fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => {
+            error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_failing_is_told_from_a_statement_failing() {
+        assert!(is_outage(&sqlx::Error::PoolTimedOut));
+        assert!(is_outage(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(!is_outage(&sqlx::Error::RowNotFound));
+        assert!(!is_outage(&sqlx::Error::ColumnNotFound("title".into())));
+        let told = sql_error(sqlx::Error::PoolTimedOut);
+        assert_eq!(told.code.as_deref(), Some(CONNECTION_FAILURE), "a plugin sees a passing failure");
+    }
+
+    #[tokio::test]
+    async fn a_call_cut_short_while_waiting_for_a_connection_saw_an_outage() {
+        // Nothing listens on port 9: the pool keeps trying until cut short.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+            .unwrap();
+        let mut session = SqlSession::new(pool, HostKey::unknown(), CallKind::Write);
+        let cut = tokio::time::timeout(Duration::from_millis(100), session.take_connection()).await;
+        assert!(cut.is_err(), "still waiting");
+        let outage = session.outage().expect("an outage");
+        assert!(outage.contains("no database connection"), "{outage}");
     }
 }
