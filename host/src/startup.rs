@@ -31,7 +31,7 @@ use crate::outbox::OutboxWaker;
 use crate::plugins::{PluginBroadcast, PluginDatabases, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
-use crate::tasks::{GroupCommit, TaskCache, TaskService, TaskStore};
+use crate::tasks::{CursorSeal, GroupCommit, TaskCache, TaskService, TaskStore};
 
 /// Shortest JWT secret accepted: 256 bits for HS256.
 const MIN_SECRET_BYTES: usize = 32;
@@ -134,6 +134,7 @@ impl Application {
                 GroupCommit::new(store, config.database.write_transactions, &workers.background),
                 cache,
                 UserRepository::new(pool.clone()),
+                CursorSeal::new(&key),
             ),
             commands,
             command_status,

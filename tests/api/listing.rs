@@ -96,9 +96,16 @@ async fn only_admins_filter_by_owner_and_users_see_their_own() {
 async fn bad_listing_parameters_are_clear_errors() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
-    for query in
-        ["limit=0", "limit=101", "status=finished", "sort=title", "due_before=tomorrow", "colour=red", "cursor=%21%21"]
-    {
+    for query in [
+        "limit=0",
+        "limit=101",
+        "status=finished",
+        "sort=title",
+        "due_before=tomorrow",
+        "colour=red",
+        "cursor=%21%21",
+        "cursor=",
+    ] {
         let response = send(&app, &user, Method::GET, &format!("/tasks?{query}"), None).await;
         assert_problem(response, 400, "invalid-query").await;
     }
@@ -115,6 +122,29 @@ async fn a_cursor_only_continues_its_own_listing() {
     let response = send(&app, &user, Method::GET, &format!("/tasks?limit=1&status=done&cursor={cursor}"), None).await;
     let body = assert_problem(response, 400, "invalid-query").await;
     assert!(body["detail"].as_str().unwrap().contains("other filters"), "{body}");
+}
+
+/// A cursor is sealed: one altered to carry another position (here one the
+/// storage plugin cannot even parse) is the client's error, not an outage.
+#[tokio::test]
+async fn a_forged_cursor_is_refused_as_bad_input() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    seed(&app, &user, (0..2).map(|i| json!({ "title": format!("t{i}") })).collect()).await;
+    let page = list(&app, &user, "limit=1").await;
+    let (payload, tag) = page["next_cursor"].as_str().unwrap().split_once('.').unwrap();
+    let mut sealed: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    for position in
+        ["99999999999999999999:00000000-0000-0000-0000-000000000000", "1:not-a-uuid-but-36-characters-long!!"]
+    {
+        sealed["c"] = json!(position);
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(sealed.to_string()));
+        let response = send(&app, &user, Method::GET, &format!("/tasks?limit=1&cursor={forged}"), None).await;
+        let body = assert_problem(response, 400, "invalid-query").await;
+        assert!(body["detail"].as_str().unwrap().contains("not one this server issued"), "{body}");
+    }
 }
 
 /// Walks every page of `query` and answers the ids in the order seen.

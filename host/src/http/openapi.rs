@@ -12,6 +12,7 @@
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as OpenApiDocument, Ref, RefOr, Schema, Type};
 use utoipa::{Modify, OpenApi};
@@ -195,6 +196,16 @@ impl Modify for SharedResponses {
             changes.max_properties = None;
             changes.min_properties = Some(1);
         }
+        // … and leaves `deny_unknown_fields` out of the variants of an
+        // internally tagged enum: a batch operation with a member of
+        // another operation is refused, and the document says so.
+        if let Some(RefOr::T(Schema::OneOf(operations))) = components.schemas.get_mut("BatchOperation") {
+            for operation in &mut operations.items {
+                if let RefOr::T(Schema::Object(operation)) = operation {
+                    operation.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
@@ -240,5 +251,7 @@ mod tests {
             assert!(create.get(status).is_some(), "POST /tasks does not document {status}");
         }
         assert!(paths["/health/live"]["get"]["responses"].get("401").is_none(), "health needs no token");
+        let operations = document["components"]["schemas"]["BatchOperation"]["oneOf"].as_array().unwrap();
+        assert!(operations.iter().all(|operation| operation["additionalProperties"] == false), "{operations:?}");
     }
 }

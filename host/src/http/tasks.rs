@@ -219,6 +219,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page, with the same filters and sort.
+    #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 

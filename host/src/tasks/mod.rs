@@ -4,7 +4,7 @@
 //! applies roles and scopes.
 
 mod cache;
-pub mod cursor;
+mod cursor;
 mod error;
 pub mod event;
 mod group_commit;
@@ -15,6 +15,7 @@ mod wit;
 pub mod write;
 
 pub use cache::{CacheOutcome, TaskCache};
+pub use cursor::CursorSeal;
 pub use error::{BatchFailure, TaskError};
 pub use group_commit::{Group, GroupCommit, together_else_each_alone};
 pub use service::{ListQuery, RequestContext, TaskService};

@@ -12,7 +12,7 @@ use crate::auth::{Actor, Role, UserRepository};
 use crate::trace::RequestTrace;
 
 use super::cache::{CacheOutcome, CacheSlot, ListScope, TaskCache};
-use super::cursor;
+use super::cursor::{self, CursorSeal};
 use super::error::TaskError;
 use super::group_commit::GroupCommit;
 use super::model::{
@@ -71,11 +71,18 @@ pub struct TaskService {
     writes: GroupCommit,
     cache: TaskCache,
     users: UserRepository,
+    cursors: CursorSeal,
 }
 
 impl TaskService {
-    pub fn new(store: TaskStore, writes: GroupCommit, cache: TaskCache, users: UserRepository) -> Self {
-        Self { store, writes, cache, users }
+    pub fn new(
+        store: TaskStore,
+        writes: GroupCommit,
+        cache: TaskCache,
+        users: UserRepository,
+        cursors: CursorSeal,
+    ) -> Self {
+        Self { store, writes, cache, users, cursors }
     }
 
     /// `POST /tasks`, validated and authorised, ready to run now or later.
@@ -233,12 +240,12 @@ impl TaskService {
         let plugin_cursor = query
             .cursor
             .as_deref()
-            .map(|sealed| cursor::open(sealed, &fingerprint))
+            .map(|sealed| self.cursors.open(sealed, &fingerprint))
             .transpose()
             .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
         let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
         let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
-        let page = TaskPage { items, next_cursor: next.map(|next| cursor::seal(next, &fingerprint)) };
+        let page = TaskPage { items, next_cursor: next.map(|next| self.cursors.seal(next, &fingerprint)) };
         let outcome = self.fill(slot, || serde_json::to_vec(&page).ok()).await;
         Ok((page, outcome))
     }

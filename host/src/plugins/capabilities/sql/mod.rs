@@ -217,7 +217,10 @@ enum Param {
 
 impl Param {
     fn try_from_value((index, value): (usize, Value)) -> Result<Self, SqlError> {
-        let invalid = |what: &str| SqlError { code: None, message: format!("parameter ${} is not {what}", index + 1) };
+        let invalid = |what: &str| SqlError {
+            code: Some(INVALID_PARAMETER.into()),
+            message: format!("parameter ${} is not {what}", index + 1),
+        };
         Ok(match value {
             Value::Bool(v) => Param::Bool(v),
             Value::Int(v) => Param::Int(v),
@@ -289,7 +292,7 @@ fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
         "BYTEA" => Value::Bytes(row.try_get(index).map_err(sql_error)?),
         other => {
             return Err(SqlError {
-                code: None,
+                code: Some(NOT_SUPPORTED.into()),
                 message: format!(
                     "column `{}` has type {other}, which the sql interface does not carry; cast it in the statement (e.g. `::text`)",
                     row.column(index).name()
@@ -299,6 +302,16 @@ fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
     };
     Ok(value)
 }
+
+/// SQLSTATE `invalid_parameter_value`: a parameter the host refused to
+/// send is the caller's bad input, as the server's own refusal would be.
+const INVALID_PARAMETER: &str = "22023";
+
+/// SQLSTATE `feature_not_supported`: a column of a type `sql` does not carry.
+const NOT_SUPPORTED: &str = "0A000";
+
+/// SQLSTATE `internal_error`: anything else the host met running it.
+const INTERNAL_ERROR: &str = "XX000";
 
 /// SQLSTATE `connection_failure`: what a plugin is told when the host could
 /// not reach the server, so that it sees a passing failure (class 08).
@@ -314,7 +327,7 @@ fn sql_error(error: sqlx::Error) -> SqlError {
             message: "no database connection became free in time".into(),
         },
         other if is_outage(&other) => SqlError { code: Some(CONNECTION_FAILURE.into()), message: other.to_string() },
-        other => SqlError { code: None, message: other.to_string() },
+        other => SqlError { code: Some(INTERNAL_ERROR.into()), message: other.to_string() },
     }
 }
 
