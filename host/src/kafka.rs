@@ -8,13 +8,16 @@ use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
+
+/// How long a consumer at shutdown may take to commit and leave its group.
+const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a consumer's statistics, and so its lag, are refreshed.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -74,8 +77,9 @@ impl Kafka {
     /// A consumer in `group` whose offsets are stored explicitly (after the
     /// record was processed) and committed in the background: at-least-once.
     /// It reports its lag as the `kafka_consumer_lag` gauge.
-    pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer<LagReporter>> {
-        self.client_config()
+    pub fn consumer(&self, group: &str) -> anyhow::Result<GroupConsumer> {
+        let consumer = self
+            .client_config()
             .set("group.id", group)
             .set("statistics.interval.ms", LAG_REPORT_INTERVAL.as_millis().to_string())
             .set("enable.auto.commit", "true")
@@ -88,7 +92,8 @@ impl Kafka {
             // time, which would add it to every event's latency.
             .set("fetch.wait.max.ms", self.config.kafka_fetch_wait_max_ms.to_string())
             .create_with_context(LagReporter { group: group.to_string() })
-            .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))
+            .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))?;
+        Ok(GroupConsumer(Some(consumer)))
     }
 
     /// A consumer that reads topics for a person (`todo-host topic tail`):
@@ -169,4 +174,61 @@ fn partition_lag(partition: &Partition) -> Option<i64> {
         .find(|offset| *offset >= 0)
         .unwrap_or(partition.lo_offset.max(0));
     Some((partition.hi_offset - position).max(0))
+}
+
+/// A consumer in a group whose close never runs on the thread that lets it
+/// go: librdkafka's close waits for the broker — for as long as it takes —
+/// so a consumer dropped on a tokio worker with the broker gone would block
+/// that worker, and with it the process's exit, forever. Dropped, it closes
+/// on a thread of its own, which the process's exit ends if it must.
+pub struct GroupConsumer(Option<StreamConsumer<LagReporter>>);
+
+impl std::ops::Deref for GroupConsumer {
+    type Target = StreamConsumer<LagReporter>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl GroupConsumer {
+    /// Commits the offsets stored and leaves the group, waiting a few
+    /// seconds at most.
+    pub async fn close(mut self) {
+        let consumer = self.0.take().expect("present until dropped");
+        let group = consumer.context().group.clone();
+        let (closed, done) = tokio::sync::oneshot::channel();
+        close_elsewhere(consumer, move |consumer| {
+            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(group = %consumer.context().group, %error, "no offsets committed at shutdown");
+            }
+            let _ = closed.send(());
+        });
+        if tokio::time::timeout(CONSUMER_CLOSE_TIMEOUT, done).await.is_err() {
+            tracing::warn!(%group, "a Kafka consumer did not close within {CONSUMER_CLOSE_TIMEOUT:?} (is the broker gone?); left behind");
+        }
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            close_elsewhere(consumer, |_| {});
+        }
+    }
+}
+
+/// Runs `first` and then drops `consumer` on a new thread.
+fn close_elsewhere(
+    consumer: StreamConsumer<LagReporter>,
+    first: impl FnOnce(&StreamConsumer<LagReporter>) + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        first(&consumer);
+        drop(consumer);
+    });
+    if let Err(error) = spawned {
+        // The consumer went with the closure: it was dropped here after all.
+        tracing::warn!(%error, "cannot start a thread to close a Kafka consumer");
+    }
 }

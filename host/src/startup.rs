@@ -36,8 +36,9 @@ use crate::tasks::{CursorSeal, GroupCommit, TaskCache, TaskService, TaskStore};
 /// Shortest JWT secret accepted: 256 bits for HS256.
 const MIN_SECRET_BYTES: usize = 32;
 
-/// How long background work gets to stop after the server stopped.
-const WORKER_STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long background work gets to stop at least, whatever the requests
+/// left of the shutdown budget.
+const WORKER_STOP_MINIMUM: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
@@ -182,14 +183,25 @@ impl Application {
                 shutdown_signal().await;
                 signalled.cancel();
             });
-        let served = tokio::select! {
-            served = server.into_future() => served.context("the HTTP server failed"),
-            _ = async { stopping.cancelled().await; tokio::time::sleep(self.shutdown_timeout).await } => {
-                tracing::warn!(timeout_secs = self.shutdown_timeout.as_secs(), "in-flight requests outlived the shutdown timeout");
-                Ok(())
-            }
+        let mut server = std::pin::pin!(server.into_future());
+        let finished = tokio::select! {
+            served = &mut server => Some(served),
+            _ = stopping.cancelled() => None,
         };
-        self.workers.stop().await;
+        // One budget from the signal on: requests, then background work.
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let served = match finished {
+            Some(served) => served,
+            None => tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
+                tracing::warn!(
+                    timeout_secs = self.shutdown_timeout.as_secs(),
+                    "in-flight requests outlived the shutdown timeout"
+                );
+                Ok(())
+            }),
+        }
+        .context("the HTTP server failed");
+        self.workers.stop(deadline).await;
         tracing::info!("stopped");
         served
     }
@@ -251,14 +263,19 @@ impl Workers {
         Ok(CommandBus::new(&kafka, producer, command_status.clone(), timeout))
     }
 
-    async fn stop(self) {
-        if !self.background.stop(WORKER_STOP_DEADLINE).await {
+    /// Stops the background work and flushes the producer by `deadline`,
+    /// giving the work at least `WORKER_STOP_MINIMUM` when requests took the
+    /// rest of the shutdown budget.
+    async fn stop(self, deadline: tokio::time::Instant) {
+        let deadline = deadline.max(tokio::time::Instant::now() + WORKER_STOP_MINIMUM);
+        if !self.background.stop(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
             tracing::warn!("background work did not stop in time");
         }
         if let Some(producer) = self.producer {
             // Commands already acknowledged are on the broker; this only
             // waits for records still in flight.
-            let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5));
+            let _ = tokio::time::timeout(left, tokio::task::spawn_blocking(move || producer.flush(left))).await;
         }
     }
 }

@@ -137,3 +137,65 @@ async fn the_openapi_document_and_swagger_ui_are_served_without_a_token() {
     let config = app.request(Method::GET, "/docs/swagger-initializer.js").send().await.unwrap().text().await.unwrap();
     assert!(config.contains("/openapi.json"), "Swagger UI reads this server's document: {config}");
 }
+
+/// The shutdown budget (`SHUTDOWN_TIMEOUT_SECS`) bounds the whole stop: a
+/// Kubernetes pod ends within its grace period whatever the broker or a
+/// handler does.
+async fn assert_stops_within(app: &mut TestApp, budget_secs: u64) {
+    let started = std::time::Instant::now();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(budget_secs + 3), app.terminate())
+        .await
+        .unwrap_or_else(|_| panic!("the host did not exit within {budget_secs} s of SIGTERM"));
+    let logs = app.logs();
+    assert!(exit.success(), "{exit:?}: {:#?}", &logs[logs.len().saturating_sub(15)..]);
+    assert!(started.elapsed().as_secs() <= budget_secs + 1, "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_host_stops_in_time_when_the_broker_went_first() {
+    use crate::helpers::events::{TestBroker, unique_prefix};
+    let mut broker = TestBroker::start().await;
+    let options = HostOptions::default()
+        .kafka_on(&broker.url(), &unique_prefix(), &["audit-log"])
+        .env("SHUTDOWN_TIMEOUT_SECS", "8");
+    let mut app = TestApp::spawn_with(options).await;
+    let user = app.register_user().await;
+    assert_eq!(send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "before" }))).await.status(), 201);
+    // Queued on the broker, then the broker goes: the consumers are in
+    // their groups and have something to commit.
+    let queued = send_with_header(
+        &app,
+        &user,
+        Method::POST,
+        "/tasks",
+        ("prefer", "respond-async"),
+        json!({ "title": "queued" }),
+    );
+    assert!(queued.await.status().is_success());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    broker.stop().await;
+    assert_stops_within(&mut app, 8).await;
+}
+
+#[tokio::test]
+async fn the_host_stops_in_time_while_a_handler_traps_on_every_event() {
+    use crate::helpers::events::{path_str, plugin_dir_with, unique_prefix};
+    let manifest =
+        "kind = \"event-handler\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n[settings]\nfailure = \"trap\"\n";
+    let dir = plugin_dir_with(&[("trapping-handler", "flaky-handler", manifest)]);
+    let options = HostOptions::default()
+        .kafka(&unique_prefix(), &["trapping-handler"])
+        .env("PLUGIN_DIR", path_str(&dir))
+        .env("HANDLER_MAX_ATTEMPTS", "1000")
+        .env("SHUTDOWN_TIMEOUT_SECS", "6");
+    let mut app = TestApp::spawn_with(options).await;
+    let user = app.register_user().await;
+    for n in 0..5 {
+        send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": format!("trapped {n}") }))).await;
+    }
+    crate::helpers::eventually("the handler to trap", || async {
+        app.logs().iter().any(|line| line.contains("trapping-handler") && line.contains("trapped")).then_some(())
+    })
+    .await;
+    assert_stops_within(&mut app, 6).await;
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::{Command, wire};
 use crate::config::CommandConfig;
 use crate::db::HostConnection;
-use crate::kafka::{Kafka, LagReporter, topics};
+use crate::kafka::{GroupConsumer, Kafka, topics};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
 use crate::tasks::model::TaskChange;
@@ -42,7 +42,7 @@ use crate::trace::RequestTrace;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct CommandConsumer {
-    consumer: StreamConsumer<LagReporter>,
+    consumer: GroupConsumer,
     store: TaskStore,
     pool: PgPool,
     batch_max: usize,
@@ -83,7 +83,7 @@ impl CommandConsumer {
                         tracing::warn!(%error, commands = commands.len(), retry_in_ms = backoff.as_millis(), "cannot apply commands; retrying");
                         tokio::select! {
                             // Offsets stay unstored: the batch is redelivered.
-                            _ = shutdown.cancelled() => return self.commit_offsets(),
+                            _ = shutdown.cancelled() => return self.close().await,
                             _ = tokio::time::sleep(backoff) => {}
                         }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -97,13 +97,12 @@ impl CommandConsumer {
                 }
             }
         }
-        self.commit_offsets();
+        self.close().await;
     }
 
-    fn commit_offsets(&self) {
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%error, "no command offsets committed at shutdown");
-        }
+    /// Commits the stored offsets and leaves the group.
+    async fn close(self) {
+        self.consumer.close().await;
     }
 
     /// The first record to arrive, and whatever follows within the linger

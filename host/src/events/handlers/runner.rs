@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
@@ -20,7 +20,7 @@ use super::dead_letter::{self, DeadLetter};
 use super::delivery::{Attempt, Delivery, Step};
 use super::ledger;
 use crate::config::EventConfig;
-use crate::kafka::{Kafka, LagReporter, topics};
+use crate::kafka::{GroupConsumer, Kafka, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{HandlerPlugin, PluginFailure, PluginSlot};
 use crate::tasks::event::TaskEvent;
@@ -34,7 +34,7 @@ pub struct HandlerRunner {
     plugin: Arc<PluginSlot<HandlerPlugin>>,
     name: String,
     kafka: Kafka,
-    consumer: StreamConsumer<LagReporter>,
+    consumer: GroupConsumer,
     producer: FutureProducer,
     pool: PgPool,
     max_attempts: u32,
@@ -106,8 +106,11 @@ impl HandlerRunner {
         drop(partitions);
         workers.close();
         workers.wait().await;
-        if let Err(error) = runner.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%handler, %error, "no offsets committed at shutdown");
+        match Arc::try_unwrap(runner) {
+            Ok(runner) => runner.consumer.close().await,
+            Err(_) => {
+                tracing::error!(%handler, "a partition worker outlived the runner; its offsets are not committed")
+            }
         }
     }
 
