@@ -151,7 +151,9 @@ start_tansu() {
   # Tansu resolves a sqlite:// path against its working directory.
   [ "$mode" = durable ] && storage="sqlite://tansu.db"
   local url="tcp://127.0.0.1:$KAFKA_PORT"
-  (cd "$dir" && exec "$TANSU" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine "$storage") \
+  # Its own session: a Ctrl-C at the terminal reaches the script, which
+  # stops the host before the broker, not the broker under the host.
+  (cd "$dir" && exec setsid "$TANSU" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine "$storage") \
     >"$dir/tansu.log" 2>&1 &
   TANSU_PID=$!
   KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -161,8 +163,24 @@ start_tansu() {
 
 stop_tansu() {
   [ -n "${TANSU_PID:-}" ] || return 0
-  kill "$TANSU_PID" 2>/dev/null || true
-  wait "$TANSU_PID" 2>/dev/null || true
+  stop_process "$TANSU_PID" tansu 10
+}
+
+# stop_process PID NAME SECONDS: SIGTERM, then SIGKILL if PID (a child of
+# this shell) has not exited after SECONDS.
+stop_process() {
+  local pid=$1 name=$2 seconds=$3 waited=0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge $((seconds * 10)) ]; then
+      log "$name did not stop within $seconds s of SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  wait "$pid" 2>/dev/null || true
 }
 
 # wait_for_port PORT NAME: waits up to 20 s for a TCP listener on PORT.
