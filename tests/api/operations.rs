@@ -199,3 +199,21 @@ async fn the_host_stops_in_time_while_a_handler_traps_on_every_event() {
     .await;
     assert_stops_within(&mut app, 6).await;
 }
+
+/// Migrations are not requests: the statement timeout that bounds a
+/// request's statements (`SQL_STATEMENT_TIMEOUT_MS`) does not cut a
+/// migration short.
+#[tokio::test]
+async fn migrations_are_not_bound_by_the_statement_timeout_of_requests() {
+    let database = crate::helpers::create_database().await;
+    let output = tokio::process::Command::new(crate::helpers::host_binary())
+        .args(["migrate", "--log-format", "pretty"])
+        .env("DATABASE_URL", crate::helpers::database_url(&database))
+        .env("SQL_STATEMENT_TIMEOUT_MS", "1")
+        .output()
+        .await
+        .unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("migrations applied"), "{printed}");
+}

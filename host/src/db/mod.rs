@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
 
@@ -43,9 +43,17 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .context("cannot connect to PostgreSQL")
 }
 
-/// Applies every pending migration of `migrations/`.
+/// Applies every pending migration of `migrations/`, on a connection of its
+/// own without the statement timeout of requests: a migration may rewrite a
+/// large table. (The lock timeout stays: a migration waiting behind a long
+/// transaction fails rather than queue every request behind it.)
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations failed")
+    let mut connection = pool.acquire().await.context("cannot connect to PostgreSQL to migrate")?.detach();
+    sqlx::query("SET statement_timeout = 0").execute(&mut connection).await?;
+    let applied = MIGRATOR.run(&mut connection).await.context("applying database migrations failed");
+    // Not returned to the pool: it has no statement timeout.
+    let _ = connection.close().await;
+    applied
 }
 
 /// The secret the host's SECURITY DEFINER functions ask for (see the
