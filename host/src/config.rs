@@ -149,6 +149,16 @@ pub struct AuthConfig {
     /// hands out a new one with a full lifetime. Needs REDIS_URL.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 60 * 60)]
     pub refresh_token_ttl_secs: u64,
+
+    /// Login attempts one account may fail within the window, from any
+    /// number of addresses (counted in Redis); the next are refused (429).
+    #[arg(long, env = "LOGIN_FAILURE_LIMIT", default_value_t = 10)]
+    pub login_failure_limit: u32,
+
+    /// The window of `LOGIN_FAILURE_LIMIT`, from an account's first
+    /// failed attempt, in seconds.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900)]
+    pub login_failure_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Accounts, Sessions, TokenKeys, UserRepository};
+use crate::auth::{Accounts, LoginLockout, Sessions, TokenKeys, UserRepository};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ServeConfig};
@@ -129,6 +129,11 @@ impl Application {
 
         let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
         let sessions = Sessions::new(keys, UserRepository::new(pool.clone()), redis.clone(), refresh_ttl);
+        let login_lockout = LoginLockout::new(
+            redis.clone(),
+            config.auth.login_failure_limit,
+            Duration::from_secs(config.auth.login_failure_window_secs),
+        );
         let state = Arc::new(Services {
             tasks: TaskService::new(
                 store.clone(),
@@ -142,6 +147,7 @@ impl Application {
             idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),
             redis,
             accounts: Accounts::new(UserRepository::new(pool.clone())),
+            login_lockout,
             sessions,
             plugins,
             plugin_broadcast,

@@ -82,3 +82,31 @@ async fn replicas_share_one_quota_per_user_through_redis() {
     assert_eq!(response.headers()["ratelimit-limit"], "5");
     assert_problem(response, 429, "rate-limited").await;
 }
+
+/// Wrong passwords are counted per account on every replica, whatever
+/// address they come from: guesses spread over replicas (or addresses) are
+/// held too, and the answer does not tell whether the account exists.
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_across_replicas() {
+    let options = || HostOptions::default().redis().env("LOGIN_FAILURE_LIMIT", "3");
+    let first = TestApp::spawn_with(options()).await;
+    let second = TestApp::spawn_with(options().database(&first.database)).await;
+    let ann = first.register_user().await;
+    let login = |app: &TestApp, email: &str, password: &str| {
+        app.request(Method::POST, "/auth/login").json(&json!({ "email": email, "password": password })).send()
+    };
+    let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
+    for (app, email) in [(&first, &ann.email), (&second, &ann.email), (&first, &ann.email), (&first, &nobody)] {
+        assert_eq!(login(app, email, "wrong password 1").await.unwrap().status(), 401);
+    }
+    for (app, email) in [(&second, &ann.email), (&first, &ann.email.to_uppercase())] {
+        let response = login(app, email, PASSWORD).await.unwrap();
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        assert_problem(response, 429, "login-locked-out").await;
+    }
+    // Another account, and an unknown email, keep their own counts.
+    let bob = first.register_user().await;
+    assert_eq!(login(&second, &bob.email, PASSWORD).await.unwrap().status(), 200);
+    assert_eq!(login(&second, &nobody, "wrong password 2").await.unwrap().status(), 401);
+}

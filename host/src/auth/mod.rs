@@ -2,6 +2,7 @@
 //! refresh tokens and revocation (in Redis), the users table, and the
 //! middleware that turns a bearer token into an `Actor`.
 
+mod lockout;
 pub mod middleware;
 mod password;
 mod refresh;
@@ -11,6 +12,7 @@ mod sessions;
 mod tokens;
 mod users;
 
+pub use lockout::LoginLockout;
 pub use middleware::{AccessToken, Authenticated};
 pub use revocation::revocation_keys;
 pub use service::{Accounts, AuthError, Credentials, Registration};

@@ -46,6 +46,8 @@ pub enum AuthError {
     /// Unknown, expired, revoked or reused: deliberately one error.
     #[error("the refresh token is not valid")]
     InvalidRefreshToken,
+    #[error("too many failed logins for this account; retry in {retry_after_secs} s")]
+    LockedOut { retry_after_secs: u64 },
     #[error("refresh tokens and logout need Redis, and REDIS_URL is not set")]
     RedisNotConfigured,
     #[error(transparent)]
@@ -125,7 +127,7 @@ impl Accounts {
     }
 }
 
-fn normalize_email(email: &str) -> String {
+pub(super) fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 

@@ -62,9 +62,11 @@ impl IntoResponse for Tokens {
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials, responses(
     (status = 200, description = "Tokens", body = TokenResponse),
     (status = 401, description = "Wrong email or password", body = ProblemDetails, content_type = "application/problem+json"),
+    (status = 429, description = "Too many requests from this address, or too many failed logins for this account (`login-locked-out`)", body = ProblemDetails, content_type = "application/problem+json"),
 ))]
 pub async fn login(State(state): State<AppState>, Json(credentials): Json<Credentials>) -> Result<Tokens, Problem> {
-    let user = state.accounts.authenticate(credentials).await?;
+    let email = credentials.email.clone();
+    let user = state.login_lockout.attempt(&email, state.accounts.authenticate(credentials)).await?;
     Ok(state.sessions.start(&user).await?)
 }
 

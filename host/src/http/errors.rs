@@ -17,6 +17,13 @@ impl From<AuthError> for Problem {
                 Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials")
                     .detail("the email or the password is wrong")
             }
+            AuthError::LockedOut { retry_after_secs } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "login-locked-out", "Too many failed logins")
+                    .detail(format!(
+                        "this account had too many failed logins; retry in {retry_after_secs} s or reset the password"
+                    ))
+                    .header(axum::http::header::RETRY_AFTER, retry_after_secs)
+            }
             AuthError::InvalidRefreshToken => {
                 Problem::new(StatusCode::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token")
                     .detail("the refresh token is unknown, expired or revoked; log in again")

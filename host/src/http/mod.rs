@@ -38,7 +38,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
-use crate::auth::{Accounts, Sessions};
+use crate::auth::{Accounts, LoginLockout, Sessions};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandStatus};
 use crate::idempotency::IdempotencyStore;
@@ -55,6 +55,7 @@ pub type AppState = Arc<Services>;
 
 pub struct Services {
     pub tasks: TaskService,
+    pub login_lockout: LoginLockout,
     /// `None` without a broker: `Prefer: respond-async` is then ignored.
     pub commands: Option<CommandBus>,
     pub command_status: CommandStatus,
