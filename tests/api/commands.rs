@@ -189,3 +189,32 @@ async fn a_command_an_older_release_queued_is_applied() {
     assert_eq!(status, 200, "{task}");
     assert_eq!((task["title"].as_str(), task["priority"].as_str()), (Some("Queued before the upgrade"), Some("high")));
 }
+
+/// `Prefer: respond-async` is a preference: when the broker cannot take the
+/// command, the write is applied at once and answered as a synchronous one
+/// (RFC 7240), never refused — and the command that may have reached the
+/// broker after all is withdrawn, so it is never applied a second time.
+#[tokio::test]
+async fn an_async_write_the_broker_cannot_take_is_applied_at_once() {
+    use crate::helpers::events::TestBroker;
+    let mut broker = TestBroker::start().await;
+    let options =
+        HostOptions::default().kafka_on(&broker.url(), &unique_prefix(), &[]).env("KAFKA_MESSAGE_TIMEOUT_MS", "1500");
+    let app = TestApp::spawn_with(options).await;
+    let user = app.register_user().await;
+    broker.stop().await;
+
+    let response =
+        send_with_header(&app, &user, Method::POST, "/tasks", ("prefer", "respond-async"), json!({ "title": "now" }))
+            .await;
+    assert_eq!(response.status(), 201, "applied as a synchronous write");
+    assert!(response.headers().get("preference-applied").is_none());
+    let (_, task) = status_and_json(response).await;
+    assert_eq!(task["title"], "now");
+    let mut db = app.db().await;
+    let withdrawn: i64 = sqlx::query_scalar("SELECT count(*) FROM command_results WHERE status = 'withdrawn'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(withdrawn, 1, "the command is withdrawn before the write is applied");
+}

@@ -19,10 +19,13 @@ pub struct CommandBus {
     timeout: Duration,
 }
 
+/// The broker did not acknowledge the command in time. It may have reached
+/// the broker all the same: see `CommandStatus::withdraw`.
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the command could not be queued: {0}")]
-    Unavailable(String),
+#[error("the command could not be queued: {reason}")]
+pub struct NotQueued {
+    pub command: Command,
+    pub reason: String,
 }
 
 impl CommandBus {
@@ -32,17 +35,17 @@ impl CommandBus {
 
     /// Queues `write` and answers the command's id once the broker has it
     /// (acks=all): from then on it is applied even if this process dies.
-    pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Uuid, SubmitError> {
+    pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Uuid, Box<NotQueued>> {
         let command =
             Command { id: Uuid::now_v7(), issuer: ctx.actor, trace: ctx.trace.clone(), issued_at: Utc::now(), write };
         let payload = wire::encode(&command);
         let key = command.issuer.user_id.to_string();
         let record =
             FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(kafka::headers(&command.trace.headers()));
-        self.producer
-            .send(record, self.timeout)
-            .await
-            .map_err(|(error, _)| SubmitError::Unavailable(error.to_string()))?;
+        let sent = self.producer.send(record, self.timeout).await;
+        if let Err((error, _)) = sent {
+            return Err(Box::new(NotQueued { command, reason: error.to_string() }));
+        }
         metrics::counter!("kafka_produced_total", "topic" => topics::TASK_COMMANDS).increment(1);
         self.status.mark_pending(&command).await;
         Ok(command.id)

@@ -67,6 +67,23 @@ impl CommandStatus {
         }
     }
 
+    /// Makes sure `command`, which may or may not have reached the broker,
+    /// is never applied from it: records it `withdrawn` unless the consumer
+    /// has already finished it. `true` when withdrawn — the caller applies
+    /// the write itself; `false` when the consumer was first.
+    pub async fn withdraw(&self, command: &Command) -> Result<bool, sqlx::Error> {
+        let recorded = sqlx::query(
+            "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
+             VALUES ($1, $2, 'withdrawn', 'null', $3) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(command.id)
+        .bind(command.issuer.user_id)
+        .bind(&command.trace.request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(recorded.rows_affected() == 1)
+    }
+
     /// The command's state as `actor` may see it: `None` for a command
     /// that is unknown or someone else's (the two are not told apart).
     pub async fn lookup(&self, actor: &Actor, id: Uuid) -> Result<Option<CommandState>, sqlx::Error> {
@@ -79,6 +96,8 @@ impl CommandStatus {
         if let Some((issuer, status, result)) = row {
             let state = match status.as_str() {
                 "applied" => CommandState::Applied { id, result },
+                // Its id was never given to anyone.
+                "withdrawn" => return Ok(None),
                 _ => CommandState::Failed { id, problem: result },
             };
             return Ok(visible(issuer).then_some(state));

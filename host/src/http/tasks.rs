@@ -54,31 +54,36 @@ fn with_cache_status(mut response: Response, cache: CacheOutcome) -> Response {
 
 /// Runs a prepared write now, or — when the client prefers it and a broker
 /// is configured — queues it as a command and answers 202.
+///
+/// `Prefer: respond-async` is a preference (RFC 7240): when the broker does
+/// not take the command, the write is applied now and answered as a
+/// synchronous one, without `Preference-Applied`. The command, which may
+/// have reached the broker all the same, is withdrawn first, so it is never
+/// applied twice.
 async fn write(
     state: &AppState,
     ctx: RequestContext,
     headers: &HeaderMap,
     write: PreparedWrite,
 ) -> Result<Response, Problem> {
-    if let Some(commands) = state.commands.as_ref().filter(|_| prefers_async(headers)) {
-        let id = commands.submit(&ctx, write).await.map_err(|error| {
-            tracing::warn!(%error, "cannot queue a command");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "commands-unavailable", "Service unavailable")
-                .detail(
-                    "the command queue is unavailable; retry shortly or send the request without Prefer: respond-async",
-                )
-                .header(header::RETRY_AFTER, 1)
-        })?;
-        let location = format!("/commands/{id}");
-        let mut response =
-            (StatusCode::ACCEPTED, axum::Json(CommandAccepted { id, status: "pending" })).into_response();
-        let headers = response.headers_mut();
-        headers.insert(HeaderName::from_static("preference-applied"), HeaderValue::from_static("respond-async"));
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            headers.insert(header::LOCATION, location);
-        }
-        return Ok(response);
-    }
+    let write = match state.commands.as_ref().filter(|_| prefers_async(headers)) {
+        Some(commands) => match commands.submit(&ctx, write).await {
+            Ok(id) => return Ok(accepted(id)),
+            Err(not_queued) => {
+                tracing::warn!(error = %not_queued, "cannot queue a command; applying the write now");
+                let withdrawn = state.command_status.withdraw(&not_queued.command).await.map_err(|error| {
+                    tracing::warn!(%error, "cannot withdraw a command the broker did not acknowledge");
+                    commands_unavailable()
+                })?;
+                if !withdrawn {
+                    // The broker had it, and it has been applied already.
+                    return Ok(accepted(not_queued.command.id));
+                }
+                not_queued.command.write
+            }
+        },
+        None => write,
+    };
     Ok(match state.tasks.execute(&ctx, write).await? {
         WriteOutcome::Created { task } => {
             let location = format!("/tasks/{}", task.id);
@@ -92,6 +97,23 @@ async fn write(
         WriteOutcome::Deleted { .. } => StatusCode::NO_CONTENT.into_response(),
         WriteOutcome::Batch { results } => axum::Json(BatchResponse { results }).into_response(),
     })
+}
+
+/// 202 for a queued command: where to poll for its outcome.
+fn accepted(id: Uuid) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(CommandAccepted { id, status: "pending" })).into_response();
+    let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static("preference-applied"), HeaderValue::from_static("respond-async"));
+    if let Ok(location) = HeaderValue::from_str(&format!("/commands/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn commands_unavailable() -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "commands-unavailable", "Service unavailable")
+        .detail("the command queue is unavailable; retry shortly or send the request without Prefer: respond-async")
+        .header(header::RETRY_AFTER, 1)
 }
 
 /// Creates a task, owned by the caller (or by `owner_id`, for an admin).
