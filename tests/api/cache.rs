@@ -156,3 +156,24 @@ async fn a_redis_outage_costs_only_the_cache() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Generations live a while after their last use, not forever: Redis does
+/// not keep a key per task ever written (under `noeviction` it would grow
+/// without bound).
+#[tokio::test]
+async fn cache_generations_expire() {
+    let app = TestApp::spawn_with(HostOptions::default().redis().env("CACHE_TTL_SECS", "30")).await;
+    let user = app.register_user().await;
+    let id = create(&app, &user, "expiring").await;
+    read(&app, &user, &format!("/tasks/{id}")).await;
+    let patched = send(&app, &user, Method::PATCH, &format!("/tasks/{id}"), Some(json!({ "title": "again" }))).await;
+    assert_eq!(patched.status(), 200);
+    read(&app, &user, &format!("/tasks/{id}")).await;
+
+    let client = redis::Client::open(crate::helpers::events::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    for key in [format!("todo:cache:gen:task:{id}"), format!("todo:cache:gen:scope:{}", user.id)] {
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis).await.unwrap();
+        assert!((1..=60).contains(&ttl), "{key} expires within twice the entry TTL (TTL {ttl})");
+    }
+}

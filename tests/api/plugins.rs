@@ -236,3 +236,30 @@ async fn a_reload_or_rollback_asked_of_one_replica_reaches_the_others() {
     })
     .await;
 }
+
+/// What the cache holds was read through the version serving then: a
+/// reload or a rollback of the storage plugin outdates all of it.
+#[tokio::test]
+async fn a_reload_or_rollback_of_the_storage_plugin_flushes_the_cache() {
+    let versions = Versions::new();
+    let app = TestApp::spawn_with(versions.options().redis()).await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    create_task(&app, &user, json!({ "title": "cached" })).await;
+    let listing = async || {
+        let response = send(&app, &user, Method::GET, "/tasks", None).await;
+        let hit = response.headers()["cache-status"].to_str().unwrap().ends_with("; hit");
+        (status_and_json(response).await.1["items"].as_array().unwrap().len(), hit)
+    };
+    assert_eq!(listing().await, (1, false));
+    assert_eq!(listing().await, (1, true), "the listing is cached");
+
+    versions.install("store-v2");
+    assert_eq!(reload(&app, &admin, "").await["loaded"][0]["version"], "0.2.0-empty");
+    assert_eq!(listing().await, (0, false), "the new version answers, not the cache");
+    assert_eq!(listing().await, (0, true));
+
+    let rollback = send(&app, &admin, Method::POST, "/admin/plugins/postgres-store/rollback", None).await;
+    assert_eq!(rollback.status(), 200);
+    assert_eq!(listing().await, (1, false), "the restored version answers, not the cache");
+}

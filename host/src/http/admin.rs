@@ -71,6 +71,10 @@ pub async fn reload(
     if let Some(broadcast) = &state.plugin_broadcast {
         broadcast.reloaded(params.name.as_deref()).await;
     }
+    let storage = state.plugins.storage().identity().name.clone();
+    if report.loaded.iter().any(|loaded| loaded.name == storage) {
+        state.tasks.storage_changed().await;
+    }
     Ok(axum::Json(report))
 }
 
@@ -96,6 +100,9 @@ pub async fn rollback(
     })?;
     if let Some(broadcast) = &state.plugin_broadcast {
         broadcast.rolled_back(&name).await;
+    }
+    if state.plugins.storage().identity().name == name {
+        state.tasks.storage_changed().await;
     }
     Ok(axum::Json(restored))
 }

@@ -14,7 +14,10 @@
 //! the write stores what it read stamped with the old generation, which no
 //! reader accepts any more, so a write is never followed by a stale read. If
 //! the bump fails (Redis down), this replica bumps the global epoch at its
-//! first successful call afterwards, outdating everything.
+//! first successful call afterwards, outdating everything. A generation
+//! expires some time after the last entry stamped with it (see
+//! `generation_ttl`); the epoch is bumped too when the storage plugin
+//! changes (`flush`): what the old one answered is not the new one's.
 //!
 //! A cached task is served only under the same scope check the store
 //! applies (a user's key is their own listing; a task entry is checked
@@ -64,6 +67,7 @@ pub struct TaskCache {
 /// is stored with.
 pub struct CacheSlot {
     key: String,
+    generation_key: String,
     stamp: String,
 }
 
@@ -115,7 +119,7 @@ impl TaskCache {
                     }
                     None => {
                         metrics::counter!("cache_misses_total").increment(1);
-                        (None, Some(CacheSlot { key, stamp }))
+                        (None, Some(CacheSlot { key, generation_key: generation_key.to_string(), stamp }))
                     }
                 }
             }
@@ -131,8 +135,10 @@ impl TaskCache {
         let Some(redis) = &self.redis else { return };
         let mut entry = slot.stamp.into_bytes();
         entry.extend_from_slice(json);
-        let set = redis::cmd("SET").arg(&slot.key).arg(entry).arg("EX").arg(self.ttl.as_secs().max(1)).clone();
-        if let Err(error) = redis.run::<()>(&set).await {
+        let mut fill = redis::pipe();
+        fill.cmd("SET").arg(&slot.key).arg(entry).arg("EX").arg(self.ttl.as_secs().max(1)).ignore();
+        fill.expire(&slot.generation_key, self.generation_ttl()).ignore();
+        if let Err(error) = redis.pipeline::<()>(&fill).await {
             tracing::debug!(%error, "cannot fill the cache");
         }
     }
@@ -149,19 +155,40 @@ impl TaskCache {
         // write (the command consumer).
         self.flush_if_pending(redis).await;
         let mut pipeline = redis::pipe();
-        pipeline.incr(format!("{PREFIX}:gen:scope:all"), 1).ignore();
+        let mut bump = |key: String| {
+            pipeline.incr(&key, 1).ignore();
+            pipeline.expire(&key, self.generation_ttl()).ignore();
+        };
+        bump(format!("{PREFIX}:gen:scope:all"));
         for change in changes {
             let task = change.task();
-            pipeline.incr(format!("{PREFIX}:gen:task:{}", task.id), 1).ignore();
-            pipeline.incr(format!("{PREFIX}:gen:scope:{}", task.owner_id), 1).ignore();
+            bump(format!("{PREFIX}:gen:task:{}", task.id));
+            bump(format!("{PREFIX}:gen:scope:{}", task.owner_id));
             if let TaskChange::Updated { before, .. } = change
                 && before.owner_id != task.owner_id
             {
-                pipeline.incr(format!("{PREFIX}:gen:scope:{}", before.owner_id), 1).ignore();
+                bump(format!("{PREFIX}:gen:scope:{}", before.owner_id));
             }
         }
         if let Err(error) = redis.pipeline::<()>(&pipeline).await {
             tracing::warn!(%error, "cannot invalidate the cache; it will be flushed once Redis answers");
+            self.flush_pending.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// How long a generation lives after its last bump or the last entry
+    /// stamped with it: longer than any such entry, so a generation that
+    /// expired and starts again from 1 meets no entry stamped in its first
+    /// life — and Redis does not keep one key per task ever written.
+    fn generation_ttl(&self) -> i64 {
+        2 * self.ttl.as_secs().max(1) as i64
+    }
+
+    /// Outdates every entry: the storage plugin serving them changed.
+    pub async fn flush(&self) {
+        let Some(redis) = &self.redis else { return };
+        if let Err(error) = redis.run::<i64>(redis::cmd("INCR").arg(EPOCH_KEY)).await {
+            tracing::warn!(%error, "cannot flush the cache; it will be flushed once Redis answers");
             self.flush_pending.store(true, Ordering::SeqCst);
         }
     }
