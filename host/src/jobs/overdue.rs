@@ -6,6 +6,8 @@
 //! the announcement ledger `overdue_notices`, the outbox records and the
 //! run's row in `job_runs` commit in one fenced transaction.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -54,6 +56,12 @@ impl OverdueJob {
     }
 }
 
+/// The overdue tasks whose notice this run recorded (`fresh`), in the order
+/// found: one set lookup each, however many are overdue.
+fn not_yet_announced<'t>(overdue: &'t [Task], fresh: &'t HashSet<Uuid>) -> impl Iterator<Item = &'t Task> {
+    overdue.iter().filter(|task| fresh.contains(&task.id))
+}
+
 impl SlotJob for OverdueJob {
     const NAME: &'static str = "overdue";
 
@@ -66,19 +74,18 @@ impl SlotJob for OverdueJob {
         let mut transaction = fenced(&self.pool, Self::NAME, lease.fence).await?;
         let ids: Vec<Uuid> = overdue.iter().map(|task| task.id).collect();
         let due: Vec<_> = overdue.iter().map(|task| task.due_at).collect();
-        let fresh: Vec<Uuid> = sqlx::query_scalar(
+        let fresh: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO overdue_notices (task_id, due_at) SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[]) \
              ON CONFLICT DO NOTHING RETURNING task_id",
         )
         .bind(&ids)
         .bind(&due)
         .fetch_all(&mut *transaction)
-        .await?;
-        let records: Vec<OutboxRecord> = overdue
-            .iter()
-            .filter(|task| fresh.contains(&task.id))
-            .map(|task| TaskEvent::overdue(task, now).record(&trace))
-            .collect();
+        .await?
+        .into_iter()
+        .collect();
+        let records: Vec<OutboxRecord> =
+            not_yet_announced(&overdue, &fresh).map(|task| TaskEvent::overdue(task, now).record(&trace)).collect();
         outbox::append(&mut HostConnection { connection: &mut transaction, key: &self.key }, &records).await?;
         sqlx::query("INSERT INTO job_runs (job, slot, fence, holder, items) VALUES ($1, $2, $3, $4, $5)")
             .bind(Self::NAME)
