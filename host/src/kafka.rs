@@ -2,15 +2,19 @@
 //! configured the one way this host uses them.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -230,5 +234,153 @@ fn close_elsewhere(
     if let Err(error) = spawned {
         // The consumer went with the closure: it was dropped here after all.
         tracing::warn!(%error, "cannot start a thread to close a Kafka consumer");
+    }
+}
+
+/// The process's idempotent producer (relay, commands, dead letters),
+/// replaced by a new one when it can no longer produce: an idempotent
+/// producer whose epoch the broker does not accept any more (fenced — a
+/// broker that lost its state, or came back another) stays refused forever,
+/// and one that does not hear from the broker within its own delivery
+/// timeout is stuck; only a new producer starts afresh.
+///
+/// Invariant: every send waits at most `delivery_timeout` and reports its
+/// outcome through `deliver`, where the one rule deciding on a replacement
+/// is kept.
+#[derive(Clone)]
+pub struct SharedProducer {
+    kafka: Kafka,
+    current: Arc<ArcSwap<FutureProducer>>,
+    /// The first failure since the last success, and when it happened.
+    failing: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+/// Why records were not produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Refused(#[from] KafkaError),
+    #[error("the broker did not acknowledge within {0:?}")]
+    Stalled(Duration),
+}
+
+impl SharedProducer {
+    pub fn new(kafka: &Kafka) -> anyhow::Result<Self> {
+        Ok(Self {
+            kafka: kafka.clone(),
+            current: Arc::new(ArcSwap::from_pointee(kafka.producer()?)),
+            failing: Arc::default(),
+        })
+    }
+
+    /// The producer to enqueue on; hand what it answers to `deliver`.
+    pub fn current(&self) -> Arc<FutureProducer> {
+        self.current.load_full()
+    }
+
+    /// Produces one record and waits for the broker's acknowledgement.
+    pub async fn send<K, P>(&self, record: FutureRecord<'_, K, P>, queue_timeout: Duration) -> Result<(), ProduceError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let used = self.current();
+        let delivery = async { used.send(record, queue_timeout).await.map(drop).map_err(|(error, _)| error) };
+        self.deliver(&used, delivery).await
+    }
+
+    /// Waits for `delivery` — records enqueued on `used` — at most the
+    /// delivery timeout, and replaces `used` when it failed for good.
+    pub async fn deliver(
+        &self,
+        used: &Arc<FutureProducer>,
+        delivery: impl Future<Output = Result<(), KafkaError>>,
+    ) -> Result<(), ProduceError> {
+        let timeout = self.delivery_timeout();
+        let outcome = match tokio::time::timeout(timeout, delivery).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ProduceError::Refused(error)),
+            Err(_) => Err(ProduceError::Stalled(timeout)),
+        };
+        self.record(used, outcome.as_ref());
+        outcome
+    }
+
+    /// librdkafka's own message timeout, and a margin: past it, a delivery
+    /// report that has not come will not come.
+    fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka.config.kafka_message_timeout_ms) + Duration::from_secs(5)
+    }
+
+    fn record(&self, used: &Arc<FutureProducer>, outcome: Result<&(), &ProduceError>) {
+        let mut failing = self.failing.lock().expect("poisoned");
+        let Err(error) = outcome else {
+            *failing = None;
+            return;
+        };
+        failing.get_or_insert_with(|| (Instant::now(), error.to_string()));
+        drop(failing);
+        let Some(reason) = beyond_repair(used, error) else { return };
+        if !Arc::ptr_eq(&self.current.load(), used) {
+            return; // Another caller replaced it already.
+        }
+        match self.kafka.producer() {
+            Ok(fresh) => {
+                self.current.store(Arc::new(fresh));
+                metrics::counter!("kafka_producer_replaced_total").increment(1);
+                tracing::warn!(%reason, "the Kafka producer can no longer produce; replaced by a new one");
+            }
+            Err(error) => tracing::error!(%reason, %error, "the Kafka producer failed and no new one can be made"),
+        }
+    }
+
+    /// How long sends have been failing, and the first failure's error.
+    pub fn failing(&self) -> Option<(Duration, String)> {
+        let failing = self.failing.lock().expect("poisoned");
+        failing.as_ref().map(|(since, error)| (since.elapsed(), error.clone()))
+    }
+}
+
+/// Why `used` will never produce again, if it will not: librdkafka says it
+/// failed fatally, the broker refuses its epoch, or it stalled.
+fn beyond_repair(used: &FutureProducer, error: &ProduceError) -> Option<String> {
+    if let Some((code, reason)) = used.client().fatal_error() {
+        return Some(format!("{code:?}: {reason}"));
+    }
+    match error {
+        ProduceError::Refused(refused) => {
+            refused.rdkafka_error_code().filter(|code| is_fencing(*code)).map(|_| error.to_string())
+        }
+        ProduceError::Stalled(_) => Some(error.to_string()),
+    }
+}
+
+/// Errors after which an idempotent producer's epoch is refused for good.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_or_stalled_producer_is_beyond_repair_a_passing_failure_is_not() {
+        // Never connects: nothing listens on port 9.
+        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create().unwrap();
+        let refused = |code| ProduceError::Refused(KafkaError::MessageProduction(code));
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::InvalidProducerEpoch)).is_some());
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::ProducerFenced)).is_some());
+        assert!(beyond_repair(&producer, &ProduceError::Stalled(Duration::from_secs(15))).is_some());
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageTimedOut)).is_none());
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::BrokerTransportFailure)).is_none());
     }
 }

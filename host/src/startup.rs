@@ -10,7 +10,7 @@ use axum::Router;
 use rand::RngCore;
 use tokio::net::TcpListener;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::jobs::Scheduler;
 use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
-use crate::kafka::{Kafka, topics};
+use crate::kafka::{Kafka, SharedProducer, topics};
 use crate::outbox::OutboxWaker;
 use crate::plugins::{PluginBroadcast, PluginDatabases, PluginEngine, PluginRegistry, PluginRuntime};
 use crate::ratelimit::Quota;
@@ -51,7 +51,7 @@ pub struct Application {
 /// command consumer, jobs, group commit — and what stops it.
 struct Workers {
     background: Background,
-    producer: Option<FutureProducer>,
+    producer: Option<SharedProducer>,
     /// Wakes the relay after writes commit.
     outbox: OutboxWaker,
 }
@@ -60,6 +60,8 @@ impl Application {
     /// Connects, migrates, loads the plugins, starts the background work
     /// and binds the listener.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        // First: whatever the background work records from its start on counts.
+        let metrics = http::metrics::install_recorder()?;
         let secret = signing_secret(&config.auth)?;
         let keys = TokenKeys::new(&secret, Duration::from_secs(config.auth.access_token_ttl_secs));
         let pool = db::connect(&config.database).await?;
@@ -153,7 +155,7 @@ impl Application {
             plugin_broadcast,
             pool,
             kafka: workers.producer.clone(),
-            metrics: http::metrics::install_recorder()?,
+            metrics,
         });
         let limits = HttpLimits {
             api_quota: Quota::per_second(config.rate_limit.rate_limit_per_second, config.rate_limit.rate_limit_burst),
@@ -245,7 +247,7 @@ impl Workers {
         command_status: &CommandStatus,
     ) -> anyhow::Result<CommandBus> {
         kafka.ensure_topics(&topics::ALL).await?;
-        let producer = kafka.producer()?;
+        let producer = SharedProducer::new(&kafka)?;
         self.producer = Some(producer.clone());
         if config.events.outbox_relay_enabled {
             let relay =
@@ -281,6 +283,7 @@ impl Workers {
             // Commands already acknowledged are on the broker; this only
             // waits for records still in flight.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5));
+            let producer = producer.current();
             let _ = tokio::time::timeout(left, tokio::task::spawn_blocking(move || producer.flush(left))).await;
         }
     }

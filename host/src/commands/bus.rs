@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use uuid::Uuid;
 
 use super::{Command, CommandStatus, wire};
-use crate::kafka::{self, Kafka, topics};
+use crate::kafka::{self, Kafka, SharedProducer, topics};
 use crate::tasks::{PreparedWrite, RequestContext};
 
 #[derive(Clone)]
 pub struct CommandBus {
     topic: String,
-    producer: FutureProducer,
+    producer: SharedProducer,
     status: CommandStatus,
     timeout: Duration,
 }
@@ -29,7 +29,7 @@ pub struct NotQueued {
 }
 
 impl CommandBus {
-    pub fn new(kafka: &Kafka, producer: FutureProducer, status: CommandStatus, timeout: Duration) -> Self {
+    pub fn new(kafka: &Kafka, producer: SharedProducer, status: CommandStatus, timeout: Duration) -> Self {
         Self { topic: kafka.topic(topics::TASK_COMMANDS), producer, status, timeout }
     }
 
@@ -42,8 +42,7 @@ impl CommandBus {
         let key = command.issuer.user_id.to_string();
         let record =
             FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(kafka::headers(&command.trace.headers()));
-        let sent = self.producer.send(record, self.timeout).await;
-        if let Err((error, _)) = sent {
+        if let Err(error) = self.producer.send(record, self.timeout).await {
             return Err(Box::new(NotQueued { command, reason: error.to_string() }));
         }
         metrics::counter!("kafka_produced_total", "topic" => topics::TASK_COMMANDS).increment(1);

@@ -18,13 +18,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureRecord;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{self, Kafka};
+use crate::kafka::{self, Kafka, SharedProducer};
 use crate::outbox::OutboxWaker;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -33,7 +35,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct OutboxRelay {
     pool: PgPool,
     kafka: Kafka,
-    producer: FutureProducer,
+    producer: SharedProducer,
     waker: OutboxWaker,
     batch_size: i64,
     poll_interval: Duration,
@@ -44,7 +46,7 @@ impl OutboxRelay {
     pub fn new(
         pool: PgPool,
         kafka: Kafka,
-        producer: FutureProducer,
+        producer: SharedProducer,
         waker: OutboxWaker,
         settings: &crate::config::EventConfig,
     ) -> Self {
@@ -112,6 +114,7 @@ impl OutboxRelay {
             return Ok(0);
         }
 
+        let producer = self.producer.current();
         let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -125,17 +128,21 @@ impl OutboxRelay {
             }
             // Enqueued in id order; the idempotent producer keeps that order
             // per partition even when it retries.
-            let delivery = self.producer.send_result(record).map_err(|(error, _)| error)?;
+            let delivery = producer.send_result(record).map_err(|(error, _)| error)?;
             deliveries.push(delivery);
             ids.push(row.try_get::<i64, _>("id")?);
         }
-        for outcome in join_all(deliveries).await {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => anyhow::bail!("Kafka did not take an outbox record: {error}"),
-                Err(_) => anyhow::bail!("the Kafka producer dropped an outbox record"),
+        let delivered = async {
+            for outcome in join_all(deliveries).await {
+                match outcome {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => return Err(error),
+                    Err(_) => return Err(KafkaError::Canceled),
+                }
             }
-        }
+            Ok(())
+        };
+        self.producer.deliver(&producer, delivered).await.context("Kafka did not take the outbox records")?;
         for row in &rows {
             let topic: String = row.try_get("topic")?;
             metrics::counter!("kafka_produced_total", "topic" => topic).increment(1);

@@ -18,6 +18,10 @@ use crate::plugins::PluginIdentity;
 /// How long one dependency may take to answer a health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long sends may fail before the broker counts as down although it
+/// answers: a producer that cannot produce (its records refused) is down.
+const PRODUCE_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Serialize, ToSchema)]
 pub struct Liveness {
     /// Always `ok`.
@@ -83,7 +87,11 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
             Some(producer) => {
                 probe(async move {
                     use rdkafka::producer::Producer;
-                    tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, CHECK_TIMEOUT))
+                    if let Some((failing_for, error)) = producer.failing().filter(|(for_, _)| *for_ >= PRODUCE_GRACE) {
+                        return Err(format!("records have not been produced for {} s: {error}", failing_for.as_secs()));
+                    }
+                    let current = producer.current();
+                    tokio::task::spawn_blocking(move || current.client().fetch_metadata(None, CHECK_TIMEOUT))
                         .await
                         .map_err(|_| "the check panicked".to_string())?
                         .map(|_| ())

@@ -29,7 +29,6 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -42,6 +41,7 @@ use crate::auth::{Accounts, LoginLockout, Sessions};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandStatus};
 use crate::idempotency::IdempotencyStore;
+use crate::kafka::SharedProducer;
 use crate::plugins::{PluginBroadcast, PluginRegistry};
 use crate::problem::Problem;
 use crate::ratelimit::cluster::ClusterLimiter;
@@ -70,7 +70,7 @@ pub struct Services {
     pub plugin_broadcast: Option<PluginBroadcast>,
     pub pool: PgPool,
     /// `None` without a broker; used to check it is reachable.
-    pub kafka: Option<FutureProducer>,
+    pub kafka: Option<SharedProducer>,
     pub metrics: PrometheusHandle,
 }
 

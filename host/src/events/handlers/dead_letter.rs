@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{self, Kafka, topics};
+use crate::kafka::{self, Kafka, SharedProducer, topics};
 
 /// Why an event went to the dead-letter topic.
 #[derive(Debug, PartialEq)]
@@ -44,7 +44,7 @@ impl DeadLetter {
 /// takes it; `false` when shutdown interrupted that.
 pub async fn send(
     kafka: &Kafka,
-    producer: &FutureProducer,
+    producer: &SharedProducer,
     handler: &str,
     message: &OwnedMessage,
     headers: BTreeMap<String, String>,
@@ -69,7 +69,7 @@ pub async fn send(
                 metrics::counter!("kafka_dead_lettered_total", "handler" => handler.to_string()).increment(1);
                 return true;
             }
-            Err((error, _)) => {
+            Err(error) => {
                 tracing::warn!(%error, "cannot dead-letter an event; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

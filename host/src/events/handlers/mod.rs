@@ -26,13 +26,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use futures::future::BoxFuture;
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::Background;
 use crate::config::EventConfig;
-use crate::kafka::Kafka;
+use crate::kafka::{Kafka, SharedProducer};
 use crate::plugins::{HandlerPlugin, HandlerRunners, PluginSlot};
 
 use runner::HandlerRunner;
@@ -41,7 +40,7 @@ use runner::HandlerRunner;
 /// (a handler removed by a reload) and all stopped at shutdown.
 pub struct HandlerSupervisor {
     kafka: Kafka,
-    producer: FutureProducer,
+    producer: SharedProducer,
     pool: PgPool,
     settings: EventConfig,
     background: Background,
@@ -51,7 +50,7 @@ pub struct HandlerSupervisor {
 impl HandlerSupervisor {
     pub fn new(
         kafka: Kafka,
-        producer: FutureProducer,
+        producer: SharedProducer,
         pool: PgPool,
         settings: EventConfig,
         background: Background,

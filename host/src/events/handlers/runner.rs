@@ -9,7 +9,6 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use super::dead_letter::{self, DeadLetter};
 use super::delivery::{Attempt, Delivery, Step};
 use super::ledger;
 use crate::config::EventConfig;
-use crate::kafka::{GroupConsumer, Kafka, topics};
+use crate::kafka::{GroupConsumer, Kafka, SharedProducer, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{HandlerPlugin, PluginFailure, PluginSlot};
 use crate::tasks::event::TaskEvent;
@@ -35,7 +34,7 @@ pub struct HandlerRunner {
     name: String,
     kafka: Kafka,
     consumer: GroupConsumer,
-    producer: FutureProducer,
+    producer: SharedProducer,
     pool: PgPool,
     max_attempts: u32,
     backoff: Duration,
@@ -45,7 +44,7 @@ impl HandlerRunner {
     pub fn new(
         plugin: Arc<PluginSlot<HandlerPlugin>>,
         kafka: Kafka,
-        producer: FutureProducer,
+        producer: SharedProducer,
         pool: PgPool,
         settings: &EventConfig,
     ) -> anyhow::Result<Self> {
