@@ -15,6 +15,7 @@ mod database_sandbox;
 mod events;
 mod handlers;
 mod health;
+mod hostile;
 mod idempotency;
 mod jobs;
 mod listing;

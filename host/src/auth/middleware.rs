@@ -63,6 +63,7 @@ pub fn revoked(request: &mut Request) {
 fn verify(sessions: &Sessions, token: &str) -> Result<Claims, &'static str> {
     sessions.keys().verify(token).map_err(|error| match error.kind() {
         ErrorKind::ExpiredSignature => "the access token has expired",
+        ErrorKind::ImmatureSignature => "the access token is not valid yet",
         ErrorKind::InvalidSignature => "the access token's signature is not valid",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "the access token is not signed with HS256",
         ErrorKind::InvalidIssuer => "the access token was not issued by this server",

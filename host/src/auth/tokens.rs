@@ -49,6 +49,7 @@ impl TokenKeys {
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        validation.validate_nbf = true;
         Self(Arc::new(Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -78,8 +79,15 @@ impl TokenKeys {
 
     /// Checks signature, algorithm (HS256 only: `none` and every other
     /// algorithm are refused), expiry and issuer.
+    /// The claims of `token` if this server signed it (HS256 only), it is
+    /// current (`exp`, and `nbf` when present) and it was not issued in the
+    /// future: a token no clock here could have made is refused.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation).map(|data| data.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)?.claims;
+        if claims.iat > jsonwebtoken::get_current_timestamp() as i64 + LEEWAY_SECS as i64 {
+            return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
+        }
+        Ok(claims)
     }
 }
 

@@ -164,6 +164,14 @@ impl TestApp {
         self.client.request(method, self.url(path))
     }
 
+    /// The host's resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.process.id().expect("the host is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.process.id().expect("the host is running");
