@@ -90,6 +90,10 @@ impl Kafka {
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // No producer here is transactional, so both levels read the
+            // same records; read_committed costs Tansu's PostgreSQL engine
+            // a query PostgreSQL 15 refuses.
+            .set("isolation.level", "read_uncommitted")
             .set("session.timeout.ms", "10000")
             // How long the broker may hold a fetch that found nothing new.
             // Kafka answers as soon as data arrives; Tansu waits the full
@@ -108,6 +112,7 @@ impl Kafka {
             .set("group.id", self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
+            .set("isolation.level", "read_uncommitted")
             .create()
             .context("cannot create a Kafka consumer")
     }

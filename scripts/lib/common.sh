@@ -97,20 +97,23 @@ build_host() {
 TOOLS_ROOT="${TOOLS_ROOT:-$HOME/.cache/todo-host/tools}"
 TANSU_VERSION=0.6.0
 
-# ensure_tansu: installs the Tansu Kafka-protocol broker (pinned) when
-# missing. Without --locked some features fail to compile; without a storage
-# feature it cannot start at all (dynostore = memory://, libsql = sqlite://).
+# ensure_tansu: installs the Tansu Kafka-protocol broker (pinned, with its
+# storage engines) when missing. Without --locked some features fail to
+# compile; without a storage feature it cannot start at all (dynostore =
+# memory://, libsql = sqlite://, postgres = postgres://).
+TANSU_FEATURES=dynostore,libsql,postgres
 ensure_tansu() {
   TANSU="$TOOLS_ROOT/bin/tansu"
-  if [ -x "$TANSU" ] && [ "$(cat "$TOOLS_ROOT/tansu.version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+  local stamp="$TANSU_VERSION $TANSU_FEATURES"
+  if [ -x "$TANSU" ] && [ "$(cat "$TOOLS_ROOT/tansu.version" 2>/dev/null)" = "$stamp" ]; then
     export TANSU
     return 0
   fi
   log "building tansu $TANSU_VERSION (once per machine, 15-20 minutes)"
   apt_install build-essential pkg-config libssl-dev protobuf-compiler
   CARGO_TARGET_DIR="$HOME/.cache/todo-host/tools-target" \
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS_ROOT" --quiet
-  echo "$TANSU_VERSION" >"$TOOLS_ROOT/tansu.version"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" --root "$TOOLS_ROOT" --quiet
+  echo "$stamp" >"$TOOLS_ROOT/tansu.version"
   export TANSU
 }
 
@@ -140,25 +143,33 @@ stop_redis() {
 }
 
 # start_tansu DIR [durable]: starts the Tansu broker on a free port,
-# exporting KAFKA_PORT and KAFKA_BROKERS. `durable` keeps the log in a
-# SQLite file in DIR (it survives a broker restart); otherwise in memory.
+# exporting KAFKA_PORT and KAFKA_BROKERS. `durable` keeps the log in the
+# database `tansu` of the stack's PostgreSQL (start_postgres first): what
+# the broker acknowledged survives its crash, and it holds up under load
+# (its SQLite engine dies under a sustained idempotent-producer load,
+# "more or less than one row"). Otherwise in memory: fast, and lost with it.
 start_tansu() {
   local dir=$1 mode=${2:-}
   ensure_tansu
   KAFKA_PORT=$(free_port)
   mkdir -p "$dir"
   local storage="memory://tansu/"
-  # Tansu resolves a sqlite:// path against its working directory.
-  [ "$mode" = durable ] && storage="sqlite://tansu.db"
+  if [ "$mode" = durable ]; then
+    psql -qX "$PG_URL" -c "CREATE DATABASE tansu" >/dev/null
+    psql -qX -v ON_ERROR_STOP=1 "${PG_URL%/*}/tansu" -f "$ROOT/scripts/lib/tansu-postgres.sql" >/dev/null
+    storage="${PG_URL%/*}/tansu"
+  fi
   local url="tcp://127.0.0.1:$KAFKA_PORT"
+  TANSU_STORAGE=$storage
+  TANSU_DIR=$dir
   # Its own session: a Ctrl-C at the terminal reaches the script, which
   # stops the host before the broker, not the broker under the host.
   (cd "$dir" && exec setsid "$TANSU" broker --listener-url "$url" --advertised-listener-url "$url" --storage-engine "$storage") \
-    >"$dir/tansu.log" 2>&1 &
+    >>"$dir/tansu.log" 2>&1 &
   TANSU_PID=$!
   KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
   wait_for_port "$KAFKA_PORT" tansu
-  export KAFKA_PORT KAFKA_BROKERS TANSU_PID
+  export KAFKA_PORT KAFKA_BROKERS TANSU_PID TANSU_STORAGE TANSU_DIR
 }
 
 stop_tansu() {

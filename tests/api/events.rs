@@ -190,6 +190,7 @@ async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it
     for task_id in &written {
         assert_eq!(events_of(records, task_id).len(), 1, "task {task_id} announced once");
     }
+    assert_eq!(events_of(records, &before_id).len(), 1, "what the broker acknowledged before it was killed is kept");
 }
 
 #[tokio::test]

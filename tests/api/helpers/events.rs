@@ -14,7 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::server::LocalServer;
-use super::{HostOptions, required_env};
+use super::{HostOptions, admin_database_url, required_env};
+use sqlx::Connection;
 
 pub fn kafka_brokers() -> String {
     required_env("TEST_KAFKA_BROKERS")
@@ -185,22 +186,32 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-/// A broker of a test's own (Tansu, durable in a SQLite file in its
-/// directory), for tests that stop and restart it.
+/// A broker of a test's own, for tests that stop and restart it: Tansu on
+/// its PostgreSQL engine, in a database of its own on the test cluster —
+/// the durable broker `scripts/run-local` runs, keeping what it
+/// acknowledged across a crash.
 pub struct TestBroker;
+
+/// The schema Tansu's PostgreSQL engine needs (it creates none itself).
+const TANSU_SCHEMA: &str = include_str!("../../../scripts/lib/tansu-postgres.sql");
 
 impl TestBroker {
     pub async fn start() -> LocalServer {
+        let database = format!("tansu_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_database_url("postgres")).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{database}\"")).execute(&mut admin).await.unwrap();
+        let storage = admin_database_url(&database);
+        let mut tansu = sqlx::PgConnection::connect(&storage).await.unwrap();
+        sqlx::raw_sql(TANSU_SCHEMA).execute(&mut tansu).await.unwrap();
         LocalServer::start(
             "tansu",
             |port| format!("127.0.0.1:{port}"),
-            |port, _| {
+            move |port, _| {
                 let url = format!("tcp://127.0.0.1:{port}");
                 let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
-                // Tansu resolves a sqlite:// path against its working directory.
                 command
                     .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", "sqlite://tansu.db"]);
+                    .args(["--storage-engine", &storage]);
                 command
             },
         )
