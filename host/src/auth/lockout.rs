@@ -10,8 +10,10 @@
 //! clears the count. Without Redis (or while it does not answer) only the
 //! per-address limit applies: logins are not refused for want of a counter.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::service::{AuthError, normalize_email};
@@ -20,11 +22,15 @@ use crate::redis_client::RedisClient;
 
 /// Counts an attempt and answers the count and the seconds the window has
 /// left; the window starts at the first attempt.
-const COUNT_ATTEMPT: &str = r"
+static COUNT_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {count, redis.call('TTL', KEYS[1])}
-";
+",
+    )
+});
 
 #[derive(Clone)]
 pub struct LoginLockout {
@@ -60,8 +66,7 @@ impl LoginLockout {
 
     async fn count(&self, key: &str) -> Option<(u64, u64)> {
         let redis = self.redis.as_ref()?;
-        let script = redis::Script::new(COUNT_ATTEMPT);
-        let mut invocation = script.key(key);
+        let mut invocation = COUNT_ATTEMPT.key(key);
         invocation.arg(self.window.as_secs().max(1));
         match redis.script::<(u64, i64)>(&invocation).await {
             Ok((count, ttl)) => Some((count, ttl.max(1) as u64)),
