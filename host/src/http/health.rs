@@ -103,15 +103,15 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
         }
     };
     let (postgres, redis, kafka) = tokio::join!(postgres, redis, kafka);
-    let storage = state.plugins.storage_status();
-    let serving = format!("{}@{}", storage.identity.name, storage.identity.version);
-    let plugin = match storage.state {
-        "circuit-open" => Check {
+    let storage = state.plugins.storage();
+    let serving = format!("{}@{}", storage.identity().name, storage.identity().version);
+    let plugin = match storage.circuit_open() {
+        true => Check {
             status: "down",
             latency_ms: None,
             detail: Some(format!("{serving}: its circuit is open (calls refused after repeated traps)")),
         },
-        _ => Check { status: "up", latency_ms: None, detail: Some(serving) },
+        false => Check { status: "up", latency_ms: None, detail: Some(serving) },
     };
     BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka), ("storage_plugin", plugin)])
 }

@@ -48,18 +48,22 @@ impl CircuitBreaker {
         Ok(())
     }
 
-    /// Counts how an admitted call ended.
-    pub fn record(&self, trapped: bool, now: Instant) {
+    /// Counts how an admitted call ended; answers the new state (`true`:
+    /// open) when the call opened or closed the breaker.
+    pub fn record(&self, trapped: bool, now: Instant) -> Option<bool> {
         let mut state = self.state.lock().expect("poisoned");
+        let was_open = state.open_until.is_some();
         state.probing = false;
         if !trapped {
             *state = BreakerState::default();
-            return;
+        } else {
+            state.consecutive_traps = state.consecutive_traps.saturating_add(1);
+            if state.consecutive_traps >= self.threshold {
+                state.open_until = Some(now + self.cool_down);
+            }
         }
-        state.consecutive_traps = state.consecutive_traps.saturating_add(1);
-        if state.consecutive_traps >= self.threshold {
-            state.open_until = Some(now + self.cool_down);
-        }
+        let open = state.open_until.is_some();
+        (open != was_open).then_some(open)
     }
 
     /// Closes the breaker: an operator reloaded the plugin.
@@ -85,14 +89,16 @@ mod tests {
         let now = Instant::now();
         for _ in 0..2 {
             breaker.admit(now).unwrap();
-            breaker.record(true, now);
+            assert_eq!(breaker.record(true, now), None, "still closed");
         }
         breaker.admit(now).unwrap();
         breaker.record(false, now);
-        for _ in 0..3 {
+        for _ in 0..2 {
             breaker.admit(now).expect("a success in between resets the count");
             breaker.record(true, now);
         }
+        breaker.admit(now).unwrap();
+        assert_eq!(breaker.record(true, now), Some(true), "the third trap opens it");
         let refused = breaker.admit(now + Duration::from_secs(10)).unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_secs(20));
         assert!(breaker.is_open(now));
@@ -112,7 +118,7 @@ mod tests {
 
         let again = later + COOL_DOWN;
         breaker.admit(again).unwrap();
-        breaker.record(false, again);
+        assert_eq!(breaker.record(false, again), Some(false), "the succeeding probe closes it");
         assert!(!breaker.is_open(again));
         breaker.admit(again).expect("a succeeding probe closes it");
     }

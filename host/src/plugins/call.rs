@@ -113,6 +113,13 @@ pub struct LoadedPlugin {
     pub(super) runtime: Arc<PluginRuntime>,
 }
 
+impl LoadedPlugin {
+    /// Whether calls are refused now, after repeated traps.
+    pub(super) fn circuit_open(&self) -> bool {
+        self.breaker.is_open(Instant::now())
+    }
+}
+
 /// Runs `body` (instantiate + call an export) in a fresh store and ends the
 /// call's transaction by its outcome (see `execute`), counting the call by
 /// plugin and outcome, timing it, and refusing it while the plugin's
@@ -151,10 +158,10 @@ pub(super) async fn run<R, E>(
     };
     let took = started.elapsed();
     plugin.stats.record(counted_as, took);
-    let now = Instant::now();
-    plugin.breaker.record(matches!(counted_as, CallOutcome::Trap | CallOutcome::Deadline), now);
-    let open = if plugin.breaker.is_open(now) { 1.0 } else { 0.0 };
-    metrics::gauge!("plugin_circuit_open", "plugin" => name.clone()).set(open);
+    let trapped = matches!(counted_as, CallOutcome::Trap | CallOutcome::Deadline);
+    if let Some(open) = plugin.breaker.record(trapped, Instant::now()) {
+        metrics::gauge!("plugin_circuit_open", "plugin" => name.clone()).set(if open { 1.0 } else { 0.0 });
+    }
     metrics::counter!("plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome).increment(1);
     metrics::histogram!("plugin_call_duration_seconds", "plugin" => name.clone()).record(took.as_secs_f64());
     metrics::histogram!("plugin_memory_peak_bytes", "plugin" => name).record(memory_peak as f64);

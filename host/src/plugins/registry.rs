@@ -135,10 +135,6 @@ impl PluginRegistry {
         Ok(())
     }
 
-    pub fn storage_status(&self) -> PluginStatus {
-        self.storage.status()
-    }
-
     /// Every plugin in service, the storage plugin first.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         std::iter::once(self.storage.status()).chain(self.handlers().iter().map(|slot| slot.status())).collect()

@@ -122,7 +122,7 @@ impl<P: Plugin> PluginSlot<P> {
                 PluginKind::Storage => "storage",
                 PluginKind::EventHandler => "event-handler",
             },
-            state: if loaded.breaker.is_open(std::time::Instant::now()) {
+            state: if loaded.circuit_open() {
                 "circuit-open"
             } else if last_failure.is_some() {
                 "reload-failed"

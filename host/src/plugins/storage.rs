@@ -43,6 +43,11 @@ impl StoragePlugin {
         &self.plugin.identity
     }
 
+    /// Whether its calls are refused now, after repeated traps.
+    pub fn circuit_open(&self) -> bool {
+        self.plugin.circuit_open()
+    }
+
     /// Calls one `task-store` function in a fresh instance. A `Write`
     /// call's statements share one transaction, committed (after
     /// `before_commit`) only when `body` answers `Ok(Ok(_))`.
