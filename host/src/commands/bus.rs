@@ -19,13 +19,13 @@ pub struct CommandBus {
     timeout: Duration,
 }
 
-/// The broker did not acknowledge the command in time. It may have reached
-/// the broker all the same: see `CommandStatus::withdraw`.
-#[derive(Debug, thiserror::Error)]
-#[error("the command could not be queued: {reason}")]
-pub struct NotQueued {
-    pub command: Command,
-    pub reason: String,
+/// What became of a write offered as a command.
+pub enum Submission {
+    /// The broker has it; poll `/commands/{id}`.
+    Queued(Uuid),
+    /// The broker did not acknowledge it, and the command is withdrawn (a
+    /// late delivery of it is skipped): the caller applies the write now.
+    ApplyNow(PreparedWrite),
 }
 
 impl CommandBus {
@@ -33,9 +33,12 @@ impl CommandBus {
         Self { topic: kafka.topic(topics::TASK_COMMANDS), producer, status, timeout }
     }
 
-    /// Queues `write` and answers the command's id once the broker has it
-    /// (acks=all): from then on it is applied even if this process dies.
-    pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Uuid, Box<NotQueued>> {
+    /// Queues `write` once the broker has it (acks=all): from then on it is
+    /// applied even if this process dies. When the broker does not
+    /// acknowledge it — it may have reached the broker all the same — the
+    /// command is withdrawn and handed back, unless the consumer applied it
+    /// first. `Err` only when it can be neither queued nor withdrawn.
+    pub async fn submit(&self, ctx: &RequestContext, write: PreparedWrite) -> Result<Submission, sqlx::Error> {
         let command =
             Command { id: Uuid::now_v7(), issuer: ctx.actor, trace: ctx.trace.clone(), issued_at: Utc::now(), write };
         let payload = wire::encode(&command);
@@ -43,10 +46,15 @@ impl CommandBus {
         let record =
             FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(kafka::headers(&command.trace.headers()));
         if let Err(error) = self.producer.send(record, self.timeout).await {
-            return Err(Box::new(NotQueued { command, reason: error.to_string() }));
+            tracing::warn!(%error, command_id = %command.id, "the broker did not take a command; withdrawing it");
+            return Ok(match self.status.withdraw(&command).await? {
+                true => Submission::ApplyNow(command.write),
+                // The broker had it, and it has been applied already.
+                false => Submission::Queued(command.id),
+            });
         }
         metrics::counter!("kafka_produced_total", "topic" => topics::TASK_COMMANDS).increment(1);
         self.status.mark_pending(&command).await;
-        Ok(command.id)
+        Ok(Submission::Queued(command.id))
     }
 }

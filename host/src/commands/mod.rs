@@ -13,7 +13,7 @@ mod consumer;
 mod status;
 pub mod wire;
 
-pub use bus::{CommandBus, NotQueued};
+pub use bus::{CommandBus, Submission};
 pub use consumer::CommandConsumer;
 pub use status::{CommandState, CommandStatus};
 

@@ -13,6 +13,7 @@ use super::AppState;
 use super::extract::{Json, Path, Query, etag, if_match_version, if_none_match_version, prefers_async};
 use super::openapi::params::{IdempotencyKey, IfMatch, IfNoneMatch, PreferAsync, ProblemDetails, TaskId};
 use crate::auth::Authenticated;
+use crate::commands::Submission;
 use crate::problem::Problem;
 use crate::tasks::model::{
     BatchOperation, NewTask, Priority, SortField, SortOrder, Task, TaskChanges, TaskFilter, TaskStatus,
@@ -68,18 +69,11 @@ async fn write(
 ) -> Result<Response, Problem> {
     let write = match state.commands.as_ref().filter(|_| prefers_async(headers)) {
         Some(commands) => match commands.submit(&ctx, write).await {
-            Ok(id) => return Ok(accepted(id)),
-            Err(not_queued) => {
-                tracing::warn!(error = %not_queued, "cannot queue a command; applying the write now");
-                let withdrawn = state.command_status.withdraw(&not_queued.command).await.map_err(|error| {
-                    tracing::warn!(%error, "cannot withdraw a command the broker did not acknowledge");
-                    commands_unavailable()
-                })?;
-                if !withdrawn {
-                    // The broker had it, and it has been applied already.
-                    return Ok(accepted(not_queued.command.id));
-                }
-                not_queued.command.write
+            Ok(Submission::Queued(id)) => return Ok(accepted(id)),
+            Ok(Submission::ApplyNow(write)) => write,
+            Err(error) => {
+                tracing::warn!(%error, "cannot withdraw a command the broker did not acknowledge");
+                return Err(commands_unavailable());
             }
         },
         None => write,
