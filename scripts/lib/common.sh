@@ -98,21 +98,39 @@ TOOLS_ROOT="${TOOLS_ROOT:-$HOME/.cache/todo-host/tools}"
 TANSU_VERSION=0.6.0
 
 # ensure_tansu: installs the Tansu Kafka-protocol broker (pinned, with its
-# storage engines) when missing. Without --locked some features fail to
-# compile; without a storage feature it cannot start at all (dynostore =
-# memory://, libsql = sqlite://, postgres = postgres://).
+# storage engines, patched by scripts/lib/tansu-storage.patch) when missing.
+# It builds the published crate against its own Cargo.lock (without it some
+# features fail to compile); without a storage feature it cannot start at all
+# (dynostore = memory://, libsql = sqlite://, postgres = postgres://).
 TANSU_FEATURES=dynostore,libsql,postgres
 ensure_tansu() {
   TANSU="$TOOLS_ROOT/bin/tansu"
-  local stamp="$TANSU_VERSION $TANSU_FEATURES"
+  local patch="$ROOT/scripts/lib/tansu-storage.patch"
+  local stamp="$TANSU_VERSION $TANSU_FEATURES $(sha256sum <"$patch" | cut -c1-16)"
   if [ -x "$TANSU" ] && [ "$(cat "$TOOLS_ROOT/tansu.version" 2>/dev/null)" = "$stamp" ]; then
     export TANSU
     return 0
   fi
   log "building tansu $TANSU_VERSION (once per machine, 15-20 minutes)"
   apt_install build-essential pkg-config libssl-dev protobuf-compiler
-  CARGO_TARGET_DIR="$HOME/.cache/todo-host/tools-target" \
-    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" --root "$TOOLS_ROOT" --quiet
+  local src="$TOOLS_ROOT/tansu-src"
+  rm -rf "$src" && mkdir -p "$src/fetch/src"
+  # cargo downloads the published crates into its cache; they are unpacked
+  # from there so the build sees exactly what crates.io serves.
+  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu = "=%s"\ntansu-storage = "=%s"\n' \
+    "$TANSU_VERSION" "$TANSU_VERSION" >"$src/fetch/Cargo.toml"
+  touch "$src/fetch/src/lib.rs"
+  (cd "$src/fetch" && cargo fetch --quiet)
+  local crate
+  for crate in tansu tansu-storage; do
+    tar xzf "$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$crate-$TANSU_VERSION.crate" | head -1)" -C "$src"
+  done
+  patch -s -d "$src/tansu-storage-$TANSU_VERSION" -p1 <"$patch"
+  printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+    >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+  (cd "$src/tansu-$TANSU_VERSION" &&
+    CARGO_TARGET_DIR="$HOME/.cache/todo-host/tools-target" cargo build --release --quiet --features "$TANSU_FEATURES")
+  install -D -m 755 "$HOME/.cache/todo-host/tools-target/release/tansu" "$TANSU"
   echo "$stamp" >"$TOOLS_ROOT/tansu.version"
   export TANSU
 }
