@@ -26,6 +26,9 @@ const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a consumer's statistics, and so its lag, are refreshed.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often failing sends may make sure the topics exist.
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Logical topic names; the broker's names carry `KAFKA_TOPIC_PREFIX`.
 pub mod topics {
     pub const TASK_EVENTS: &str = "task-events";
@@ -249,6 +252,9 @@ fn close_elsewhere(
 /// and one that does not hear from the broker within its own delivery
 /// timeout is stuck; only a new producer starts afresh.
 ///
+/// A broker that came back empty has lost the topics too: while sends fail,
+/// they are created again.
+///
 /// Invariant: every send waits at most `delivery_timeout` and reports its
 /// outcome through `deliver`, where the one rule deciding on a replacement
 /// is kept.
@@ -258,6 +264,8 @@ pub struct SharedProducer {
     current: Arc<ArcSwap<FutureProducer>>,
     /// The first failure since the last success, and when it happened.
     failing: Arc<Mutex<Option<(Instant, String)>>>,
+    /// When failing sends last made sure the topics exist.
+    topics_checked: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Why records were not produced.
@@ -275,6 +283,7 @@ impl SharedProducer {
             kafka: kafka.clone(),
             current: Arc::new(ArcSwap::from_pointee(kafka.producer()?)),
             failing: Arc::default(),
+            topics_checked: Arc::default(),
         })
     }
 
@@ -325,6 +334,7 @@ impl SharedProducer {
         };
         failing.get_or_insert_with(|| (Instant::now(), error.to_string()));
         drop(failing);
+        self.ensure_topics_soon();
         let Some(reason) = beyond_repair(used, error) else { return };
         if !Arc::ptr_eq(&self.current.load(), used) {
             return; // Another caller replaced it already.
@@ -337,6 +347,22 @@ impl SharedProducer {
             }
             Err(error) => tracing::error!(%reason, %error, "the Kafka producer failed and no new one can be made"),
         }
+    }
+
+    /// Creates the topics that are missing, in the background and at most
+    /// every `TOPIC_CHECK_INTERVAL` (those that exist are left as they are).
+    fn ensure_topics_soon(&self) {
+        let mut checked = self.topics_checked.lock().expect("poisoned");
+        if checked.is_some_and(|at| at.elapsed() < TOPIC_CHECK_INTERVAL) {
+            return;
+        }
+        *checked = Some(Instant::now());
+        let kafka = self.kafka.clone();
+        tokio::spawn(async move {
+            if let Err(error) = kafka.ensure_topics(&topics::ALL).await {
+                tracing::debug!(error = format!("{error:#}"), "cannot make sure the Kafka topics exist");
+            }
+        });
     }
 
     /// How long sends have been failing, and the first failure's error.
@@ -354,17 +380,22 @@ fn beyond_repair(used: &FutureProducer, error: &ProduceError) -> Option<String> 
     }
     match error {
         ProduceError::Refused(refused) => {
-            refused.rdkafka_error_code().filter(|code| is_fencing(*code)).map(|_| error.to_string())
+            refused.rdkafka_error_code().filter(|code| is_stuck(*code)).map(|_| error.to_string())
         }
         ProduceError::Stalled(_) => Some(error.to_string()),
     }
 }
 
-/// Errors after which an idempotent producer's epoch is refused for good.
-fn is_fencing(code: RDKafkaErrorCode) -> bool {
+/// Errors after which an idempotent producer does not recover: its epoch is
+/// refused for good, or a record was not delivered within the message
+/// timeout — which a broker that lost the producer's state answers the same
+/// way forever, while a new producer works at once (one that replaces a
+/// producer while the broker is down costs nothing).
+fn is_stuck(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
-        RDKafkaErrorCode::InvalidProducerEpoch
+        RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::Fenced
             | RDKafkaErrorCode::OutOfOrderSequenceNumber
@@ -378,14 +409,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fenced_or_stalled_producer_is_beyond_repair_a_passing_failure_is_not() {
+    fn a_fenced_timed_out_or_stalled_producer_is_beyond_repair_a_passing_failure_is_not() {
         // Never connects: nothing listens on port 9.
         let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create().unwrap();
         let refused = |code| ProduceError::Refused(KafkaError::MessageProduction(code));
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::InvalidProducerEpoch)).is_some());
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::ProducerFenced)).is_some());
         assert!(beyond_repair(&producer, &ProduceError::Stalled(Duration::from_secs(15))).is_some());
-        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageTimedOut)).is_none());
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageTimedOut)).is_some());
+        assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageSizeTooLarge)).is_none());
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::BrokerTransportFailure)).is_none());
     }
 }

@@ -194,6 +194,26 @@ async fn writes_succeed_while_the_broker_is_down_and_their_events_follow_when_it
 }
 
 #[tokio::test]
+async fn a_broker_that_comes_back_empty_gets_the_topics_again_and_the_host_carries_on() {
+    let mut broker = TestBroker::forgetful().await;
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka_on(&broker.url(), &prefix, &["audit-log"])).await;
+    let user = app.register_user().await;
+    create_titled(&app, &user, "before the broker forgot").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    broker.restart().await;
+    let (after, _) = create_titled(&app, &user, "after the broker forgot").await;
+    let after_id = id(&after);
+
+    let mut reader = TopicReader::on(&broker.url(), &format!("{prefix}task-events"));
+    let records = reader.read_until(Duration::from_secs(60), |records| !events_of(records, &after_id).is_empty()).await;
+    assert_eq!(events_of(records, &after_id).len(), 1, "a write after the broker came back empty is announced");
+    let live = app.request(Method::GET, "/health/live").send().await.expect("the host is still running");
+    assert_eq!(live.status(), 200);
+}
+
+#[tokio::test]
 async fn a_committed_write_is_published_at_once_not_at_the_next_poll() {
     let prefix = unique_prefix();
     // The poll would come after the test has given up: only the write's own

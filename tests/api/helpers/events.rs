@@ -197,12 +197,27 @@ const TANSU_SCHEMA: &str = include_str!("../../../scripts/lib/tansu-postgres.sql
 
 impl TestBroker {
     pub async fn start() -> LocalServer {
+        let storage = Self::new_database().await;
+        Self::serve(move || storage.clone()).await
+    }
+
+    /// A broker that keeps nothing: each restart comes back empty, as a
+    /// broker whose storage was lost.
+    pub async fn forgetful() -> LocalServer {
+        Self::serve(|| "memory://tansu/".to_string()).await
+    }
+
+    async fn new_database() -> String {
         let database = format!("tansu_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_database_url("postgres")).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE \"{database}\"")).execute(&mut admin).await.unwrap();
         let storage = admin_database_url(&database);
         let mut tansu = sqlx::PgConnection::connect(&storage).await.unwrap();
         sqlx::raw_sql(TANSU_SCHEMA).execute(&mut tansu).await.unwrap();
+        storage
+    }
+
+    async fn serve(storage: impl Fn() -> String + Send + Sync + 'static) -> LocalServer {
         LocalServer::start(
             "tansu",
             |port| format!("127.0.0.1:{port}"),
@@ -211,7 +226,7 @@ impl TestBroker {
                 let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
                 command
                     .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", &storage]);
+                    .args(["--storage-engine", &storage()]);
                 command
             },
         )
