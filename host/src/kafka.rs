@@ -20,6 +20,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 
+mod stalls;
+pub use stalls::GroupWatch;
+
 /// How long a consumer at shutdown may take to commit and leave its group.
 const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,13 +46,16 @@ pub mod topics {
 pub struct Kafka {
     config: KafkaConfig,
     brokers: String,
+    /// The groups this process consumes in, watched for partitions nobody
+    /// consumes.
+    watch: Arc<GroupWatch>,
 }
 
 impl Kafka {
     /// `None` when no broker is configured.
     pub fn new(config: &KafkaConfig) -> Option<Self> {
         let brokers = config.kafka_brokers.clone()?;
-        Some(Self { config: config.clone(), brokers })
+        Some(Self { config: config.clone(), brokers, watch: Arc::default() })
     }
 
     /// The broker's name of a logical topic.
@@ -81,11 +87,17 @@ impl Kafka {
             .context("cannot create the Kafka producer")
     }
 
-    /// A consumer in `group` whose offsets are stored explicitly (after the
-    /// record was processed) and committed in the background: at-least-once.
-    /// It reports its lag as the `kafka_consumer_lag` gauge.
-    pub fn consumer(&self, group: &str) -> anyhow::Result<GroupConsumer> {
-        let consumer = self
+    /// The groups this process consumes in and their stalled partitions.
+    pub fn watch(&self) -> &Arc<GroupWatch> {
+        &self.watch
+    }
+
+    /// A consumer in `group`, subscribed to the (logical) `topic`, whose
+    /// offsets are stored explicitly (after the record was processed) and
+    /// committed in the background: at-least-once. It reports its lag as the
+    /// `kafka_consumer_lag` gauge, and its group is watched.
+    pub fn consumer(&self, group: &str, topic: &str) -> anyhow::Result<GroupConsumer> {
+        let consumer: StreamConsumer<LagReporter> = self
             .client_config()
             .set("group.id", group)
             .set("statistics.interval.ms", LAG_REPORT_INTERVAL.as_millis().to_string())
@@ -104,6 +116,9 @@ impl Kafka {
             .set("fetch.wait.max.ms", self.config.kafka_fetch_wait_max_ms.to_string())
             .create_with_context(LagReporter { group: group.to_string() })
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))?;
+        let topic = self.topic(topic);
+        consumer.subscribe(&[&topic]).with_context(|| format!("cannot subscribe to `{topic}`"))?;
+        self.watch.register(group, &topic);
         Ok(GroupConsumer(Some(consumer)))
     }
 
@@ -285,6 +300,10 @@ impl SharedProducer {
             failing: Arc::default(),
             topics_checked: Arc::default(),
         })
+    }
+
+    pub fn kafka(&self) -> &Kafka {
+        &self.kafka
     }
 
     /// The producer to enqueue on; hand what it answers to `deliver`.

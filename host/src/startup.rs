@@ -247,6 +247,7 @@ impl Workers {
         command_status: &CommandStatus,
     ) -> anyhow::Result<CommandBus> {
         kafka.ensure_topics(&topics::ALL).await?;
+        self.background.spawn(kafka.watch().clone().run(kafka.clone(), self.background.shutdown()));
         let producer = SharedProducer::new(&kafka)?;
         self.producer = Some(producer.clone());
         if config.events.outbox_relay_enabled {

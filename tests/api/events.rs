@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::helpers::events::{TestBroker, TopicReader, events_of, unique_prefix};
+use crate::helpers::events::{TestBroker, TopicReader, events_of, kafka_brokers, unique_prefix};
 use crate::helpers::{HostOptions, TestApp, create_titled, send, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -211,6 +211,51 @@ async fn a_broker_that_comes_back_empty_gets_the_topics_again_and_the_host_carri
     assert_eq!(events_of(records, &after_id).len(), 1, "a write after the broker came back empty is announced");
     let live = app.request(Method::GET, "/health/live").send().await.expect("the host is still running");
     assert_eq!(live.status(), 200);
+}
+
+#[tokio::test]
+async fn partitions_a_silent_member_holds_show_in_health_and_metrics_while_readiness_stays_up() {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &["audit-log"])).await;
+    // A member of the audit-log's group that takes its share of the
+    // partitions and then consumes nothing — librdkafka keeps it in the
+    // group — as a replica the broker still counts after it was killed.
+    let group = format!("{prefix}todo-host.handler.audit-log");
+    let silent: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).set("group.id", &group).create().unwrap();
+    silent.subscribe(&[&format!("{prefix}task-events")]).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while silent.assignment().unwrap().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the silent member was given no partition");
+        let _ = silent.poll(Duration::from_millis(100));
+    }
+    let user = app.register_user().await;
+    for n in 0..12 {
+        create_titled(&app, &user, &format!("waits for a silent member {n}")).await;
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let consumers = loop {
+        let (_, health) = status_and_json(app.request(Method::GET, "/health").send().await.unwrap()).await;
+        if health["checks"]["kafka_consumers"]["status"] == "degraded" {
+            break health["checks"]["kafka_consumers"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no stalled partition reported: {health}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(consumers["detail"].as_str().unwrap().contains(&group), "{consumers}");
+    let ready = app.request(Method::GET, "/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 200, "a stalled group does not take this replica out of service");
+    let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let stalled = metrics
+        .lines()
+        .filter(|line| line.starts_with("kafka_partition_stalled_seconds") && line.contains(&group))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter(|seconds| *seconds > 0.0)
+        .count();
+    assert!(stalled > 0, "kafka_partition_stalled_seconds shows the silent member's partitions");
 }
 
 #[tokio::test]

@@ -51,8 +51,7 @@ pub struct CommandConsumer {
 
 impl CommandConsumer {
     pub fn new(kafka: &Kafka, store: TaskStore, pool: PgPool, settings: &CommandConfig) -> anyhow::Result<Self> {
-        let consumer = kafka.consumer(&kafka.group("commands"))?;
-        consumer.subscribe(&[&kafka.topic(topics::TASK_COMMANDS)])?;
+        let consumer = kafka.consumer(&kafka.group("commands"), topics::TASK_COMMANDS)?;
         Ok(Self {
             consumer,
             store,

@@ -1,8 +1,10 @@
 //! Health: `/health/live` (the process answers), `/health/ready` (it can
 //! serve: PostgreSQL, Redis and the broker — those configured — answer and
 //! the storage plugin serves, its circuit closed; 503 with a per-dependency breakdown
-//! otherwise) and `/health` (the same checks with timings and the loaded
-//! plugins). No connection strings or secrets in any of them.
+//! otherwise; a consumer group with a partition nobody consumes is
+//! `degraded`, shown but not failing) and `/health` (the same checks with
+//! timings and the loaded plugins). No connection strings or secrets in any
+//! of them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,7 +40,8 @@ pub async fn live() -> axum::Json<Liveness> {
 /// One dependency's state.
 #[derive(Serialize, ToSchema)]
 pub struct Check {
-    /// `up`, `down`, or `disabled` (not configured).
+    /// `up`, `down`, `degraded` (serving, but see `detail`), or `disabled`
+    /// (not configured).
     #[schema(value_type = String)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +116,28 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
         },
         false => Check { status: "up", latency_ms: None, detail: Some(serving) },
     };
-    BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka), ("storage_plugin", plugin)])
+    let consumers = match &state.kafka {
+        Some(producer) => consumers(producer.kafka().watch().stalled()),
+        None => Check::disabled("KAFKA_BROKERS is not set"),
+    };
+    BTreeMap::from([
+        ("postgres", postgres),
+        ("redis", redis),
+        ("kafka", kafka),
+        ("kafka_consumers", consumers),
+        ("storage_plugin", plugin),
+    ])
+}
+
+/// The consumer groups' progress: `degraded` while records wait in a
+/// partition nobody consumes. Not `down`: the group's trouble is not this
+/// replica's, which still serves (taking it out of a load balancer would
+/// not help).
+fn consumers(stalled: Vec<String>) -> Check {
+    match stalled.is_empty() {
+        true => Check { status: "up", latency_ms: None, detail: None },
+        false => Check { status: "degraded", latency_ms: None, detail: Some(stalled.join("; ")) },
+    }
 }
 
 /// 200 "ready" unless a configured dependency is down.
@@ -130,7 +154,8 @@ pub struct Readiness {
     /// `ready` or `unavailable`.
     #[schema(value_type = String)]
     status: &'static str,
-    /// By dependency: `postgres`, `redis`, `kafka`, `storage_plugin`.
+    /// By dependency: `postgres`, `redis`, `kafka`, `kafka_consumers`,
+    /// `storage_plugin`.
     #[schema(value_type = BTreeMap<String, Check>)]
     checks: BTreeMap<&'static str, Check>,
 }

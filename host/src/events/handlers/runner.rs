@@ -50,8 +50,7 @@ impl HandlerRunner {
     ) -> anyhow::Result<Self> {
         let name = plugin.identity().name;
         let group = kafka.group(&format!("handler.{name}"));
-        let consumer = kafka.consumer(&group)?;
-        consumer.subscribe(&[&kafka.topic(topics::TASK_EVENTS)])?;
+        let consumer = kafka.consumer(&group, topics::TASK_EVENTS)?;
         Ok(Self {
             plugin,
             name,
