@@ -98,17 +98,12 @@ impl Kafka {
     /// `kafka_consumer_lag` gauge, and its group is watched.
     pub fn consumer(&self, group: &str, topic: &str) -> anyhow::Result<GroupConsumer> {
         let consumer: StreamConsumer<LagReporter> = self
-            .client_config()
-            .set("group.id", group)
+            .consumer_config(group)
             .set("statistics.interval.ms", LAG_REPORT_INTERVAL.as_millis().to_string())
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            // No producer here is transactional, so both levels read the
-            // same records; read_committed costs Tansu's PostgreSQL engine
-            // a query PostgreSQL 15 refuses.
-            .set("isolation.level", "read_uncommitted")
             .set("session.timeout.ms", "10000")
             // How long the broker may hold a fetch that found nothing new.
             // Kafka answers as soon as data arrives; Tansu waits the full
@@ -118,7 +113,8 @@ impl Kafka {
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))?;
         let topic = self.topic(topic);
         consumer.subscribe(&[&topic]).with_context(|| format!("cannot subscribe to `{topic}`"))?;
-        self.watch.register(group, &topic);
+        let consumer = Arc::new(consumer);
+        self.watch.register(group, &topic, Arc::downgrade(&consumer));
         Ok(GroupConsumer(Some(consumer)))
     }
 
@@ -126,13 +122,21 @@ impl Kafka {
     /// a group of its own, from the earliest record or from now on,
     /// committing nothing.
     pub fn reader(&self, from_beginning: bool) -> anyhow::Result<StreamConsumer> {
-        self.client_config()
-            .set("group.id", self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
+        self.consumer_config(&self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
-            .set("isolation.level", "read_uncommitted")
             .create()
             .context("cannot create a Kafka consumer")
+    }
+
+    /// What every consumer of `group` is configured with.
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        // No producer here is transactional, so both levels read the same
+        // records; read_committed costs Tansu's PostgreSQL engine a query
+        // PostgreSQL 15 refuses (in fetches and offset listings alike).
+        config.set("group.id", group).set("isolation.level", "read_uncommitted");
+        config
     }
 
     /// Creates these (logical) topics when they do not exist.
@@ -208,7 +212,7 @@ fn partition_lag(partition: &Partition) -> Option<i64> {
 /// so a consumer dropped on a tokio worker with the broker gone would block
 /// that worker, and with it the process's exit, forever. Dropped, it closes
 /// on a thread of its own, which the process's exit ends if it must.
-pub struct GroupConsumer(Option<StreamConsumer<LagReporter>>);
+pub struct GroupConsumer(Option<Arc<StreamConsumer<LagReporter>>>);
 
 impl std::ops::Deref for GroupConsumer {
     type Target = StreamConsumer<LagReporter>;
@@ -247,7 +251,7 @@ impl Drop for GroupConsumer {
 
 /// Runs `first` and then drops `consumer` on a new thread.
 fn close_elsewhere(
-    consumer: StreamConsumer<LagReporter>,
+    consumer: Arc<StreamConsumer<LagReporter>>,
     first: impl FnOnce(&StreamConsumer<LagReporter>) + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {

@@ -5,21 +5,28 @@
 //! this process consumes in, the group's committed offset and the high
 //! watermark of each partition of its topic.
 //!
+//! A stall is also repaired: this process's consumers of the group leave it
+//! and join again, and the rebalance that follows assigns every partition
+//! among the members that are there. (Tansu can end a rebalance with a
+//! member it expired meanwhile still holding partitions, and then never
+//! rebalances again by itself.)
+//!
 //! Invariants: a partition is stalled only while records wait in it and the
 //! group's committed offset has not moved for `STALLED_AFTER`; any move of
-//! that offset restarts its clock. The watch never joins a group (it reads
-//! offsets only), so it never takes a partition from a consumer.
+//! that offset restarts its clock, as does a rejoin. The watch never joins a
+//! group itself (its reader reads offsets only), and it holds the group's
+//! consumers weakly: a group nobody here consumes in any more is forgotten.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::Kafka;
+use super::{Kafka, LagReporter};
 
 /// How long records may wait in a partition whose committed offset does not
 /// move before it counts as consumed by nobody: three session timeouts, past
@@ -32,18 +39,61 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the broker may take to answer one read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+type Members = Vec<Weak<StreamConsumer<LagReporter>>>;
+
 /// The groups this process consumes in and what the watch last found.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct GroupWatch {
-    /// (group, topic) pairs, registered as their consumers are made.
-    groups: Mutex<BTreeSet<(String, String)>>,
+    /// This process's consumers by (group, topic), registered as made.
+    groups: Mutex<BTreeMap<(String, String), Members>>,
     /// Stalled partitions by (group, topic, partition), and for how long.
     stalled: Mutex<BTreeMap<(String, String, i32), Duration>>,
 }
 
+impl std::fmt::Debug for GroupWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.groups.lock().expect("poisoned");
+        f.debug_struct("GroupWatch").field("groups", &groups.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
 impl GroupWatch {
-    pub fn register(&self, group: &str, topic: &str) {
-        self.groups.lock().expect("poisoned").insert((group.to_string(), topic.to_string()));
+    pub fn register(&self, group: &str, topic: &str, consumer: Weak<StreamConsumer<LagReporter>>) {
+        let mut groups = self.groups.lock().expect("poisoned");
+        groups.entry((group.to_string(), topic.to_string())).or_default().push(consumer);
+    }
+
+    /// The groups some consumer of this process is still in.
+    fn live_groups(&self) -> Vec<(String, String)> {
+        let mut groups = self.groups.lock().expect("poisoned");
+        groups.retain(|_, members| {
+            members.retain(|member| member.strong_count() > 0);
+            !members.is_empty()
+        });
+        groups.keys().cloned().collect()
+    }
+
+    /// This process's consumers of `group` leave it and join again.
+    async fn rejoin(&self, group: &str, topic: &str) {
+        let members: Vec<_> = {
+            let groups = self.groups.lock().expect("poisoned");
+            let members = groups.get(&(group.to_string(), topic.to_string()));
+            members.into_iter().flatten().filter_map(Weak::upgrade).collect()
+        };
+        let topic = topic.to_string();
+        let rejoined = tokio::task::spawn_blocking(move || {
+            for member in members {
+                member.unsubscribe();
+                member.subscribe(&[&topic])?;
+            }
+            Ok::<_, rdkafka::error::KafkaError>(())
+        })
+        .await;
+        match rejoined {
+            Ok(Ok(())) => tracing::warn!(%group, "rejoined the group so that every partition is assigned again"),
+            Ok(Err(error)) => tracing::error!(%group, %error, "cannot rejoin the group"),
+            Err(_) => tracing::error!(%group, "rejoining the group panicked"),
+        }
     }
 
     /// One line per stalled partition, for a person.
@@ -68,8 +118,7 @@ impl GroupWatch {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
-            let groups: Vec<(String, String)> = self.groups.lock().expect("poisoned").iter().cloned().collect();
-            for (group, topic) in groups {
+            for (group, topic) in self.live_groups() {
                 let entry = match watched.entry((group.clone(), topic.clone())) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => match reader(&kafka, &group) {
@@ -84,7 +133,12 @@ impl GroupWatch {
                 match tokio::task::spawn_blocking(move || read_offsets(&reader, &topic_read)).await {
                     Ok(Ok(offsets)) => {
                         let found = entry.1.observe(&offsets, Instant::now());
+                        let stalled = !found.is_empty();
                         self.publish(&group, &topic, &offsets, found);
+                        if stalled {
+                            self.rejoin(&group, &topic).await;
+                            entry.1 = Progress::default();
+                        }
                     }
                     Ok(Err(error)) => tracing::debug!(%group, %error, "cannot read the group's offsets"),
                     Err(_) => tracing::warn!(%group, "reading the group's offsets panicked"),
@@ -160,7 +214,7 @@ impl Progress {
 
 /// A consumer of `group` that joins no group: it only reads offsets.
 fn reader(kafka: &Kafka, group: &str) -> anyhow::Result<BaseConsumer> {
-    Ok(kafka.client_config().set("group.id", group).set("enable.auto.commit", "false").create()?)
+    Ok(kafka.consumer_config(group).set("enable.auto.commit", "false").create()?)
 }
 
 /// The group's committed offset and the watermarks of every partition of
