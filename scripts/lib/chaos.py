@@ -63,6 +63,16 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
+    def consumers(self):
+        """What /health says of the consumer groups (stalled partitions)."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                return json.load(response)["checks"].get("kafka_consumers")
+        except urllib.error.HTTPError as error:
+            return json.load(error)["checks"].get("kafka_consumers")
+        except (urllib.error.URLError, OSError) as error:
+            return f"no answer: {error}"
+
     def ready(self):
         try:
             with urllib.request.urlopen(self.url + "/health/ready", timeout=2) as response:
@@ -292,6 +302,9 @@ def scenario(name, replicas, stack, users, args, fault):
             print(f"    replica {replica.index} exited with {replica.process.returncode} (negative: killed by that signal)",
                   file=sys.stderr)
             replica.start()
+    if not result["ok"]:
+        for replica in replicas:
+            print(f"    replica {replica.index}: {replica.consumers()}", file=sys.stderr)
     for status, payload in load.bad_5xx[:5]:
         print(f"    unexpected {status}: {payload!r}", file=sys.stderr)
     return result["ok"]

@@ -72,8 +72,9 @@ start_postgres() {
   fi
   as_postgres "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -o "$options" -w start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  PG_OPTIONS=$options
   psql -qX "$PG_URL" -c "CREATE ROLE $APP_DB_ROLE LOGIN CREATEROLE" >/dev/null
-  export PG_PORT PG_DATA PG_URL
+  export PG_PORT PG_DATA PG_URL PG_OPTIONS
 }
 
 # create_app_database NAME: a database owned by $APP_DB_ROLE; prints the URL
