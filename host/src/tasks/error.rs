@@ -104,12 +104,9 @@ fn plugin_failure(failure: PluginFailure) -> Problem {
         // These carry database and runtime messages: logged, never sent.
         PluginFailure::CommitFailed { .. } => {
             tracing::warn!(%failure, "plugin call not committed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "Service unavailable",
-                "the database did not commit the change; nothing was changed — retry shortly".to_string(),
-            )
+            return store_unavailable()
+                .detail("the database did not commit the change; nothing was changed — retry shortly")
+                .with("plugin", plugin);
         }
         PluginFailure::Unavailable { .. } => {
             tracing::warn!(%failure, "plugin call failed for want of the database");
@@ -161,4 +158,24 @@ fn batch_failed(failures: Vec<BatchFailure>) -> Problem {
     Problem::new(StatusCode::from_u16(first).unwrap_or(StatusCode::CONFLICT), "batch-failed", "Batch failed")
         .detail(detail)
         .with("failures", failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn every_store_unavailable_answer_says_when_to_retry() {
+        let failures = [
+            TaskError::Unavailable("pool timed out".into()),
+            TaskError::Plugin(PluginFailure::Unavailable { plugin: "postgres-store".into(), reason: "gone".into() }),
+            TaskError::Plugin(PluginFailure::CommitFailed { plugin: "postgres-store".into(), reason: "gone".into() }),
+        ];
+        for failure in failures {
+            let response = Problem::from(failure).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        }
+    }
 }
