@@ -63,13 +63,16 @@ impl GroupWatch {
         groups.entry((group.to_string(), topic.to_string())).or_default().push(consumer);
     }
 
-    /// The groups some consumer of this process is still in.
+    /// The groups some consumer of this process is still in; what was
+    /// found stalled in the others is forgotten with them.
     fn live_groups(&self) -> Vec<(String, String)> {
         let mut groups = self.groups.lock().expect("poisoned");
         groups.retain(|_, members| {
             members.retain(|member| member.strong_count() > 0);
             !members.is_empty()
         });
+        let mut stalled = self.stalled.lock().expect("poisoned");
+        stalled.retain(|(group, topic, _), _| groups.contains_key(&(group.clone(), topic.clone())));
         groups.keys().cloned().collect()
     }
 
@@ -118,7 +121,12 @@ impl GroupWatch {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
-            for (group, topic) in self.live_groups() {
+            let live = self.live_groups();
+            let forgotten: Vec<_> = watched.extract_if(|key, _| !live.contains(key)).collect();
+            if !forgotten.is_empty() {
+                drop_off_runtime(forgotten);
+            }
+            for (group, topic) in live {
                 let entry = match watched.entry((group.clone(), topic.clone())) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => match reader(&kafka, &group) {
@@ -145,8 +153,7 @@ impl GroupWatch {
                 }
             }
         }
-        // Closing a consumer may wait for the broker: not on a tokio worker.
-        std::thread::spawn(move || drop(watched));
+        drop_off_runtime(watched);
     }
 
     fn publish(&self, group: &str, topic: &str, offsets: &[PartitionOffsets], found: BTreeMap<i32, Duration>) {
@@ -210,6 +217,12 @@ impl Progress {
         }
         stalled
     }
+}
+
+/// Drops readers on a thread of their own: closing a consumer may wait for
+/// the broker, which no tokio worker may.
+fn drop_off_runtime<T: Send + 'static>(readers: T) {
+    std::thread::spawn(move || drop(readers));
 }
 
 /// A consumer of `group` that joins no group: it only reads offsets.
