@@ -113,6 +113,7 @@ impl Application {
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { background: Background::default(), producer: None, outbox };
+        workers.background.spawn_until_shutdown(http::metrics::upkeep(metrics.clone()));
         if let (Some(broadcast), Some(url)) = (&plugin_broadcast, &config.redis.redis_url) {
             let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.background.shutdown());
             workers.background.spawn(follow);

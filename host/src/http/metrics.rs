@@ -10,7 +10,7 @@
 //! Gauges that describe a state (pool connections, outbox backlog) are read
 //! at scrape time.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -23,12 +23,26 @@ use super::AppState;
 /// Seconds; from a cached read (~1 ms) to a plugin deadline (1 s) and beyond.
 const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &DURATION_BUCKETS)?
         .install_recorder()
         .map_err(|error| anyhow::anyhow!("cannot install the metrics recorder: {error}"))
+}
+
+/// Folds the histogram samples recorded since the last time into their
+/// buckets, every UPKEEP_INTERVAL: the recorder keeps each sample until then
+/// or until a scrape, so a process nobody scrapes would grow without bound.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Middleware (a route layer, so the matched route template is known).
