@@ -76,33 +76,8 @@ impl Application {
         let key = HostKey::load(&pool).await?;
         let redis = RedisClient::connect(&config.redis).await?;
 
-        let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
         let outbox = OutboxWaker::default();
-        let plugin_secret =
-            config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.clone().into_bytes());
-        let databases = PluginDatabases::new(
-            pool.clone(),
-            key.clone(),
-            db::connect_options(&config.database)?,
-            plugin_secret,
-            config.plugins.plugin_db_connections,
-        );
-        let runtime = Arc::new(PluginRuntime::new(
-            engine,
-            databases,
-            redis.clone(),
-            outbox.clone(),
-            config.plugins.plugin_max_instances,
-        ));
-        let plugins = Arc::new(
-            PluginRegistry::load(
-                runtime,
-                config.plugins.plugin_dir.clone(),
-                config.plugins.storage_plugin.clone(),
-                config.events.handler_names(),
-            )
-            .await?,
-        );
+        let plugins = load_plugins(&config, &pool, &key, &secret, redis.clone(), outbox.clone()).await?;
         let plugin_broadcast =
             redis.clone().map(|redis| PluginBroadcast::new(redis, config.plugins.plugin_announce_channel.clone()));
         let cache = TaskCache::new(
@@ -291,7 +266,40 @@ impl Workers {
     }
 }
 
-fn signing_secret(config: &AuthConfig) -> anyhow::Result<Vec<u8>> {
+/// The plugins of `config`, loaded: the engine, each plugin's role and pool
+/// (passwords derived from PLUGIN_DB_SECRET, else from the token `secret`),
+/// the storage plugin and the event handlers.
+pub async fn load_plugins(
+    config: &ServeConfig,
+    pool: &PgPool,
+    key: &HostKey,
+    secret: &[u8],
+    redis: Option<RedisClient>,
+    outbox: OutboxWaker,
+) -> anyhow::Result<Arc<PluginRegistry>> {
+    let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
+    let plugin_secret = config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.as_bytes());
+    let databases = PluginDatabases::new(
+        pool.clone(),
+        key.clone(),
+        db::connect_options(&config.database)?,
+        plugin_secret.to_vec(),
+        config.plugins.plugin_db_connections,
+    );
+    let runtime = Arc::new(PluginRuntime::new(engine, databases, redis, outbox, config.plugins.plugin_max_instances));
+    let registry = PluginRegistry::load(
+        runtime,
+        config.plugins.plugin_dir.clone(),
+        config.plugins.storage_plugin.clone(),
+        config.events.handler_names(),
+    )
+    .await?;
+    Ok(Arc::new(registry))
+}
+
+/// The HS256 key of the access tokens: JWT_SECRET, or a random one in
+/// development mode.
+pub fn signing_secret(config: &AuthConfig) -> anyhow::Result<Vec<u8>> {
     match &config.jwt_secret {
         Some(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret.as_bytes().to_vec()),
         Some(_) => bail!("JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use sqlx::PgPool;
 use wasmtime::Store;
 
 use super::PluginIdentity;
@@ -41,6 +42,12 @@ impl Plugin for StoragePlugin {
 impl StoragePlugin {
     pub fn identity(&self) -> &PluginIdentity {
         &self.plugin.identity
+    }
+
+    /// The pool its `sql` statements run on (logged in as its role), when
+    /// it is granted `sql`.
+    pub fn database_pool(&self) -> Option<&PgPool> {
+        self.plugin.database.as_ref().map(|database| &database.pool)
     }
 
     /// Whether its calls are refused now, after repeated traps.
