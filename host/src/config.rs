@@ -237,6 +237,14 @@ pub struct EventConfig {
     /// Delay before the first retry of a handler, in milliseconds; doubled on each further retry.
     #[arg(long, env = "HANDLER_RETRY_BACKOFF_MS", default_value_t = 200)]
     pub handler_retry_backoff_ms: u64,
+
+    /// Most events of a partition a handler takes in one transaction.
+    #[arg(long, env = "HANDLER_BATCH_MAX", default_value_t = 64)]
+    pub handler_batch_max: usize,
+
+    /// How long a handler's batch waits for more events once it has one, in milliseconds.
+    #[arg(long, env = "HANDLER_BATCH_LINGER_MS", default_value_t = 5)]
+    pub handler_batch_linger_ms: u64,
 }
 
 impl EventConfig {

@@ -139,6 +139,87 @@ async fn dead_lettered(failure: &str) -> (crate::helpers::events::Record, String
 }
 
 #[tokio::test]
+async fn a_failing_event_in_a_batch_is_retried_or_dead_lettered_alone_and_the_others_are_handled_once_in_order() {
+    // Both fail only at the event that titles the task "poison": one until
+    // its third attempt, the other for good.
+    let only_poison = |failure: &str| {
+        format!(
+            "kind = \"event-handler\"\nversion = \"0.1.0\"\n[grants]\nsql = true\n[settings]\nfail_attempts = 2\nfailure = \"{failure}\"\nonly_title = \"poison\"\n"
+        )
+    };
+    let (retrying, refusing) = (only_poison("retryable"), only_poison("permanent"));
+    let dir = plugin_dir_with(&[("retry-one", "flaky-handler", &retrying), ("refuse-one", "flaky-handler", &refusing)]);
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(
+        HostOptions::default()
+            .kafka(&prefix, &["retry-one", "refuse-one"])
+            .env("PLUGIN_DIR", path_str(&dir))
+            // The burst's events wait for one another, so they form batches.
+            .env("HANDLER_BATCH_LINGER_MS", "1500")
+            .env("HANDLER_RETRY_BACKOFF_MS", "50"),
+    )
+    .await;
+    let user = app.register_user().await;
+    let task_id = create(&app, &user, "step 0").await;
+    let path = format!("/tasks/{task_id}");
+    for step in 1..10 {
+        let title = if step == 5 { "poison".to_string() } else { format!("step {step}") };
+        assert_eq!(send(&app, &user, Method::PATCH, &path, Some(json!({ "title": title }))).await.status(), 200);
+    }
+    let mut events = TopicReader::new(&format!("{prefix}task-events"));
+    let events = events.read_until(WAIT, |records| events_of(records, &task_id).len() >= 10).await;
+    let ids: Vec<String> = events_of(events, &task_id).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let poison = ids[5].clone();
+
+    let handled = |schema: &'static str| {
+        let app = &app;
+        async move {
+            let rows = sqlx::query(&format!("SELECT event_id, attempt FROM {schema}.flaky_handled ORDER BY seq"))
+                .fetch_all(&mut app.db().await)
+                .await
+                .unwrap();
+            rows.iter().map(|row| (row.get::<String, _>("event_id"), row.get::<i32, _>("attempt"))).collect::<Vec<_>>()
+        }
+    };
+    let retried = eventually("retry-one to handle all ten events", || async {
+        Some(handled("plugin_retry_one").await).filter(|rows| rows.len() >= 10)
+    })
+    .await;
+    let expected: Vec<(String, i32)> = ids.iter().map(|id| (id.clone(), if *id == poison { 3 } else { 1 })).collect();
+    assert_eq!(retried, expected, "each event once, in order; only the poison retried (twice)");
+
+    let mut dead = TopicReader::new(&format!("{prefix}task-events.dlq"));
+    let dead = dead.read_until(WAIT, |records| !records.is_empty()).await.to_vec();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].json()["id"], poison.as_str());
+    assert_eq!(dead[0].headers["dlq-handler"], "refuse-one");
+    assert_eq!(dead[0].headers["dlq-attempts"], "1", "the batch's call was its only attempt");
+    let refused = eventually("refuse-one to handle the nine others", || async {
+        Some(handled("plugin_refuse_one").await).filter(|rows| rows.len() >= 9)
+    })
+    .await;
+    let expected: Vec<(String, i32)> = ids.iter().filter(|id| **id != poison).map(|id| (id.clone(), 1)).collect();
+    assert_eq!(refused, expected, "the others once each, in order, around the dead letter");
+
+    // The events were handled in batches: some transaction took several.
+    let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let of = |series: &str| -> f64 {
+        let prefix = format!("{series}{{handler=\"retry-one\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0.0, |value| value.parse().unwrap())
+    };
+    let (events_in_batches, batches) = (of("event_handler_batch_size_sum"), of("event_handler_batch_size_count"));
+    assert_eq!(events_in_batches, 10.0, "{metrics}");
+    assert!(batches < events_in_batches, "{batches} transactions for {events_in_batches} events");
+    // The poison was handed to refuse-one once: in its batch.
+    let refusals: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("plugin_calls_total{") && line.contains("plugin=\"refuse-one\""))
+        .filter(|line| line.contains("outcome=\"error\""))
+        .collect();
+    assert!(matches!(refusals[..], [line] if line.ends_with(" 1")), "{refusals:?}");
+}
+
+#[tokio::test]
 async fn a_handler_that_always_fails_dead_letters_after_its_attempts() {
     let (record, _) = dead_lettered("always-retryable").await;
     assert_eq!(record.headers["dlq-error-kind"], "retryable");

@@ -17,13 +17,14 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::OwnedMessage;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
 use crate::tasks::model::TaskChange;
 use crate::tasks::{
-    Call, Group, PreparedWrite, ScopedOperation, TaskError, TaskStore, Traces, together_else_each_alone,
+    Call, Group, PreparedWrite, ScopedOperation, TaskError, TaskStore, Traces, gather, together_else_each_alone,
 };
 use crate::trace::RequestTrace;
 
@@ -116,15 +117,9 @@ impl CommandConsumer {
                 }
             }
         };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + self.linger;
-        while batch.len() < self.batch_max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(message.detach()),
-                Ok(Err(_)) | Err(_) => break,
-            }
-        }
-        batch
+        // An error in between is left to the next batch's first `recv`.
+        let mut more = self.consumer.stream().filter_map(detached);
+        gather(first, &mut more, self.batch_max, self.linger).await
     }
 
     /// Applies the commands without an outcome yet. `Err` only for
@@ -278,4 +273,8 @@ impl BeforeCommit<Vec<TaskChange>> for RecordResults<'_> {
             .await?;
         Ok(())
     }
+}
+/// A record received, kept past the consumer's next poll.
+fn detached(received: KafkaResult<BorrowedMessage<'_>>) -> std::future::Ready<Option<OwnedMessage>> {
+    std::future::ready(received.ok().map(|message| message.detach()))
 }

@@ -19,7 +19,7 @@ use super::capabilities::sql::SqlSession;
 use super::database::{PluginDatabase, PluginDatabases};
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::manifest::Limits;
-use super::state::{BeforeCommit, CallState, MemoryLimit};
+use super::state::{BeforeCommit, CallState, CommitError, MemoryLimit};
 use super::stats::{CallOutcome, PluginStats};
 use crate::outbox::OutboxWaker;
 use crate::redis_client::RedisClient;
@@ -36,7 +36,7 @@ pub struct PluginRuntime {
     /// Serialises the `kv` write calls of each plugin in this process.
     pub(super) kv_writers: Arc<KvWriters>,
     /// Told when a write call committed (and with it, outbox records).
-    outbox: OutboxWaker,
+    pub(super) outbox: OutboxWaker,
     slots: Arc<Semaphore>,
 }
 
@@ -104,6 +104,8 @@ pub struct LoadedPlugin {
     pub(super) digest: String,
     /// The topics `publish` may write to (the manifest's grant).
     pub(super) granted_topics: Arc<[String]>,
+    /// Whether it is granted `kv`.
+    pub(super) kv_granted: bool,
     /// Its role, schema and pool, when it is granted `sql`.
     pub(super) database: Option<PluginDatabase>,
     pub(super) limits: Limits,
@@ -120,16 +122,68 @@ impl LoadedPlugin {
     }
 }
 
-/// Runs `body` (instantiate + call an export) in a fresh store and ends the
-/// call's transaction by its outcome (see `execute`), counting the call by
-/// plugin and outcome, timing it, and refusing it while the plugin's
-/// circuit is open. The call runs in a `plugin_call` tracing span.
+/// How a call's sessions end once its export has answered.
+pub(super) trait CallEnd<R> {
+    /// Hands the call the sessions it continues, if any (a batch's
+    /// transaction), before its export runs.
+    fn begin(&mut self, _state: &mut CallState) {}
+
+    /// The export answered `ok`.
+    async fn succeeded(self, state: CallState, answer: &R) -> Result<(), CommitError>;
+
+    /// It answered its own error, trapped or ran out of time: nothing it did
+    /// takes effect.
+    async fn failed(self, state: CallState);
+}
+
+/// A call in a transaction of its own: a write commits (after
+/// `before_commit`) and wakes the relay; a read rolls back.
+struct OwnTransaction<B> {
+    kind: CallKind,
+    before_commit: B,
+    outbox: OutboxWaker,
+}
+
+impl<R, B: BeforeCommit<R>> CallEnd<R> for OwnTransaction<B> {
+    async fn succeeded(self, state: CallState, answer: &R) -> Result<(), CommitError> {
+        match self.kind {
+            CallKind::Write => {
+                state.into_settlement().commit(answer, self.before_commit).await?;
+                self.outbox.wake();
+            }
+            CallKind::Read => state.into_settlement().rollback().await,
+        }
+        Ok(())
+    }
+
+    async fn failed(self, state: CallState) {
+        state.into_settlement().rollback().await;
+    }
+}
+
+/// Runs `body` (instantiate + call an export) in a fresh store, in a
+/// transaction of its own that ends by its outcome (see `run_ending`).
 pub(super) async fn run<R, E>(
     plugin: &LoadedPlugin,
     trace: &RequestTrace,
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
     before_commit: impl BeforeCommit<R>,
+) -> Result<Result<R, E>, PluginFailure> {
+    let end = OwnTransaction { kind, before_commit, outbox: plugin.runtime.outbox.clone() };
+    run_ending(plugin, trace, kind, body, end).await
+}
+
+/// Runs `body` (instantiate + call an export) in a fresh store and ends the
+/// call's sessions by its outcome through `end` (see `execute`), counting
+/// the call by plugin and outcome, timing it, and refusing it while the
+/// plugin's circuit is open. The call runs in a `plugin_call` tracing span.
+pub(super) async fn run_ending<R, E>(
+    plugin: &LoadedPlugin,
+    trace: &RequestTrace,
+    kind: CallKind,
+    body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
+    end: impl CallEnd<R>,
 ) -> Result<Result<R, E>, PluginFailure> {
     let identity = &plugin.identity;
     let name = identity.name.clone();
@@ -145,7 +199,7 @@ pub(super) async fn run<R, E>(
         request_id = %trace.request_id,
         ?kind,
     );
-    let (result, memory_peak) = execute(plugin, trace, kind, body, before_commit).instrument(span).await;
+    let (result, memory_peak) = execute(plugin, trace, kind, body, end).instrument(span).await;
     let (outcome, counted_as) = match &result {
         Ok(Ok(_)) => ("ok", CallOutcome::Ok),
         Ok(Err(_)) => ("error", CallOutcome::Error),
@@ -169,16 +223,16 @@ pub(super) async fn run<R, E>(
 }
 
 /// Runs `body` (instantiate + call an export) in a fresh store, in a slot
-/// of the instance pool, and ends the call's transactions by its outcome:
-/// on `Ok(Ok(_))`, `before_commit` runs in the SQL one and both commit.
-/// `Ok(Err(_))` is the export's own error: everything is rolled back and
-/// the error handed on. Answers the largest linear memory the call grew to.
+/// of the instance pool, and ends the call's sessions by its outcome: on
+/// `Ok(Ok(_))` through `end.succeeded`, which may fail (the commit); on
+/// anything else through `end.failed`. `Ok(Err(_))` is the export's own
+/// error, handed on. Answers the largest linear memory the call grew to.
 async fn execute<R, E>(
     plugin: &LoadedPlugin,
     trace: &RequestTrace,
     kind: CallKind,
     body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<Result<R, E>>,
-    before_commit: impl BeforeCommit<R>,
+    mut end: impl CallEnd<R>,
 ) -> (Result<Result<R, E>, PluginFailure>, usize) {
     let LoadedPlugin { identity, limits, runtime, .. } = plugin;
     let name = || identity.name.clone();
@@ -186,7 +240,9 @@ async fn execute<R, E>(
         return (Err(PluginFailure::Failed { plugin: name(), reason: "the runtime is shutting down".into() }), 0);
     };
     let deadline = limits.deadline();
-    let mut store = Store::new(runtime.engine.engine(), CallState::new(plugin, trace, kind));
+    let mut state = CallState::new(plugin, trace, kind);
+    end.begin(&mut state);
+    let mut store = Store::new(runtime.engine.engine(), state);
     store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
 
@@ -197,14 +253,7 @@ async fn execute<R, E>(
     let memory_peak = state.memory.peak;
     let failure = match outcome {
         Ok(Ok(Ok(value))) => {
-            let committed = match kind {
-                CallKind::Write => state.commit(&value, before_commit).await.inspect(|()| runtime.outbox.wake()),
-                CallKind::Read => {
-                    state.rollback().await;
-                    Ok(())
-                }
-            };
-            let result = match committed {
+            let result = match end.succeeded(state, &value).await {
                 Ok(()) => Ok(Ok(value)),
                 Err(error) => Err(PluginFailure::CommitFailed { plugin: name(), reason: error.to_string() }),
             };
@@ -212,7 +261,7 @@ async fn execute<R, E>(
         }
         Ok(Ok(Err(error))) => match state.sql.outage() {
             None => {
-                state.rollback().await;
+                end.failed(state).await;
                 return (Ok(Err(error)), memory_peak);
             }
             Some(reason) => PluginFailure::Unavailable { plugin: name(), reason },
@@ -221,7 +270,7 @@ async fn execute<R, E>(
         Err(_) => PluginFailure::DeadlineExceeded { plugin: name(), deadline_ms: limits.deadline_ms },
     };
     let failure = blame_the_database(failure, &state.sql, deadline);
-    state.rollback().await;
+    end.failed(state).await;
     tracing::warn!(plugin = %identity.name, plugin_version = %identity.version, %failure, "plugin call failed");
     (Err(failure), memory_peak)
 }

@@ -1,6 +1,11 @@
 //! The `event-handler` world: a loaded handler plugin and calls into its
 //! `handler` export — and, for a handler of the `history-handler` world,
 //! into its `history` export.
+//!
+//! Events are handled in batches: one call per event, each in a fresh
+//! instance (no state crosses from one event's call to the next, as for
+//! every call), all in one transaction that commits once, after the last.
+//! A batch in which a call failed commits nothing.
 
 use std::sync::Arc;
 
@@ -12,13 +17,15 @@ use super::bindings::event_handler::EventHandlerPre;
 use super::bindings::event_handler::exports::todo::plugin::handler::{Event, HandlerError};
 use super::bindings::history_handler::HistoryHandlerPre;
 use super::bindings::history_handler::exports::todo::plugin::history::{HistoryEntry, HistoryError};
-use super::call::{self, LoadedPlugin, PluginFailure, PluginRuntime};
+use super::call::{self, CallEnd, LoadedPlugin, PluginFailure, PluginRuntime};
 use super::capabilities::CallKind;
+use super::capabilities::sql::SqlSession;
 use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
 use super::slot::Plugin;
-use super::state::{BeforeCommit, CallState, NothingMore};
+use super::state::{BeforeCommit, CallState, CommitError, NothingMore, Settlement};
 use super::wit_types::CallContext;
+use crate::outbox::OutboxWaker;
 use crate::trace::RequestTrace;
 
 pub struct HandlerPlugin {
@@ -56,18 +63,35 @@ impl HandlerPlugin {
         &self.plugin.identity
     }
 
-    /// Hands `event` to the plugin in a fresh instance, in one transaction
-    /// that commits (after `before_commit`) only when the handler answers
-    /// `ok`.
+    /// Whether several events may share a transaction: not for a handler
+    /// granted `kv`, whose write lock is taken per call and held until
+    /// COMMIT (a second call of the batch would wait for it forever).
+    pub fn batches_events(&self) -> bool {
+        !self.plugin.kv_granted
+    }
+
+    /// A transaction for the calls of one batch.
+    pub fn begin_batch(&self) -> HandlerBatch {
+        let runtime = &self.plugin.runtime;
+        let (pool, key) = runtime.databases.of(self.plugin.database.as_ref());
+        HandlerBatch {
+            settlement: Settlement { sql: SqlSession::new(pool, key, CallKind::Write), calls: Vec::new() },
+            abandoned: false,
+            outbox: runtime.outbox.clone(),
+        }
+    }
+
+    /// Hands `event` to the plugin in a fresh instance, in `batch`'s
+    /// transaction.
     pub async fn handle(
         &self,
+        batch: &mut HandlerBatch,
         trace: &RequestTrace,
         event: &Event,
         attempt: u32,
-        before_commit: impl BeforeCommit<()>,
     ) -> Result<Result<(), HandlerError>, PluginFailure> {
         let context = CallContext { request_id: trace.request_id.clone(), now: Utc::now().timestamp_micros() };
-        call::run(
+        call::run_ending(
             &self.plugin,
             trace,
             CallKind::Write,
@@ -75,7 +99,7 @@ impl HandlerPlugin {
                 let instance = self.pre.instantiate_async(&mut *store).await?;
                 instance.todo_plugin_handler().call_handle(store, &context, event, attempt).await
             },
-            before_commit,
+            batch,
         )
         .await
     }
@@ -101,5 +125,52 @@ impl HandlerPlugin {
         )
         .await;
         Some(answer)
+    }
+}
+
+/// The transaction of one batch of events and the sessions of its calls.
+pub struct HandlerBatch {
+    settlement: Settlement,
+    /// A call failed: its statements may be half done, so nothing commits.
+    abandoned: bool,
+    outbox: OutboxWaker,
+}
+
+impl HandlerBatch {
+    /// Commits every call's work, after `before_commit` (the ledger rows).
+    pub async fn commit(self, before_commit: impl BeforeCommit<()>) -> Result<(), CommitError> {
+        if self.abandoned {
+            self.settlement.rollback().await;
+            return Err(CommitError::Abandoned);
+        }
+        self.settlement.commit(&(), before_commit).await?;
+        self.outbox.wake();
+        Ok(())
+    }
+
+    pub async fn rollback(self) {
+        self.settlement.rollback().await;
+    }
+}
+
+/// Each call continues the batch's SQL session and leaves its other
+/// sessions to settle with the batch.
+impl CallEnd<()> for &mut HandlerBatch {
+    fn begin(&mut self, state: &mut CallState) {
+        std::mem::swap(&mut state.sql, &mut self.settlement.sql);
+    }
+
+    async fn succeeded(self, state: CallState, _: &()) -> Result<(), CommitError> {
+        let CallState { sql, settling, .. } = state;
+        self.settlement.sql = sql;
+        self.settlement.calls.push(settling);
+        Ok(())
+    }
+
+    async fn failed(self, state: CallState) {
+        let CallState { sql, settling, .. } = state;
+        self.settlement.sql = sql;
+        self.settlement.calls.push(settling);
+        self.abandoned = true;
     }
 }

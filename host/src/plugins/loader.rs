@@ -130,6 +130,7 @@ pub(super) fn load(
         digest,
         settings: PluginSettings(Arc::new(manifest.settings_as_strings())),
         granted_topics: manifest.grants.publish.into(),
+        kv_granted: manifest.grants.kv,
         database,
         limits: manifest.limits.clone(),
         stats: PluginStats::default(),

@@ -44,10 +44,10 @@ pub use call::{PluginFailure, PluginRuntime};
 pub use capabilities::CallKind;
 pub use database::PluginDatabases;
 pub use engine::PluginEngine;
-pub use handler::HandlerPlugin;
+pub use handler::{HandlerBatch, HandlerPlugin};
 pub use registry::{HandlerRunners, PluginRegistry, ReloadReport, UnknownPlugin};
 pub use slot::{PluginSlot, PluginStatus};
-pub use state::{BeforeCommit, CallState, NothingMore};
+pub use state::{BeforeCommit, CallState, CommitError, NothingMore};
 pub use storage::StoragePlugin;
 
 use chrono::{DateTime, Utc};

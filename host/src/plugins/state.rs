@@ -56,7 +56,7 @@ impl Settling {
 /// Host statements that commit together with a successful write call, run
 /// after the export returned `ok` and before COMMIT, on the call's
 /// transaction (e.g. the outbox records announcing the change).
-pub trait BeforeCommit<R> {
+pub trait BeforeCommit<R>: Send {
     fn run(self, answer: &R, host: &mut HostConnection<'_>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
@@ -97,6 +97,8 @@ pub enum CommitError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Session(#[from] SettleError),
+    #[error("a call of the batch failed, so nothing of the batch commits")]
+    Abandoned,
 }
 
 impl CallState {
@@ -128,13 +130,27 @@ impl CallState {
         }
     }
 
-    /// Ends a successful write call: `before_commit` (the caller's own
-    /// statements), then every session in order, on the call's
+    /// The call's transaction and its sessions, to end alone or with others.
+    pub(super) fn into_settlement(self) -> Settlement {
+        Settlement { sql: self.sql, calls: vec![self.settling] }
+    }
+}
+
+/// One SQL transaction and the sessions of the calls that ran in it: one
+/// call's, or a batch's (see `handler::HandlerBatch`). They end together.
+pub(super) struct Settlement {
+    pub(super) sql: SqlSession,
+    pub(super) calls: Vec<Settling>,
+}
+
+impl Settlement {
+    /// Ends it successfully: `before_commit` (the caller's own
+    /// statements), then every session of every call in order, on the
     /// transaction, then COMMIT. Any failure rolls everything back.
     pub(super) async fn commit<R>(self, answer: &R, before_commit: impl BeforeCommit<R>) -> Result<(), CommitError> {
-        let Self { mut sql, mut settling, .. } = self;
-        if let Err(error) = settle(&mut sql, &mut settling, answer, before_commit).await {
-            release(&mut settling).await;
+        let Self { mut sql, mut calls } = self;
+        if let Err(error) = settle(&mut sql, &mut calls, answer, before_commit).await {
+            release(&mut calls).await;
             rollback_sql(sql).await;
             return Err(error);
         }
@@ -145,35 +161,39 @@ impl CallState {
         });
         // After COMMIT: a lock held to here orders this call's outbox
         // records before those of the next call it lets in.
-        release(&mut settling).await;
+        release(&mut calls).await;
         Ok(committed?)
     }
 
-    /// Ends a failed (or read) call: nothing it did takes effect.
+    /// Ends a failed (or read) call or batch: nothing it did takes effect.
     pub(super) async fn rollback(self) {
-        let Self { sql, mut settling, .. } = self;
-        release(&mut settling).await;
+        let Self { sql, mut calls } = self;
+        release(&mut calls).await;
         rollback_sql(sql).await;
     }
 }
 
 async fn settle<R>(
     sql: &mut SqlSession,
-    settling: &mut Settling,
+    calls: &mut [Settling],
     answer: &R,
     before_commit: impl BeforeCommit<R>,
 ) -> Result<(), CommitError> {
     let mut host = sql.host_connection().await?;
     before_commit.run(answer, &mut host).await?;
-    for session in settling.in_order() {
-        session.commit(&mut host).await?;
+    for call in calls {
+        for session in call.in_order() {
+            session.commit(&mut host).await?;
+        }
     }
     Ok(())
 }
 
-async fn release(settling: &mut Settling) {
-    for session in settling.in_order() {
-        session.release().await;
+async fn release(calls: &mut [Settling]) {
+    for call in calls {
+        for session in call.in_order() {
+            session.release().await;
+        }
     }
 }
 

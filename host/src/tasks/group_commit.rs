@@ -17,8 +17,10 @@
 //! `POST /tasks/batch` is a transaction of its own, never grouped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
+use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -116,6 +118,21 @@ async fn run_group(store: TaskStore, mut group: Vec<Pending>, _slot: OwnedSemaph
     let _ = together_else_each_alone(&Writes(&store), group).await;
 }
 
+/// `first` and what `more` yields within `linger` after it, up to `max` in
+/// all: the members of one group. A member ready when `linger` has passed
+/// still joins (the deadline is checked after `more`).
+pub async fn gather<S: Stream + Unpin>(first: S::Item, more: &mut S, max: usize, linger: Duration) -> Vec<S::Item> {
+    let mut members = vec![first];
+    let deadline = tokio::time::Instant::now() + linger;
+    while members.len() < max {
+        match tokio::time::timeout_at(deadline, more.next()).await {
+            Ok(Some(member)) => members.push(member),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    members
+}
+
 /// Work of unrelated requests that may share one transaction.
 pub trait Group {
     type Member: Send;
@@ -205,5 +222,42 @@ impl Group for Writes<'_> {
 
     fn splits(&self, _: &TaskError) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(ready: &[u32]) -> (mpsc::Sender<u32>, mpsc::Receiver<u32>) {
+        let (sender, receiver) = mpsc::channel(16);
+        for item in ready {
+            sender.try_send(*item).unwrap();
+        }
+        (sender, receiver)
+    }
+
+    #[tokio::test]
+    async fn a_group_takes_what_is_ready_up_to_its_size() {
+        let (_sender, mut receiver) = channel(&[2, 3, 4, 5]);
+        let mut more = futures::stream::poll_fn(|context| receiver.poll_recv(context));
+        assert_eq!(gather(1, &mut more, 3, Duration::ZERO).await, [1, 2, 3]);
+        assert_eq!(gather(9, &mut more, 3, Duration::ZERO).await, [9, 4, 5], "the rest is left for the next");
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_the_linger_time_for_more_and_no_longer() {
+        let (sender, mut receiver) = channel(&[]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sender.send(2).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sender.send(3).await.unwrap();
+        });
+        let mut more = futures::stream::poll_fn(|context| receiver.poll_recv(context));
+        let started = std::time::Instant::now();
+        assert_eq!(gather(1, &mut more, 10, Duration::from_millis(100)).await, [1, 2]);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2), "{took:?}");
     }
 }

@@ -17,7 +17,7 @@ pub mod write;
 pub use cache::{CacheOutcome, TaskCache};
 pub use cursor::CursorSeal;
 pub use error::{BatchFailure, TaskError};
-pub use group_commit::{Group, GroupCommit, together_else_each_alone};
+pub use group_commit::{Group, GroupCommit, gather, together_else_each_alone};
 pub use service::{ListQuery, RequestContext, TaskService};
 pub use store::{Call, TaskStore, Traces};
 pub use write::{BatchOutcome, PreparedWrite, ScopedOperation, WriteOutcome};

@@ -61,7 +61,7 @@ struct Announce<'a, T> {
     then: T,
 }
 
-impl<T: BeforeCommit<Vec<TaskChange>> + Send> BeforeCommit<Vec<TaskChange>> for Announce<'_, T> {
+impl<T: BeforeCommit<Vec<TaskChange>>> BeforeCommit<Vec<TaskChange>> for Announce<'_, T> {
     async fn run(self, changes: &Vec<TaskChange>, host: &mut HostConnection<'_>) -> Result<(), sqlx::Error> {
         let records: Vec<outbox::OutboxRecord> = changes
             .iter()
@@ -119,7 +119,7 @@ impl TaskStore {
         call: &Call<'_>,
         traces: Traces<'_>,
         body: impl AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<Vec<TaskChange>, TaskError>>,
-        then: impl BeforeCommit<Vec<TaskChange>> + Send,
+        then: impl BeforeCommit<Vec<TaskChange>>,
     ) -> Result<Vec<TaskChange>, TaskError> {
         let announce = Announce { traces, now: call.now, then };
         let changes = self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await??;
@@ -196,7 +196,7 @@ impl TaskStore {
         call: &Call<'_>,
         operations: Vec<ScopedOperation>,
         traces: Traces<'_>,
-        then: impl BeforeCommit<Vec<TaskChange>> + Send,
+        then: impl BeforeCommit<Vec<TaskChange>>,
     ) -> Result<Vec<TaskChange>, TaskError> {
         let context = call.context();
         let ops: Vec<wit::BatchOp> = operations.into_iter().map(convert::batch_op_to_wit).collect();

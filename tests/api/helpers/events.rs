@@ -169,6 +169,10 @@ pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> PathBuf {
     for (name, copy_of, manifest) in extra {
         std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
         std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
+        let migrations = source.join(format!("{copy_of}.migrations"));
+        if migrations.is_dir() {
+            copy_dir(&migrations, &dir.join(format!("{name}.migrations")));
+        }
     }
     dir
 }

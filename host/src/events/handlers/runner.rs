@@ -1,6 +1,18 @@
 //! One event handler's consumer: its partitions handled side by side, each
-//! in order, and the path of one event — parse, ledger, handler call,
-//! retries (`delivery`), dead letter.
+//! in order and in batches, and the path of one event alone — ledger,
+//! handler call, retries (`delivery`), dead letter.
+//!
+//! A partition's worker takes the events that are ready (up to
+//! `HANDLER_BATCH_MAX`, lingering `HANDLER_BATCH_LINGER_MS` for more) and
+//! hands them to the handler together: one ledger look-up, one call per
+//! event in a fresh instance, one transaction with one multi-row ledger
+//! insert, one commit, one offset store. Should an event of the batch fail,
+//! nothing of it commits: the events before it are handled again as a
+//! batch, then it alone — retried or dead-lettered as a single event always
+//! is, going on from the outcome it had in the batch, so it is called no
+//! more often than alone — then the events after it as a batch. Should the
+//! batch fail as a whole (the ledger unreadable, the commit refused), each
+//! of its events runs alone, in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,7 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::dead_letter::{self, DeadLetter};
 use super::delivery::{Attempt, Delivery, Step};
@@ -23,13 +35,14 @@ use crate::kafka::{GroupConsumer, Kafka, SharedProducer, topics};
 use crate::plugins::event_handler::{Event, HandlerError};
 use crate::plugins::{HandlerPlugin, PluginFailure, PluginSlot};
 use crate::tasks::event::TaskEvent;
+use crate::tasks::gather;
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
 
-/// Events received for one partition and not yet handled, at most.
+/// Events received for one partition and not yet handled, at least.
 const PARTITION_BACKLOG: usize = 64;
 
 pub struct HandlerRunner {
-    /// Each event is handled by the version serving when it arrives.
+    /// Each batch is handled by the version serving when it begins.
     plugin: Arc<PluginSlot<HandlerPlugin>>,
     name: String,
     kafka: Kafka,
@@ -38,6 +51,8 @@ pub struct HandlerRunner {
     pool: PgPool,
     max_attempts: u32,
     backoff: Duration,
+    batch_max: usize,
+    linger: Duration,
 }
 
 impl HandlerRunner {
@@ -60,6 +75,8 @@ impl HandlerRunner {
             pool,
             max_attempts: settings.handler_max_attempts,
             backoff: Duration::from_millis(settings.handler_retry_backoff_ms),
+            batch_max: settings.handler_batch_max.max(1),
+            linger: Duration::from_millis(settings.handler_batch_linger_ms),
         })
     }
 
@@ -71,6 +88,7 @@ impl HandlerRunner {
     pub async fn run(self, shutdown: CancellationToken) {
         let handler = self.name.clone();
         tracing::info!(%handler, "event handler consuming");
+        let backlog = PARTITION_BACKLOG.max(self.batch_max);
         let runner = Arc::new(self);
         let workers = TaskTracker::new();
         let mut partitions: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
@@ -91,7 +109,7 @@ impl HandlerRunner {
                 }
             };
             let worker = partitions.entry(message.partition()).or_insert_with(|| {
-                let (sender, events) = mpsc::channel(PARTITION_BACKLOG);
+                let (sender, events) = mpsc::channel(backlog);
                 workers.spawn(runner.clone().work(events, shutdown.clone()));
                 sender
             });
@@ -112,70 +130,127 @@ impl HandlerRunner {
         }
     }
 
-    /// Handles one partition's events in order until `shutdown`, storing
-    /// the offset of each handled one for the next commit.
+    /// Handles one partition's events in order, in batches, until
+    /// `shutdown`, storing the offset of the handled ones for the next
+    /// commit.
     async fn work(self: Arc<Self>, mut events: mpsc::Receiver<OwnedMessage>, shutdown: CancellationToken) {
-        while let Some(message) = events.recv().await {
-            if shutdown.is_cancelled() || !self.process(&message, &shutdown).await {
+        while let Some(first) = events.recv().await {
+            let mut more = futures::stream::poll_fn(|context| events.poll_recv(context));
+            let batch = gather(first, &mut more, self.batch_size(), self.linger).await;
+            if shutdown.is_cancelled() {
                 return;
             }
-            // Fails for a partition taken away by a rebalance meanwhile: its
-            // new owner handles the event again, and the ledger skips it.
-            if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
-                tracing::debug!(handler = %self.name, %error, "cannot store the offset of a handled event");
+            let batch = batch.into_iter().map(|message| Received::new(message, &self.name)).collect();
+            if self.handle(batch, &shutdown).await.is_err() {
+                return;
             }
         }
     }
 
-    /// Handles or dead-letters one record; `false` when shutdown interrupted
-    /// it (its offset must not be stored).
-    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
-        let headers = record_headers(message);
-        let trace = RequestTrace {
-            request_id: headers.get(REQUEST_ID_HEADER).cloned().unwrap_or_default(),
-            traceparent: headers.get(TRACEPARENT_HEADER).cloned(),
+    /// Handles `batch` (in order) together, else splits it at the event
+    /// that failed (see the module's doc), storing the offsets of what was
+    /// handled.
+    async fn handle(&self, mut batch: Vec<Received>, shutdown: &CancellationToken) -> Result<(), Interrupted> {
+        if batch.len() == 1 {
+            return self.alone(batch.remove(0), shutdown).await;
+        }
+        let Some(events) = batch.iter().map(Received::handed).collect::<Option<Vec<_>>>() else {
+            // A malformed record is dead-lettered alone.
+            let at = batch.iter().position(|received| received.event.is_err()).expect("one is malformed");
+            return self.split(batch, at, None, shutdown).await;
         };
-        let event = TaskEvent::parse(message.payload().unwrap_or_default());
-        let span = tracing::info_span!(
-            "event",
-            handler = %self.name,
-            event_id = event.as_ref().map(|e| e.id.to_string()).unwrap_or_default(),
-            event_type = event.as_ref().map(|e| e.kind.as_str()).unwrap_or_default(),
-            request_id = %trace.request_id,
-            trace_id = %trace.trace_id(),
-        );
+        let tried = self.attempt(&events, 1, shutdown).await;
+        drop(events);
+        match tried {
+            Ok(()) => {
+                self.store_offset(&batch.last().expect("a batch has events").message);
+                Ok(())
+            }
+            Err(Short::Event { at, outcome }) => self.split(batch, at, Some(outcome), shutdown).await,
+            Err(Short::Batch(outcome)) => {
+                tracing::warn!(handler = %self.name, ?outcome, "a batch of events failed; handling each alone");
+                for received in batch {
+                    self.alone(received, shutdown).await?;
+                }
+                Ok(())
+            }
+            Err(Short::Interrupted) => Err(Interrupted),
+        }
+    }
+
+    /// The events before `at` as a batch, the one at `at` alone (going on
+    /// from `outcome`), the events after it as a batch.
+    async fn split(
+        &self,
+        mut batch: Vec<Received>,
+        at: usize,
+        outcome: Option<Attempt>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let after = batch.split_off(at + 1);
+        let mut failed = batch.pop().expect("the event at `at`");
+        failed.first = outcome;
+        if !batch.is_empty() {
+            Box::pin(self.handle(batch, shutdown)).await?;
+        }
+        self.alone(failed, shutdown).await?;
+        match after.is_empty() {
+            true => Ok(()),
+            false => Box::pin(self.handle(after, shutdown)).await,
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        match self.plugin.current().batches_events() {
+            true => self.batch_max,
+            false => 1,
+        }
+    }
+
+    /// Handles or dead-letters one record alone, then stores its offset.
+    async fn alone(&self, received: Received, shutdown: &CancellationToken) -> Result<(), Interrupted> {
+        if shutdown.is_cancelled() {
+            return Err(Interrupted);
+        }
+        let Received { message, headers, trace, span, event, first } = received;
         async {
-            let outcome = match event {
-                Ok(event) => self.deliver(&trace, &wit_event(&event), shutdown).await,
-                Err(error) => Some(Err(DeadLetter {
-                    kind: "malformed",
-                    error: format!("the record is not a task event: {error}"),
-                    attempts: 0,
-                })),
+            let outcome = match &event {
+                Ok(event) => self.deliver(Handed { trace: &trace, event, span: &span }, first, shutdown).await,
+                Err(error) => Some(Err(DeadLetter { kind: "malformed", error: error.clone(), attempts: 0 })),
             };
-            match outcome {
+            let handled = match outcome {
                 None => false,
                 Some(Ok(())) => true,
                 Some(Err(dead)) => {
-                    dead_letter::send(&self.kafka, &self.producer, &self.name, message, headers, dead, shutdown).await
+                    dead_letter::send(&self.kafka, &self.producer, &self.name, &message, headers, dead, shutdown).await
                 }
+            };
+            if !handled {
+                return Err(Interrupted);
             }
+            self.store_offset(&message);
+            Ok(())
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await
     }
 
     /// Calls the handler until it succeeds, fails permanently or runs out
-    /// of attempts. `None` when shutdown interrupted the retries.
+    /// of attempts, going on from `first` when the event had an attempt in
+    /// a batch already. `None` when shutdown interrupted the retries.
     async fn deliver(
         &self,
-        trace: &RequestTrace,
-        event: &Event,
+        event: Handed<'_>,
+        mut first: Option<Attempt>,
         shutdown: &CancellationToken,
     ) -> Option<Result<(), DeadLetter>> {
         let mut delivery = Delivery::new(self.max_attempts, self.backoff);
         loop {
-            let after = match delivery.after(self.attempt(trace, event, delivery.attempt()).await) {
+            let outcome = match first.take() {
+                Some(outcome) => outcome,
+                None => self.attempt_alone(&event, delivery.attempt(), shutdown).await,
+            };
+            let after = match delivery.after(outcome) {
                 Step::Done => return Some(Ok(())),
                 Step::DeadLetter(dead) => return Some(Err(dead)),
                 Step::Retry { after, attempt, error } => {
@@ -195,32 +270,140 @@ impl HandlerRunner {
         }
     }
 
-    /// One attempt: skipped if the ledger has the event, else the handler
-    /// called in a transaction that records it in the ledger.
-    async fn attempt(&self, trace: &RequestTrace, event: &Event, attempt: u32) -> Attempt {
-        match ledger::processed(&self.pool, &self.name, &event.id).await {
-            Ok(true) => {
-                tracing::debug!("event already processed; skipped");
-                return Attempt::Handled;
-            }
-            Ok(false) => {}
-            Err(error) => return Attempt::Infrastructure(format!("cannot read the processed-event ledger: {error}")),
+    async fn attempt_alone(&self, event: &Handed<'_>, attempt: u32, shutdown: &CancellationToken) -> Attempt {
+        match self.attempt(std::slice::from_ref(event), attempt, shutdown).await {
+            Ok(()) => Attempt::Handled,
+            Err(Short::Event { outcome, .. } | Short::Batch(outcome)) => outcome,
+            Err(Short::Interrupted) => Attempt::Infrastructure("the server is shutting down".into()),
         }
-        let record = ledger::Record { handler: &self.name, event_id: &event.id };
-        match self.plugin.current().handle(trace, event, attempt, record).await {
-            Ok(Ok(())) => Attempt::Handled,
-            Ok(Err(HandlerError::Permanent(error))) => Attempt::Permanent(error),
-            Ok(Err(HandlerError::Retryable(error))) => Attempt::Failed(error),
-            // An open circuit waits for a reload or its cool-down.
-            Err(
-                failure @ (PluginFailure::CommitFailed { .. }
-                | PluginFailure::Unavailable { .. }
-                | PluginFailure::CircuitOpen { .. }),
-            ) => Attempt::Infrastructure(failure.to_string()),
-            Err(failure) => Attempt::Failed(failure.to_string()),
+    }
+
+    /// One attempt at `events`, in order: those the ledger has are skipped,
+    /// the others handed to the handler, one call each, in one transaction
+    /// that records them in the ledger and commits only if every call
+    /// succeeded.
+    async fn attempt(&self, events: &[Handed<'_>], attempt: u32, shutdown: &CancellationToken) -> Result<(), Short> {
+        let ids: Vec<&str> = events.iter().map(|handed| handed.event.id.as_str()).collect();
+        let processed = ledger::processed(&self.pool, &self.name, &ids).await.map_err(|error| {
+            Short::Batch(Attempt::Infrastructure(format!("cannot read the processed-event ledger: {error}")))
+        })?;
+        let plugin = self.plugin.current();
+        let mut batch = plugin.begin_batch();
+        let mut handled = Vec::with_capacity(events.len());
+        for (at, Handed { trace, event, span }) in events.iter().enumerate() {
+            if processed.contains(&event.id) {
+                span.in_scope(|| tracing::debug!("event already processed; skipped"));
+                continue;
+            }
+            if shutdown.is_cancelled() {
+                batch.rollback().await;
+                return Err(Short::Interrupted);
+            }
+            match outcome(plugin.handle(&mut batch, trace, event, attempt).instrument((*span).clone()).await) {
+                Attempt::Handled => handled.push(event.id.as_str()),
+                failed => {
+                    batch.rollback().await;
+                    return Err(Short::Event { at, outcome: failed });
+                }
+            }
+        }
+        if handled.is_empty() {
+            batch.rollback().await;
+            return Ok(());
+        }
+        metrics::histogram!("event_handler_batch_size", "handler" => self.name.clone()).record(handled.len() as f64);
+        batch.commit(ledger::Record { handler: &self.name, event_ids: handled }).await.map_err(|error| {
+            Short::Batch(Attempt::Infrastructure(format!("the handler's transaction did not commit: {error}")))
+        })
+    }
+
+    /// Fails for a partition taken away by a rebalance meanwhile: its new
+    /// owner handles the event again, and the ledger skips it.
+    fn store_offset(&self, message: &OwnedMessage) {
+        if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+            tracing::debug!(handler = %self.name, %error, "cannot store the offset of a handled event");
         }
     }
 }
+
+/// What one call came to, as the retry rule sees it.
+fn outcome(answer: Result<Result<(), HandlerError>, PluginFailure>) -> Attempt {
+    match answer {
+        Ok(Ok(())) => Attempt::Handled,
+        Ok(Err(HandlerError::Permanent(error))) => Attempt::Permanent(error),
+        Ok(Err(HandlerError::Retryable(error))) => Attempt::Failed(error),
+        // An open circuit waits for a reload or its cool-down.
+        Err(
+            failure @ (PluginFailure::CommitFailed { .. }
+            | PluginFailure::Unavailable { .. }
+            | PluginFailure::CircuitOpen { .. }),
+        ) => Attempt::Infrastructure(failure.to_string()),
+        Err(failure) => Attempt::Failed(failure.to_string()),
+    }
+}
+
+/// A record of the partition, read once: its headers, the trace it
+/// carries, its span, and the event it holds (or why it holds none).
+struct Received {
+    message: OwnedMessage,
+    headers: BTreeMap<String, String>,
+    trace: RequestTrace,
+    span: Span,
+    event: Result<Event, String>,
+    /// Its outcome in a batch that failed on it: its first attempt.
+    first: Option<Attempt>,
+}
+
+impl Received {
+    fn new(message: OwnedMessage, handler: &str) -> Self {
+        let headers = record_headers(&message);
+        let trace = RequestTrace {
+            request_id: headers.get(REQUEST_ID_HEADER).cloned().unwrap_or_default(),
+            traceparent: headers.get(TRACEPARENT_HEADER).cloned(),
+        };
+        let event = TaskEvent::parse(message.payload().unwrap_or_default());
+        let span = tracing::info_span!(
+            "event",
+            handler = %handler,
+            event_id = event.as_ref().map(|e| e.id.to_string()).unwrap_or_default(),
+            event_type = event.as_ref().map(|e| e.kind.as_str()).unwrap_or_default(),
+            request_id = %trace.request_id,
+            trace_id = %trace.trace_id(),
+        );
+        let event =
+            event.map(|event| wit_event(&event)).map_err(|error| format!("the record is not a task event: {error}"));
+        Self { message, headers, trace, span, event, first: None }
+    }
+
+    fn handed(&self) -> Option<Handed<'_>> {
+        let event = self.event.as_ref().ok()?;
+        Some(Handed { trace: &self.trace, event, span: &self.span })
+    }
+}
+
+/// An event as handed to the handler.
+struct Handed<'a> {
+    trace: &'a RequestTrace,
+    event: &'a Event,
+    span: &'a Span,
+}
+
+/// How an attempt at a batch ended short of committing.
+enum Short {
+    /// The event at position `at` came to `outcome`.
+    Event {
+        at: usize,
+        outcome: Attempt,
+    },
+    /// The batch as a whole: the ledger unreadable, the commit refused.
+    Batch(Attempt),
+    Interrupted,
+}
+
+/// Shutdown stopped the partition: the offsets of what it had not handled
+/// are not stored.
+#[derive(Debug)]
+struct Interrupted;
 
 /// The event as the `event-handler` world hands it over.
 fn wit_event(event: &TaskEvent) -> Event {
