@@ -201,8 +201,8 @@ pub struct KafkaConfig {
     pub kafka_message_timeout_ms: u64,
 
     /// Longest a consumer's fetch waits at the broker for new records, in
-    /// milliseconds (bounds event latency on brokers that hold fetches).
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 20)]
+    /// milliseconds (an idle consumer asks the broker once per wait).
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub kafka_fetch_wait_max_ms: u64,
 }
 

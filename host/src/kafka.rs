@@ -106,8 +106,9 @@ impl Kafka {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             // How long the broker may hold a fetch that found nothing new.
-            // Kafka answers as soon as data arrives; Tansu waits the full
-            // time, which would add it to every event's latency.
+            // Kafka (and Tansu as scripts/lib/tansu-storage.patch makes it)
+            // answers as soon as records arrive: a long wait costs no
+            // latency, and an idle consumer asks rarely.
             .set("fetch.wait.max.ms", self.config.kafka_fetch_wait_max_ms.to_string())
             .create_with_context(LagReporter { group: group.to_string() })
             .with_context(|| format!("cannot create the Kafka consumer of group `{group}`"))?;
