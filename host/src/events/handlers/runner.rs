@@ -311,10 +311,12 @@ impl HandlerRunner {
             batch.rollback().await;
             return Ok(());
         }
-        metrics::histogram!("event_handler_batch_size", "handler" => self.name.clone()).record(handled.len() as f64);
+        let committed = handled.len();
         batch.commit(ledger::Record { handler: &self.name, event_ids: handled }).await.map_err(|error| {
             Short::Batch(Attempt::Infrastructure(format!("the handler's transaction did not commit: {error}")))
-        })
+        })?;
+        metrics::histogram!("event_handler_batch_size", "handler" => self.name.clone()).record(committed as f64);
+        Ok(())
     }
 
     /// Fails for a partition taken away by a rebalance meanwhile: its new
