@@ -116,6 +116,13 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// A fresh SQL session on its role's pool (the host's when it has no
+    /// `sql` grant), with the host's key for the host's own statements.
+    pub(super) fn sql_session(&self, kind: CallKind) -> SqlSession {
+        let (pool, key) = self.runtime.databases.of(self.database.as_ref());
+        SqlSession::new(pool, key, kind)
+    }
+
     /// Whether calls are refused now, after repeated traps.
     pub(super) fn circuit_open(&self) -> bool {
         self.breaker.is_open(Instant::now())

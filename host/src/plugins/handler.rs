@@ -19,7 +19,6 @@ use super::bindings::history_handler::HistoryHandlerPre;
 use super::bindings::history_handler::exports::todo::plugin::history::{HistoryEntry, HistoryError};
 use super::call::{self, CallEnd, LoadedPlugin, PluginFailure, PluginRuntime};
 use super::capabilities::CallKind;
-use super::capabilities::sql::SqlSession;
 use super::loader::{self, PluginSource};
 use super::manifest::PluginKind;
 use super::slot::Plugin;
@@ -72,12 +71,10 @@ impl HandlerPlugin {
 
     /// A transaction for the calls of one batch.
     pub fn begin_batch(&self) -> HandlerBatch {
-        let runtime = &self.plugin.runtime;
-        let (pool, key) = runtime.databases.of(self.plugin.database.as_ref());
         HandlerBatch {
-            settlement: Settlement { sql: SqlSession::new(pool, key, CallKind::Write), calls: Vec::new() },
+            settlement: Settlement { sql: self.plugin.sql_session(CallKind::Write), calls: Vec::new() },
             abandoned: false,
-            outbox: runtime.outbox.clone(),
+            outbox: self.plugin.runtime.outbox.clone(),
         }
     }
 

@@ -104,15 +104,14 @@ pub enum CommitError {
 impl CallState {
     /// The fresh sessions of one call of `plugin`, serving `trace`.
     pub(super) fn new(plugin: &LoadedPlugin, trace: &RequestTrace, kind: CallKind) -> Self {
-        let LoadedPlugin { identity, granted_topics, database, limits, settings, runtime, .. } = plugin;
-        let (pool, key) = runtime.databases.of(database.as_ref());
+        let LoadedPlugin { identity, granted_topics, limits, settings, runtime, .. } = plugin;
         let log = PluginLog {
             plugin: identity.name.clone(),
             version: identity.version.clone(),
             request_id: trace.request_id.clone(),
         };
         Self {
-            sql: SqlSession::new(pool, key, kind),
+            sql: plugin.sql_session(kind),
             settling: Settling {
                 publish: PublishSession::new(granted_topics.clone(), trace.headers()),
                 kv: KvSession::new(
