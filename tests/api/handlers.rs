@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use crate::helpers::{HostOptions, TestApp, TestUser, create_task, eventually, send, status_and_json};
+use crate::helpers::{HostOptions, ScratchDir, TestApp, TestUser, create_task, eventually, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -299,8 +299,7 @@ async fn a_full_reload_starts_the_handlers_dropped_into_the_directory_turned_on_
     // Only the storage plugin to begin with; the handlers are whatever
     // event-handler plugins the directory holds (no EVENT_HANDLERS list).
     let source = std::path::PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
-    let dir = std::env::temp_dir().join(format!("todo-host-plugins-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("plugins");
     let copy = |name: &str| {
         for extension in ["toml", "wasm"] {
             std::fs::copy(source.join(format!("{name}.{extension}")), dir.join(format!("{name}.{extension}"))).unwrap();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::helpers::events::unique_prefix;
-use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, status_and_json};
+use crate::helpers::{HostOptions, ScratchDir, TestApp, TestUser, assert_problem, status_and_json};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -147,10 +147,11 @@ async fn a_server_error_frees_the_key_for_a_retry() {
 #[tokio::test]
 async fn a_duplicate_of_a_running_request_is_a_conflict() {
     // The store may wait on the table lock below for 30 s instead of 1 s.
+    let dir = patient_plugin_dir();
     let app = TestApp::spawn_with(
         HostOptions::default()
             .redis()
-            .env("PLUGIN_DIR", patient_plugin_dir().to_str().unwrap())
+            .env("PLUGIN_DIR", dir.to_str().unwrap())
             .env("SQL_STATEMENT_TIMEOUT_MS", "30000"),
     )
     .await;
@@ -231,10 +232,9 @@ async fn wait_for_a_lock_waiter(app: &TestApp) {
 }
 
 /// A copy of the plugin directory whose postgres-store has a 30 s deadline.
-fn patient_plugin_dir() -> PathBuf {
+fn patient_plugin_dir() -> ScratchDir {
     let source = PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
-    let dir = std::env::temp_dir().join(format!("todo-host-patient-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("patient");
     std::fs::copy(source.join("postgres-store.wasm"), dir.join("postgres-store.wasm")).unwrap();
     let manifest = std::fs::read_to_string(source.join("postgres-store.toml")).unwrap();
     std::fs::write(dir.join("postgres-store.toml"), format!("{manifest}\n[limits]\ndeadline_ms = 30000\n")).unwrap();

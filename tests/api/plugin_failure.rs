@@ -1,7 +1,7 @@
 //! A failing storage plugin rolls its transaction back: the fixture
 //! `faulty-store` inserts a task row and then errors or traps.
 
-use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, send, status_and_json};
+use crate::helpers::{HostOptions, ScratchDir, TestApp, TestUser, assert_problem, send, status_and_json};
 use reqwest::Method;
 use serde_json::json;
 
@@ -22,7 +22,7 @@ async fn a_plugin_error_after_a_write_leaves_no_row() {
 
 #[tokio::test]
 async fn a_plugin_trap_after_a_write_leaves_no_row_and_names_the_plugin() {
-    let (app, user) = spawn_with_trapping_store().await;
+    let (app, user, _plugins) = spawn_with_trapping_store().await;
     let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "doomed" }))).await;
     let body = assert_problem(response, 500, "plugin-failed").await;
     assert_eq!(body["plugin"], "faulty-store");
@@ -34,22 +34,22 @@ async fn a_plugin_trap_after_a_write_leaves_no_row_and_names_the_plugin() {
     assert_eq!(response.status(), 200);
 }
 
-/// A host whose storage plugin traps after every write, and a user of it.
-async fn spawn_with_trapping_store() -> (TestApp, TestUser) {
+/// A host whose storage plugin traps after every write, a user of it, and
+/// its plugin directory (kept while the host runs).
+async fn spawn_with_trapping_store() -> (TestApp, TestUser, ScratchDir) {
     let dir = tempdir_with_trapping_fixture();
     let app = TestApp::spawn_with(
         HostOptions::default().env("STORAGE_PLUGIN", "faulty-store").env("PLUGIN_DIR", dir.to_str().unwrap()),
     )
     .await;
     let user = app.register_user().await;
-    (app, user)
+    (app, user, dir)
 }
 
 /// A copy of the fixture with `failure = "trap"`.
-fn tempdir_with_trapping_fixture() -> std::path::PathBuf {
+fn tempdir_with_trapping_fixture() -> ScratchDir {
     let source = std::path::PathBuf::from(std::env::var("TEST_PLUGIN_DIR").unwrap());
-    let dir = std::env::temp_dir().join(format!("todo-host-trap-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("trap");
     std::fs::copy(source.join("faulty-store.wasm"), dir.join("faulty-store.wasm")).unwrap();
     let migrations = dir.join("faulty-store.migrations");
     std::fs::create_dir_all(&migrations).unwrap();
@@ -67,7 +67,7 @@ fn tempdir_with_trapping_fixture() -> std::path::PathBuf {
 /// and a load balancer sends the traffic elsewhere.
 #[tokio::test]
 async fn readiness_fails_while_the_storage_plugins_circuit_is_open() {
-    let (app, user) = spawn_with_trapping_store().await;
+    let (app, user, _plugins) = spawn_with_trapping_store().await;
     let ready = async || status_and_json(app.request(Method::GET, "/health/ready").send().await.unwrap()).await;
     assert_eq!(ready().await.0, 200);
     // The circuit's threshold: 5 consecutive traps.

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::helpers::events::{TopicReader, path_str, plugin_dir_with, unique_prefix};
-use crate::helpers::{HostOptions, TestApp, TestUser, create_task, send, status_and_json};
+use crate::helpers::{HostOptions, ScratchDir, TestApp, TestUser, copy_dir, create_task, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 const NAME: &str = "guide-handler";
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,8 +21,8 @@ fn repository() -> &'static Path {
 
 /// A scratch checkout holding what the guide uses of one: `wit/` and
 /// `scripts/`, and `plugins/` for the copied template.
-fn checkout() -> PathBuf {
-    let checkout = std::env::temp_dir().join(format!("todo-host-guide-{}", Uuid::new_v4().simple()));
+fn checkout() -> ScratchDir {
+    let checkout = ScratchDir::new("guide");
     for dir in ["wit", "scripts"] {
         copy_dir(&repository().join(dir), &checkout.join(dir));
     }
@@ -40,21 +39,6 @@ fn copy_template(checkout: &Path, template: &str, name: &str) -> PathBuf {
     }
     std::fs::rename(dir.join(format!("{template}.toml")), dir.join(format!("{name}.toml"))).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == "node_modules" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Replaces `from` by `to` in the file at `path`, which must hold it.
@@ -150,7 +134,7 @@ async fn the_javascript_event_handler_template_goes_from_copy_to_reloaded_change
 async fn the_storage_template_builds_as_copied() {
     let checkout = checkout();
     copy_template(&checkout, "storage", "guide-store");
-    let plugin_dir = std::env::temp_dir().join(format!("todo-host-guide-out-{}", Uuid::new_v4().simple()));
+    let plugin_dir = ScratchDir::new("guide-out");
     build_and_drop(&checkout, &plugin_dir).await;
     assert!(plugin_dir.join("guide-store.wasm").is_file());
 }

@@ -6,12 +6,14 @@
 //! `postgres-store`, and the `faulty-store` fixture installed under the
 //! name `postgres-store` (its listings are always empty).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::helpers::events::{path_str, plugin_dir_with};
-use crate::helpers::{HostOptions, TestApp, TestUser, assert_problem, create_task, eventually, send, status_and_json};
+use crate::helpers::{
+    HostOptions, ScratchDir, TestApp, TestUser, assert_problem, create_task, eventually, send, status_and_json,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -20,7 +22,7 @@ const EMPTY_STORE_MANIFEST: &str =
     "kind = \"storage\"\nversion = \"0.2.0-empty\"\n[grants]\nsql = true\n[settings]\nfailure = \"error\"\n";
 
 struct Versions {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl Versions {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::server::LocalServer;
-use super::{HostOptions, admin_database_url, required_env};
+use super::{HostOptions, ScratchDir, admin_database_url, copy_dir, required_env};
 use sqlx::Connection;
 
 pub fn kafka_brokers() -> String {
@@ -162,9 +162,9 @@ pub async fn produce_again(topic: &str, record: &Record) {
 /// A plugin directory holding the test plugins (their migrations too) plus
 /// `extra` ones: each a copy of an existing plugin's `.wasm` under a new
 /// name with its own manifest (and no migrations).
-pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> PathBuf {
+pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> ScratchDir {
     let source = PathBuf::from(required_env("TEST_PLUGIN_DIR"));
-    let dir = std::env::temp_dir().join(format!("todo-host-plugins-{}", Uuid::new_v4().simple()));
+    let dir = ScratchDir::new("plugins");
     copy_dir(&source, &dir);
     for (name, copy_of, manifest) in extra {
         std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
@@ -175,15 +175,6 @@ pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> PathBuf {
         }
     }
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() { copy_dir(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
-    }
 }
 
 pub fn path_str(path: &Path) -> &str {

@@ -19,7 +19,8 @@ pub mod postgres;
 pub mod redis;
 pub mod server;
 
-use std::path::Path;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +49,48 @@ fn required_env(name: &str) -> String {
 /// The `todo-host` binary under test, built by Cargo with this test target.
 pub fn host_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_todo-host"))
+}
+
+/// An empty directory of a test's own under the system's temporary
+/// directory, removed with everything in it when dropped: a run of the
+/// suite leaves no copies of plugins or checkouts behind.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new directory named `todo-host-{purpose}-…`.
+    pub fn new(purpose: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("todo-host-{purpose}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies the tree at `from` to `to`, leaving out `node_modules` (a
+/// JavaScript template's, which its build installs again).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.file_name() == Some("node_modules".as_ref()) {
+            continue;
+        }
+        if path.is_dir() { copy_dir(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
 }
 
 /// How to start a host; `Default` is a permissive host on postgres-store.
