@@ -199,8 +199,8 @@ CREATE TABLE IF NOT EXISTS record (
 );
 
 -- header: written by header_copy.sql, a binary COPY of (topition INT4,
--- offset_id INT8, k BYTEA, v BYTEA); read by header_fetch.sql once per
--- fetched record (hence the index). The cascade from record is needed:
+-- offset_id INT8, k BYTEA, v BYTEA); read by header_range_fetch.sql (our
+-- patch) for the records of a fetch (hence the index). The cascade from record is needed:
 -- policy_compact.sql and policy_delete.sql delete records, not headers.
 CREATE TABLE IF NOT EXISTS header (
     topition integer NOT NULL,
