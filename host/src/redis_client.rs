@@ -6,10 +6,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
+
+/// The first wait before subscribing again after losing Redis; doubled on
+/// each failure up to the longest.
+const FIRST_RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct RedisClient {
@@ -61,4 +68,54 @@ impl RedisClient {
             Err(_) => Err(RedisUnavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
         }
     }
+}
+
+/// Hands every message published on `channel` to `on_message` until
+/// `shutdown`, subscribing again (with backoff) whenever the connection
+/// drops. Pub/sub reaches the subscribers connected at the time: what is
+/// published meanwhile is lost, so what travels this way must be a hint
+/// whose loss something else makes up for.
+pub async fn follow_channel<F: Future<Output = ()>>(
+    url: &str,
+    channel: &str,
+    shutdown: CancellationToken,
+    mut on_message: impl FnMut(String) -> F,
+) {
+    let mut delay = FIRST_RESUBSCRIBE_DELAY;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ended = subscribed(url, channel, &mut delay, &mut on_message) => match ended {
+                Ok(()) => tracing::warn!(channel, "the Redis subscription ended"),
+                Err(error) => tracing::warn!(channel, %error, "cannot subscribe to the Redis channel"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
+    }
+}
+
+/// One subscription, until its connection drops; `delay` starts over once
+/// it is established.
+async fn subscribed<F: Future<Output = ()>>(
+    url: &str,
+    channel: &str,
+    delay: &mut Duration,
+    on_message: &mut impl FnMut(String) -> F,
+) -> redis::RedisResult<()> {
+    let mut pubsub = redis::Client::open(url)?.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    *delay = FIRST_RESUBSCRIBE_DELAY;
+    tracing::info!(channel, "following the Redis channel");
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        match message.get_payload::<String>() {
+            Ok(payload) => on_message(payload).await,
+            Err(error) => tracing::warn!(channel, %error, "skipping an unreadable message"),
+        }
+    }
+    Ok(())
 }

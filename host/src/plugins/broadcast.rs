@@ -9,18 +9,13 @@
 //! it load anyway.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::PluginRegistry;
-use crate::redis_client::RedisClient;
-
-/// The longest wait before subscribing again after losing Redis.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+use crate::redis_client::{RedisClient, follow_channel};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -70,48 +65,19 @@ impl PluginBroadcast {
         }
     }
 
-    /// Follows the other replicas' announcements until `shutdown`,
-    /// subscribing again (with backoff) whenever the connection drops.
+    /// Follows the other replicas' announcements until `shutdown`.
     pub async fn follow(self, redis_url: String, registry: Arc<PluginRegistry>, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ended = self.follow_once(&redis_url, &registry) => {
-                    match ended {
-                        Ok(()) => tracing::warn!(channel = %self.channel, "plugin announcements: the subscription ended"),
-                        Err(error) => tracing::warn!(channel = %self.channel, %error, "plugin announcements: cannot subscribe"),
-                    }
+        follow_channel(&redis_url, &self.channel, shutdown, |payload| {
+            let (registry, origin) = (registry.clone(), self.origin);
+            async move {
+                match serde_json::from_str::<Announcement>(&payload) {
+                    Ok(announcement) if announcement.origin == origin => {}
+                    Ok(announcement) => follow(&registry, announcement.action).await,
+                    Err(error) => tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement"),
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-        }
-    }
-
-    async fn follow_once(&self, redis_url: &str, registry: &Arc<PluginRegistry>) -> redis::RedisResult<()> {
-        let mut pubsub = redis::Client::open(redis_url)?.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
-        tracing::info!(channel = %self.channel, "following plugin announcements");
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            let payload: String = match message.get_payload() {
-                Ok(payload) => payload,
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an unreadable plugin announcement");
-                    continue;
-                }
-            };
-            match serde_json::from_str::<Announcement>(&payload) {
-                Ok(announcement) if announcement.origin == self.origin => {}
-                Ok(announcement) => follow(registry, announcement.action).await,
-                Err(error) => tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement"),
-            }
-        }
-        Ok(())
+        })
+        .await;
     }
 }
 
