@@ -96,7 +96,9 @@ impl SlotJob for OverdueJob {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        self.outbox.wake();
+        if !records.is_empty() {
+            self.outbox.wake();
+        }
         Ok(records.len())
     }
 }
