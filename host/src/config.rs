@@ -196,6 +196,17 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub kafka_topic_partitions: i32,
 
+    /// Replicas of each partition of the topics the host creates (1 for a
+    /// single development broker; 3 on a cluster).
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+
+    /// `min.insync.replicas` of the topics the host creates: with acks=all,
+    /// a write is acknowledged once this many replicas have it (unset: the
+    /// broker's default).
+    #[arg(long, env = "KAFKA_MIN_INSYNC_REPLICAS")]
+    pub kafka_min_insync_replicas: Option<u32>,
+
     /// How long the producer keeps trying to deliver a record, in milliseconds.
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_message_timeout_ms: u64,

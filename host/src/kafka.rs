@@ -148,9 +148,8 @@ impl Kafka {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().context("cannot create the Kafka admin client")?;
         let names: Vec<String> = logical.iter().map(|topic| self.topic(topic)).collect();
-        let partitions = self.config.kafka_topic_partitions;
-        let new_topics: Vec<NewTopic> =
-            names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1))).collect();
+        let min_insync = self.config.kafka_min_insync_replicas.map(|replicas| replicas.to_string());
+        let new_topics = new_topics(&names, &self.config, min_insync.as_deref());
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin.create_topics(&new_topics, &options).await.context("cannot create the Kafka topics")?;
         for result in results {
@@ -161,6 +160,21 @@ impl Kafka {
         }
         Ok(())
     }
+}
+
+/// What `ensure_topics` asks the broker for: each topic with the configured
+/// partitions and replication factor, and `min_insync` (the configured
+/// `min.insync.replicas` as text, which the topics borrow).
+fn new_topics<'a>(names: &'a [String], config: &KafkaConfig, min_insync: Option<&'a str>) -> Vec<NewTopic<'a>> {
+    let topic = |name: &'a String| {
+        let replication = TopicReplication::Fixed(config.kafka_replication_factor);
+        let topic = NewTopic::new(name, config.kafka_topic_partitions, replication);
+        match min_insync {
+            Some(replicas) => topic.set("min.insync.replicas", replicas),
+            None => topic,
+        }
+    };
+    names.iter().map(topic).collect()
 }
 
 /// Record headers from string pairs.
@@ -443,5 +457,32 @@ mod tests {
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageTimedOut)).is_some());
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::MessageSizeTooLarge)).is_none());
         assert!(beyond_repair(&producer, &refused(RDKafkaErrorCode::BrokerTransportFailure)).is_none());
+    }
+
+    fn cluster_config(replicas: i32) -> KafkaConfig {
+        KafkaConfig {
+            kafka_brokers: Some("kafka-0:9092".into()),
+            kafka_topic_prefix: String::new(),
+            kafka_topic_partitions: 12,
+            kafka_replication_factor: replicas,
+            kafka_min_insync_replicas: None,
+            kafka_message_timeout_ms: 10_000,
+            kafka_fetch_wait_max_ms: 500,
+        }
+    }
+
+    #[test]
+    fn topics_are_created_with_the_configured_replication() {
+        let names = vec!["task-events".to_string(), "task-commands".to_string()];
+        let topics = new_topics(&names, &cluster_config(3), Some("2"));
+        assert_eq!(topics.len(), 2);
+        for topic in &topics {
+            assert_eq!(topic.num_partitions, 12);
+            assert!(matches!(topic.replication, TopicReplication::Fixed(3)));
+            assert_eq!(topic.config, [("min.insync.replicas", "2")]);
+        }
+        let development = new_topics(&names, &cluster_config(1), None);
+        assert!(matches!(development[0].replication, TopicReplication::Fixed(1)));
+        assert!(development[0].config.is_empty(), "the broker's own min.insync.replicas applies");
     }
 }
