@@ -14,6 +14,10 @@ pub struct ServeConfig {
     #[arg(long, env = "TODO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// What this process runs: `api`, `worker` or `all`.
+    #[arg(long, env = "TODO_ROLE", value_enum, default_value = "all")]
+    pub role: ProcessRole,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -49,6 +53,37 @@ pub struct ServeConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+/// What a `serve` process runs; API and worker processes scale apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessRole {
+    /// The HTTP API: it runs the requests' writes and produces their async
+    /// commands; no background work but following plugin reloads.
+    Api,
+    /// The background work: outbox relay, command consumer, event handlers
+    /// and scheduled jobs; its listener serves only health and metrics.
+    Worker,
+    /// Both, in one process.
+    All,
+}
+
+impl ProcessRole {
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+
+    pub fn runs_workers(self) -> bool {
+        self != Self::Api
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Worker => "worker",
+            Self::All => "all",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -230,6 +265,11 @@ pub struct EventConfig {
     /// Fallback poll of the outbox when no commit notification arrives, in milliseconds.
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
     pub outbox_poll_ms: u64,
+
+    /// Redis pub/sub channel on which API processes (`TODO_ROLE=api`) wake
+    /// the workers' outbox relays after their commits (one per deployment).
+    #[arg(long, env = "OUTBOX_WAKE_CHANNEL", default_value = "todo-host:outbox-wake")]
+    pub outbox_wake_channel: String,
 
     /// How long published outbox records are kept, in seconds.
     #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = 3600)]

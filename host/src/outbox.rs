@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use sqlx::types::Json;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::HostConnection;
+use crate::redis_client::{RedisClient, follow_channel};
 
 /// One record to publish. `topic` is the logical name (`task-events`,
 /// `notifications`); the relay maps it to the broker's topic.
@@ -44,13 +46,14 @@ pub async fn append(host: &mut HostConnection<'_>, records: &[OutboxRecord]) -> 
 }
 
 /// Wakes this process's relay once a transaction that appended to the
-/// outbox has committed.
+/// outbox has committed (and, in an API process, the workers' relays).
 ///
 /// In-process on purpose: a NOTIFY in the writing transaction would
 /// serialise every write's commit (PostgreSQL holds a database-wide lock
 /// from NOTIFY's pre-commit until the commit is flushed), so concurrent
 /// writes could no longer share WAL flushes. Records committed by another
-/// replica are published by that replica's relay, or by the poll.
+/// replica are published by that replica's relay, or by the poll; an API
+/// process has no relay and wakes the workers' after the commit, over Redis.
 #[derive(Clone, Default)]
 pub struct OutboxWaker(Arc<Notify>);
 
@@ -63,5 +66,31 @@ impl OutboxWaker {
 
     pub async fn woken(&self) {
         self.0.notified().await;
+    }
+
+    /// For a process without a relay (`TODO_ROLE=api`): tells the workers'
+    /// relays on `channel` that records committed here, once per burst —
+    /// commits during a PUBLISH wake it once more, after. Until `shutdown`.
+    pub async fn announce(self, redis: RedisClient, channel: String, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.woken() => {}
+            }
+            if let Err(error) = redis.run::<i64>(redis::cmd("PUBLISH").arg(&channel).arg("")).await {
+                tracing::debug!(%error, "cannot wake the workers' relays; their poll (OUTBOX_POLL_MS) publishes the records");
+            }
+        }
+    }
+
+    /// Wakes this process's relay whenever another process announces
+    /// commits on `channel`, until `shutdown`. A wake lost with the Redis
+    /// connection is made up for by the relay's poll.
+    pub async fn follow(self, redis_url: String, channel: String, shutdown: CancellationToken) {
+        let wake = |_| {
+            self.wake();
+            std::future::ready(())
+        };
+        follow_channel(&redis_url, &channel, shutdown, wake).await;
     }
 }

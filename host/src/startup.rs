@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Accounts, LoginLockout, Sessions, TokenKeys, UserRepository};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
-use crate::config::{AuthConfig, ServeConfig};
+use crate::config::{AuthConfig, ProcessRole, ServeConfig};
 use crate::db::{self, HostKey};
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
@@ -43,6 +43,7 @@ const WORKER_STOP_MINIMUM: Duration = Duration::from_secs(1);
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    role: ProcessRole,
     workers: Workers,
     shutdown_timeout: Duration,
 }
@@ -93,9 +94,12 @@ impl Application {
             let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.background.shutdown());
             workers.background.spawn(follow);
         }
-        match &redis {
-            Some(redis) => workers.schedule(&config, redis, &store, &pool, &key),
-            None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
+        workers.carry_outbox_wakes(&config, redis.as_ref());
+        if config.role.runs_workers() {
+            match &redis {
+                Some(redis) => workers.schedule(&config, redis, &store, &pool, &key),
+                None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
+            }
         }
         let commands = match Kafka::new(&config.kafka) {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
@@ -113,6 +117,7 @@ impl Application {
             Duration::from_secs(config.auth.login_failure_window_secs),
         );
         let state = Arc::new(Services {
+            role: config.role,
             tasks: TaskService::new(
                 store.clone(),
                 GroupCommit::new(store, config.database.write_transactions, &workers.background),
@@ -146,7 +151,7 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
-        Ok(Self { listener, router: http::router(state, limits), workers, shutdown_timeout })
+        Ok(Self { listener, router: http::router(state, limits), role: config.role, workers, shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -159,7 +164,7 @@ impl Application {
     /// flushes, locks are released and the pools close.
     pub async fn run(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
-        tracing::info!(%address, "listening on http://{address}");
+        tracing::info!(%address, role = self.role.as_str(), "listening on http://{address}");
         let stopping = CancellationToken::new();
         let signalled = stopping.clone();
         let server = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
@@ -192,6 +197,20 @@ impl Application {
 }
 
 impl Workers {
+    /// Carries the outbox's wake between processes: an API process
+    /// announces its commits to the workers' relays, a process with a relay
+    /// follows the announcements. Without Redis, a relay's poll publishes
+    /// what other processes committed.
+    fn carry_outbox_wakes(&mut self, config: &ServeConfig, redis: Option<&RedisClient>) {
+        let (Some(redis), Some(url)) = (redis, &config.redis.redis_url) else { return };
+        let channel = config.events.outbox_wake_channel.clone();
+        let shutdown = self.background.shutdown();
+        match config.role.runs_workers() {
+            true => self.background.spawn(self.outbox.clone().follow(url.clone(), channel, shutdown)),
+            false => self.background.spawn(self.outbox.clone().announce(redis.clone(), channel, shutdown)),
+        }
+    }
+
     /// Starts the scheduled jobs (each once per slot across replicas).
     fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool, key: &HostKey) {
         let settings = &config.redis;
@@ -212,7 +231,8 @@ impl Workers {
             .spawn(Scheduler::new(retention, redis.clone(), interval, lock_ttl).run(self.background.shutdown()));
     }
 
-    /// Starts what runs against the broker and answers the command bus.
+    /// Starts what runs against the broker (in an API process: only the
+    /// producer) and answers the command bus.
     async fn start(
         &mut self,
         config: &ServeConfig,
@@ -226,6 +246,11 @@ impl Workers {
         self.background.spawn(kafka.watch().clone().run(kafka.clone(), self.background.shutdown()));
         let producer = SharedProducer::new(&kafka)?;
         self.producer = Some(producer.clone());
+        let timeout = Duration::from_millis(config.kafka.kafka_message_timeout_ms);
+        let bus = CommandBus::new(&kafka, producer.clone(), command_status.clone(), timeout);
+        if !config.role.runs_workers() {
+            return Ok(bus);
+        }
         if config.events.outbox_relay_enabled {
             let relay =
                 OutboxRelay::new(pool.clone(), kafka.clone(), producer.clone(), self.outbox.clone(), &config.events);
@@ -244,8 +269,7 @@ impl Workers {
             let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
             self.background.spawn(consumer.run(self.background.shutdown()));
         }
-        let timeout = Duration::from_millis(config.kafka.kafka_message_timeout_ms);
-        Ok(CommandBus::new(&kafka, producer, command_status.clone(), timeout))
+        Ok(bus)
     }
 
     /// Stops the background work and flushes the producer by `deadline`,

@@ -25,6 +25,7 @@ mod plugin_guide;
 mod plugins;
 mod polyglot;
 mod rate_limit;
+mod roles;
 mod sandbox;
 mod storage_conformance;
 mod tasks;

@@ -178,11 +178,14 @@ pub struct HealthReport {
     /// This server's version.
     #[schema(value_type = String)]
     version: &'static str,
+    /// What this process runs: `api`, `worker` or `all` (`TODO_ROLE`).
+    #[schema(value_type = String)]
+    role: &'static str,
     /// The storage plugin, then the event handlers.
     plugins: Vec<PluginIdentity>,
 }
 
-/// Readiness with timings, the server's version and the loaded plugins.
+/// Readiness with timings, the server's version and role, and the loaded plugins.
 #[utoipa::path(get, path = "/health", tag = "operations", responses(
     (status = 200, description = "Ready", body = HealthReport),
     (status = 503, description = "A dependency is down (see `checks`)", body = HealthReport),
@@ -193,7 +196,11 @@ pub async fn detail(State(state): State<AppState>) -> (StatusCode, axum::Json<He
     let plugins = std::iter::once(state.plugins.storage().identity().clone())
         .chain(state.plugins.handlers().iter().map(|slot| slot.identity()))
         .collect();
-    let report =
-        HealthReport { readiness: Readiness { status: verdict, checks }, version: env!("CARGO_PKG_VERSION"), plugins };
+    let report = HealthReport {
+        readiness: Readiness { status: verdict, checks },
+        version: env!("CARGO_PKG_VERSION"),
+        role: state.role.as_str(),
+        plugins,
+    };
     (status, axum::Json(report))
 }

@@ -6,7 +6,8 @@
 //! limit (per route group: per process, then cluster-wide admission, which
 //! also refuses revoked tokens) → require auth
 //! (all but /auth/*, /health*, /metrics, /openapi.json and /docs) → idempotency keys (POST /tasks
-//! and /tasks/batch) → handler.
+//! and /tasks/batch) → handler. A worker process (`TODO_ROLE=worker`) serves
+//! only /health* and /metrics, through the same layers.
 
 mod admin;
 mod auth;
@@ -40,6 +41,7 @@ use crate::auth::middleware::{identify, require_auth};
 use crate::auth::{Accounts, LoginLockout, Sessions};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandStatus};
+use crate::config::ProcessRole;
 use crate::idempotency::IdempotencyStore;
 use crate::kafka::SharedProducer;
 use crate::plugins::{PluginBroadcast, PluginRegistry};
@@ -54,6 +56,8 @@ use crate::tasks::TaskService;
 pub type AppState = Arc<Services>;
 
 pub struct Services {
+    /// What this process runs; a worker answers only health and metrics.
+    pub role: ProcessRole,
     pub tasks: TaskService,
     pub login_lockout: LoginLockout,
     /// `None` without a broker: `Prefer: respond-async` is then ignored.
@@ -110,15 +114,17 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/admin/plugins/{name}/rollback", post(admin::rollback))
         .route_layer(middleware::from_fn(require_auth));
 
-    let open_routes = Router::new()
+    let operations = Router::new()
         .route("/health", get(health::detail))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics::render))
-        .merge(openapi::routes());
-
-    let api = task_routes
-        .merge(open_routes)
+        .route("/metrics", get(metrics::render));
+    let (auth_routes, api) = match state.role.serves_api() {
+        true => (auth_routes, task_routes.merge(operations).merge(openapi::routes())),
+        // A worker's listener is for probes and scrapes only.
+        false => (Router::new(), operations),
+    };
+    let api = api
         .layer(middleware::from_fn_with_state(cluster_limiter("api", limits.api_quota), ratelimit::cluster::limit))
         .layer(ratelimit::layer("api", limits.api_quota, &limits.background));
 
