@@ -92,38 +92,20 @@ pub struct HttpLimits {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let cluster_limiter = |policy, quota| ClusterLimiter::new(state.redis.clone(), policy, quota);
-    let auth_routes = Router::new()
-        .route("/auth/register", post(auth::register))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout).route_layer(middleware::from_fn(require_auth)))
-        // The cluster-wide limit runs inside the cheap per-process one.
-        .layer(middleware::from_fn_with_state(cluster_limiter("auth", limits.auth_quota), ratelimit::cluster::limit))
-        .layer(ratelimit::layer("auth", limits.auth_quota, &limits.background));
-
-    let idempotent = middleware::from_fn_with_state(state.idempotency.clone(), idempotency::guard);
-    let task_routes = Router::new()
-        .route("/tasks", get(tasks::list).post(tasks::create.layer(idempotent.clone())))
-        .route("/tasks/batch", post(tasks::batch.layer(idempotent)))
-        .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
-        .route("/tasks/{id}/history", get(history::get))
-        .route("/commands/{id}", get(commands::get))
-        .route("/admin/plugins", get(admin::list))
-        .route("/admin/plugins/reload", post(admin::reload))
-        .route("/admin/plugins/{name}/rollback", post(admin::rollback))
-        .route_layer(middleware::from_fn(require_auth));
-
     let operations = Router::new()
         .route("/health", get(health::detail))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::render));
     let (auth_routes, api) = match state.role.serves_api() {
-        true => (auth_routes, task_routes.merge(operations).merge(openapi::routes())),
+        true => {
+            let (auth_routes, task_routes) = api_routes(&state, &limits);
+            (auth_routes, task_routes.merge(operations).merge(openapi::routes()))
+        }
         // A worker's listener is for probes and scrapes only.
         false => (Router::new(), operations),
     };
+    let cluster_limiter = |policy, quota| ClusterLimiter::new(state.redis.clone(), policy, quota);
     let api = api
         .layer(middleware::from_fn_with_state(cluster_limiter("api", limits.api_quota), ratelimit::cluster::limit))
         .layer(ratelimit::layer("api", limits.api_quota, &limits.background));
@@ -156,6 +138,34 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         // Outermost: a preflight is answered before auth and rate limits.
         .layer(tower::util::option_layer(limits.cors))
         .with_state(state)
+}
+
+/// The API's own routes: /auth/* behind their own limits, and the routes
+/// that need a token. Built only by a process that serves the API (the
+/// limits spawn their upkeep).
+fn api_routes(state: &AppState, limits: &HttpLimits) -> (Router<AppState>, Router<AppState>) {
+    let cluster_limiter = |policy, quota| ClusterLimiter::new(state.redis.clone(), policy, quota);
+    let auth_routes = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout).route_layer(middleware::from_fn(require_auth)))
+        // The cluster-wide limit runs inside the cheap per-process one.
+        .layer(middleware::from_fn_with_state(cluster_limiter("auth", limits.auth_quota), ratelimit::cluster::limit))
+        .layer(ratelimit::layer("auth", limits.auth_quota, &limits.background));
+
+    let idempotent = middleware::from_fn_with_state(state.idempotency.clone(), idempotency::guard);
+    let task_routes = Router::new()
+        .route("/tasks", get(tasks::list).post(tasks::create.layer(idempotent.clone())))
+        .route("/tasks/batch", post(tasks::batch.layer(idempotent)))
+        .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
+        .route("/tasks/{id}/history", get(history::get))
+        .route("/commands/{id}", get(commands::get))
+        .route("/admin/plugins", get(admin::list))
+        .route("/admin/plugins/reload", post(admin::reload))
+        .route("/admin/plugins/{name}/rollback", post(admin::rollback))
+        .route_layer(middleware::from_fn(require_auth));
+    (auth_routes, task_routes)
 }
 
 async fn not_found() -> Problem {
