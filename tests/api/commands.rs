@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::events::unique_prefix;
-use crate::helpers::{HostOptions, TestApp, TestUser, send_with_header, status_and_json};
+use crate::helpers::{HostOptions, TestApp, TestUser, command, send_with_header, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -25,11 +25,6 @@ async fn send_async(app: &TestApp, user: &TestUser, method: Method, path: &str, 
     assert_eq!(body["status"], "pending");
     assert_eq!(location, format!("/commands/{}", body["id"].as_str().unwrap()));
     location
-}
-
-async fn command(app: &TestApp, user: &TestUser, location: &str) -> (u16, Value) {
-    status_and_json(app.request(Method::GET, location).header("authorization", user.bearer()).send().await.unwrap())
-        .await
 }
 
 /// Polls the command until it is no longer pending.

@@ -5,19 +5,17 @@
 use std::time::Duration;
 
 use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_with, produce_again, unique_prefix};
-use crate::helpers::{HostOptions, ScratchDir, TestApp, TestUser, create_task, eventually, send, status_and_json};
+use crate::helpers::{
+    HostOptions, ScratchDir, TestApp, TestUser, create_task, eventually, history, send, status_and_json,
+};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Row;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn create(app: &TestApp, user: &TestUser, title: &str) -> String {
     create_task(app, user, json!({ "title": title })).await["id"].as_str().unwrap().to_string()
-}
-
-async fn history(app: &TestApp, user: &TestUser, task_id: &str) -> (u16, Value) {
-    status_and_json(send(app, user, Method::GET, &format!("/tasks/{task_id}/history"), None).await).await
 }
 
 #[tokio::test]

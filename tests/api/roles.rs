@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::helpers::events::{path_str, plugin_dir_with, unique_prefix};
 use crate::helpers::{
-    HostOptions, TestApp, TestUser, assert_problem, create_task, eventually, send, send_with_header, status_and_json,
+    HostOptions, TestApp, TestUser, assert_problem, command, create_task, eventually, history, send, send_with_header,
+    status_and_json,
 };
 use chrono::Utc;
 use reqwest::Method;
@@ -27,9 +28,7 @@ fn deployment(prefix: &str) -> HostOptions {
 }
 
 async fn history_len(app: &TestApp, user: &TestUser, task_id: &str) -> usize {
-    let (_, body) =
-        status_and_json(send(app, user, Method::GET, &format!("/tasks/{task_id}/history"), None).await).await;
-    body["items"].as_array().map_or(0, Vec::len)
+    history(app, user, task_id).await.1["items"].as_array().map_or(0, Vec::len)
 }
 
 async fn count(app: &TestApp, query: &str) -> i64 {
@@ -41,8 +40,7 @@ const OVERDUE_NOTICES: &str =
     "SELECT count(*) FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb ->> 'type' = 'task.overdue'";
 
 async fn command_status(app: &TestApp, user: &TestUser, location: &str) -> Value {
-    let response = app.request(Method::GET, location).header("authorization", user.bearer()).send().await.unwrap();
-    status_and_json(response).await.1["status"].clone()
+    command(app, user, location).await.1["status"].clone()
 }
 
 #[tokio::test]

@@ -393,6 +393,17 @@ pub async fn create_task(app: &TestApp, user: &TestUser, body: Value) -> Value {
     task
 }
 
+/// A task's audit history (`GET /tasks/{id}/history`): status and body.
+pub async fn history(app: &TestApp, user: &TestUser, task_id: &str) -> (u16, Value) {
+    status_and_json(send(app, user, Method::GET, &format!("/tasks/{task_id}/history"), None).await).await
+}
+
+/// An async command's state (`GET` of its `Location`): status and body.
+pub async fn command(app: &TestApp, user: &TestUser, location: &str) -> (u16, Value) {
+    status_and_json(app.request(Method::GET, location).header("authorization", user.bearer()).send().await.unwrap())
+        .await
+}
+
 /// The status and JSON body of a response (`Null` when it has none).
 pub async fn status_and_json(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();
