@@ -48,10 +48,13 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 /// large table. (The lock timeout stays: a migration waiting behind a long
 /// transaction fails rather than queue every request behind it.)
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    let mut connection = pool.acquire().await.context("cannot connect to PostgreSQL to migrate")?.detach();
-    sqlx::query("SET statement_timeout = 0").execute(&mut connection).await?;
+    // Connected without it, rather than a `SET` that would itself run under
+    // the request timeout (and lose to it on a busy server). The later
+    // `options` entry wins.
+    let options = (*pool.connect_options()).clone().options([("statement_timeout", "0")]);
+    let mut connection =
+        PgConnection::connect_with(&options).await.context("cannot connect to PostgreSQL to migrate")?;
     let applied = MIGRATOR.run(&mut connection).await.context("applying database migrations failed");
-    // Not returned to the pool: it has no statement timeout.
     let _ = connection.close().await;
     applied
 }
