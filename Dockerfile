@@ -53,13 +53,15 @@ LABEL org.opencontainers.image.title="todo-host" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # A fixed, non-root UID/GID (10001): Kubernetes' runAsUser/fsGroup in k8s/
-# and volume ownership rely on it. The plugin directory belongs to root and is
-# read-only for the server; the compiled-plugin cache must be writable by the
-# server alone (wasmtime loads native code from it).
+# and volume ownership rely on it. The server installs uploaded plugins into
+# the plugin directory (PUT /admin/plugins/NAME), so it may write there; the
+# compiled-plugin cache must be writable by the server alone (wasmtime loads
+# native code from it).
 RUN groupadd --system --gid 10001 todo-host \
     && useradd --system --no-log-init --uid 10001 --gid 10001 \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin todo-host \
-    && install -d -o root -g root -m 0755 /var/lib/todo-host /var/lib/todo-host/plugins \
+    && install -d -o root -g root -m 0755 /var/lib/todo-host \
+    && install -d -o 10001 -g 10001 -m 0755 /var/lib/todo-host/plugins \
     && install -d -o 10001 -g 10001 -m 0700 /var/cache/todo-host
 
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt

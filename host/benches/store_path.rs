@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use sqlx::{PgPool, Row};
 use todo_host::config::ServeConfig;
+use todo_host::db::replica::Freshness;
 use todo_host::db::{self, HostKey};
 use todo_host::outbox::OutboxWaker;
 use todo_host::startup::{load_plugins, signing_secret};
@@ -83,9 +84,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
     let key = HostKey::load(&pool).await?;
     let secret = signing_secret(&config.auth)?;
-    let plugins = load_plugins(&config, &pool, &key, &secret, None, OutboxWaker::default()).await?;
+    let plugins = load_plugins(&config, &pool, &key, &secret, None, OutboxWaker::default(), None).await?;
     let plugin_pool = plugins.storage().database_pool().context("the storage plugin has no `sql` grant")?.clone();
-    let store = TaskStore::new(plugins, TaskCache::new(None, Duration::ZERO), config.plugins.history_plugin.clone());
+    let store =
+        TaskStore::new(plugins, TaskCache::new(None, Duration::ZERO), None, config.plugins.history_plugin.clone());
     let paths = Arc::new(Paths { store, pool: plugin_pool, ids, owner });
 
     let seconds = Duration::from_secs(args.seconds);
@@ -150,7 +152,7 @@ impl Paths {
             Path::Plugin => {
                 let trace = RequestTrace { request_id: "bench".into(), traceparent: None };
                 let call = Call { trace: &trace, now: Utc::now() };
-                Ok(self.store.get(&call, Some(self.owner), id).await?)
+                Ok(self.store.get(&call, Freshness::Latest, Some(self.owner), id).await?)
             }
             Path::Native => {
                 let row = sqlx::query(GET_STATEMENT).bind(id).bind(self.owner).fetch_one(&self.pool).await?;

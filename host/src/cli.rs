@@ -93,8 +93,7 @@ impl Cli {
         match self.command {
             Command::Serve(config) => Application::build(*config).await?.run().await,
             Command::Migrate(database) => {
-                let pool = db::connect(&database).await?;
-                db::migrate(&pool).await?;
+                db::migrate(&database).await?;
                 tracing::info!("migrations applied");
                 Ok(())
             }
@@ -112,8 +111,8 @@ async fn create_user(args: UserCreate) -> anyhow::Result<()> {
     } else {
         (generate_password(), true)
     };
+    db::migrate(&args.database).await?;
     let pool = db::connect(&args.database).await?;
-    db::migrate(&pool).await?;
     let accounts = Accounts::new(UserRepository::new(pool));
     let registration = Registration { email: args.email, password: password.clone(), display_name: args.display_name };
     let user = match accounts.create_user(registration, args.role).await {

@@ -86,11 +86,33 @@ impl ProcessRole {
     }
 }
 
+/// What the database URLs reach (`DATABASE_POOL_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolMode {
+    Session,
+    Transaction,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// What DATABASE_URL (and DATABASE_READ_URL) reach: `session`, a
+    /// PostgreSQL server or a pooler in session mode; `transaction`, a
+    /// pooler in transaction mode (PgBouncer 1.21+ with
+    /// `max_prepared_statements`), which carries no session: the host then
+    /// sends no startup options and keeps its roles' settings as role
+    /// defaults, and migrates through DATABASE_DIRECT_URL.
+    #[arg(long, env = "DATABASE_POOL_MODE", value_enum, default_value_t = PoolMode::Session)]
+    pub database_pool_mode: PoolMode,
+
+    /// The PostgreSQL server itself, when DATABASE_URL is a pooler in
+    /// transaction mode: migrations connect to it (they hold a session
+    /// lock). Default: DATABASE_URL.
+    #[arg(long, env = "DATABASE_DIRECT_URL", hide_env_values = true)]
+    pub database_direct_url: Option<String>,
 
     /// Largest number of pooled PostgreSQL connections.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
@@ -109,6 +131,22 @@ pub struct DatabaseConfig {
     /// lock_timeout), in milliseconds; the host-call timeout of the `sql` import.
     #[arg(long, env = "SQL_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub sql_statement_timeout_ms: u64,
+
+    /// PostgreSQL streaming replica for the reads that miss the cache (its
+    /// server, database and TLS; the host's and the plugins' roles log in
+    /// as they do on the primary). Unset: every read goes to the primary.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    pub database_read_url: Option<String>,
+
+    /// How far the replica may fall behind the primary before reads skip
+    /// it, in milliseconds.
+    #[arg(long, env = "REPLICA_MAX_LAG_MS", default_value_t = 5000)]
+    pub replica_max_lag_ms: u64,
+
+    /// How often the replica's replay position (and the primary's) is
+    /// read, in milliseconds.
+    #[arg(long, env = "REPLICA_POLL_MS", default_value_t = 100)]
+    pub replica_poll_ms: u64,
 }
 
 impl DatabaseConfig {
@@ -151,6 +189,17 @@ pub struct PluginConfig {
     /// sets `limits.db_connections`.
     #[arg(long, env = "PLUGIN_DB_CONNECTIONS", default_value_t = 20)]
     pub plugin_db_connections: u32,
+
+    /// Largest plugin bundle `PUT /admin/plugins/{name}` accepts, in bytes
+    /// (a Python component is ~20 MB).
+    #[arg(long, env = "PLUGIN_UPLOAD_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub plugin_upload_max_bytes: usize,
+
+    /// How often each process checks for uploaded plugins it has not
+    /// installed yet (an announcement it missed) and records what it
+    /// serves, in seconds.
+    #[arg(long, env = "PLUGIN_SYNC_SECS", default_value_t = 10)]
+    pub plugin_sync_secs: u64,
 
     /// The event handler whose `history` export answers
     /// GET /tasks/{id}/history.

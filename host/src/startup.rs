@@ -18,6 +18,7 @@ use crate::auth::{Accounts, LoginLockout, Sessions, TokenKeys, UserRepository};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ProcessRole, ServeConfig};
+use crate::db::replica::ReadReplica;
 use crate::db::{self, HostKey};
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
@@ -28,7 +29,9 @@ use crate::jobs::overdue::OverdueJob;
 use crate::jobs::retention::RetentionJob;
 use crate::kafka::{Kafka, SharedProducer, topics};
 use crate::outbox::OutboxWaker;
-use crate::plugins::{PluginBroadcast, PluginDatabases, PluginEngine, PluginRegistry, PluginRuntime};
+use crate::plugins::{
+    BundleStore, PluginBroadcast, PluginDatabases, PluginDelivery, PluginEngine, PluginRegistry, PluginRuntime, Roster,
+};
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
 use crate::tasks::{CursorSeal, GroupCommit, TaskCache, TaskService, TaskStore};
@@ -65,8 +68,8 @@ impl Application {
         let metrics = http::metrics::install_recorder()?;
         let secret = signing_secret(&config.auth)?;
         let keys = TokenKeys::new(&secret, Duration::from_secs(config.auth.access_token_ttl_secs));
+        db::migrate(&config.database).await?;
         let pool = db::connect(&config.database).await?;
-        db::migrate(&pool).await?;
         if db::is_superuser(&pool).await? {
             tracing::warn!(
                 "THE DATABASE ROLE OF DATABASE_URL IS A SUPERUSER: a superuser's sessions can read the server's files \
@@ -77,23 +80,53 @@ impl Application {
         let key = HostKey::load(&pool).await?;
         let redis = RedisClient::connect(&config.redis).await?;
 
-        let outbox = OutboxWaker::default();
-        let plugins = load_plugins(&config, &pool, &key, &secret, redis.clone(), outbox.clone()).await?;
-        let plugin_broadcast =
-            redis.clone().map(|redis| PluginBroadcast::new(redis, config.plugins.plugin_announce_channel.clone()));
         let cache = TaskCache::new(
             redis.clone().filter(|_| config.redis.cache_enabled),
             Duration::from_secs(config.redis.cache_ttl_secs),
         );
-        let store = TaskStore::new(plugins.clone(), cache.clone(), config.plugins.history_plugin.clone());
+        let replica = read_replica(&config, &pool, &cache)?;
+
+        let outbox = OutboxWaker::default();
+        let bundles = BundleStore::new(pool.clone());
+        // Before loading: what was uploaded while this process was not
+        // running serves from its start.
+        if let Err(error) = PluginDelivery::install_deployed(&bundles, &config.plugins.plugin_dir).await {
+            tracing::error!(
+                error = %format!("{error:#}"),
+                "cannot install the uploaded plugins: serving the plugin directory as it is"
+            );
+        }
+        let plugins =
+            load_plugins(&config, &pool, &key, &secret, redis.clone(), outbox.clone(), replica.clone()).await?;
+        let broadcast =
+            redis.clone().map(|redis| PluginBroadcast::new(redis, config.plugins.plugin_announce_channel.clone()));
+        let delivery = Arc::new(PluginDelivery::new(
+            plugins.clone(),
+            bundles,
+            config.plugins.plugin_dir.clone(),
+            broadcast.clone(),
+            Roster::new(pool.clone(), config.role.as_str()),
+        ));
+        let store =
+            TaskStore::new(plugins.clone(), cache.clone(), replica.clone(), config.plugins.history_plugin.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { background: Background::default(), producer: None, outbox };
         workers.background.spawn_until_shutdown(http::metrics::upkeep(metrics.clone()));
-        if let (Some(broadcast), Some(url)) = (&plugin_broadcast, &config.redis.redis_url) {
-            let follow = broadcast.clone().follow(url.clone(), plugins.clone(), workers.background.shutdown());
+        if let Some(replica) = &replica {
+            let every = Duration::from_millis(config.database.replica_poll_ms.max(1));
+            workers.background.spawn(replica.clone().watch(every, workers.background.shutdown()));
+        }
+        if let (Some(broadcast), Some(url)) = (broadcast, &config.redis.redis_url) {
+            let delivery = delivery.clone();
+            let follow = broadcast.follow(url.clone(), workers.background.shutdown(), move |action| {
+                let delivery = delivery.clone();
+                async move { delivery.follow(action).await }
+            });
             workers.background.spawn(follow);
         }
+        let every = Duration::from_secs(config.plugins.plugin_sync_secs.max(1));
+        workers.background.spawn(delivery.clone().poll(every, workers.background.shutdown()));
         workers.carry_outbox_wakes(&config, redis.as_ref());
         if config.role.runs_workers() {
             match &redis {
@@ -133,8 +166,9 @@ impl Application {
             login_lockout,
             sessions,
             plugins,
-            plugin_broadcast,
+            delivery,
             pool,
+            replica,
             kafka: workers.producer.clone(),
             metrics,
         });
@@ -145,6 +179,7 @@ impl Application {
                 config.rate_limit.auth_rate_limit_burst,
             ),
             max_body_bytes: config.max_body_bytes,
+            plugin_upload_max_bytes: config.plugins.plugin_upload_max_bytes,
             cors: http::cors::layer(&config.cors)?,
             background: workers.background.clone(),
         };
@@ -300,6 +335,7 @@ pub async fn load_plugins(
     secret: &[u8],
     redis: Option<RedisClient>,
     outbox: OutboxWaker,
+    replica: Option<ReadReplica>,
 ) -> anyhow::Result<Arc<PluginRegistry>> {
     let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
     let plugin_secret = config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.as_bytes());
@@ -309,6 +345,8 @@ pub async fn load_plugins(
         db::connect_options(&config.database)?,
         plugin_secret.to_vec(),
         config.plugins.plugin_db_connections,
+        replica,
+        config.database.database_pool_mode,
     );
     let runtime = Arc::new(PluginRuntime::new(engine, databases, redis, outbox, config.plugins.plugin_max_instances));
     let registry = PluginRegistry::load(
@@ -319,6 +357,30 @@ pub async fn load_plugins(
     )
     .await?;
     Ok(Arc::new(registry))
+}
+
+/// The read replica of DATABASE_READ_URL, if set. It answers only reads
+/// whose cache stamps say how far it must have replayed, so the cache is
+/// what lets it serve; and a stamp must outlive the replica's lag bound
+/// (see `tasks::cache`).
+fn read_replica(config: &ServeConfig, pool: &PgPool, cache: &TaskCache) -> anyhow::Result<Option<ReadReplica>> {
+    let Some(url) = &config.database.database_read_url else { return Ok(None) };
+    let max_lag = Duration::from_millis(config.database.replica_max_lag_ms);
+    if max_lag >= cache.generation_lifetime() {
+        bail!(
+            "REPLICA_MAX_LAG_MS ({} ms) must be shorter than twice CACHE_TTL_SECS ({} s): the cache keeps the \
+             position of a write only that long",
+            config.database.replica_max_lag_ms,
+            cache.generation_lifetime().as_secs()
+        );
+    }
+    if !cache.is_enabled() {
+        tracing::warn!(
+            "DATABASE_READ_URL is set but the cache is off (REDIS_URL or CACHE_ENABLED): the replica answers no reads, \
+             since only the cache's stamps tell how far it must have replayed"
+        );
+    }
+    Ok(Some(ReadReplica::new(pool.clone(), url, max_lag, config.database.database_pool_mode)?))
 }
 
 /// The HS256 key of the access tokens: JWT_SECRET, or a random one in

@@ -89,6 +89,28 @@ stop_postgres() {
   as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# start_postgres_replica DATA_DIR: a streaming replica (hot standby) of the
+# stack's PostgreSQL (start_postgres first), made with pg_basebackup, on a
+# free port. Exports REPLICA_PORT and REPLICA_DATA.
+start_postgres_replica() {
+  local data_dir=$1 bin
+  bin=$(pg_bin)
+  REPLICA_PORT=$(free_port)
+  REPLICA_DATA=$data_dir
+  mkdir -p "$(dirname "$data_dir")"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$(dirname "$data_dir")"
+  as_postgres "$bin/pg_basebackup" -D "$data_dir" -R -X stream --checkpoint=fast -h 127.0.0.1 -p "$PG_PORT" -U postgres
+  local options="${PG_OPTIONS/port=$PG_PORT/port=$REPLICA_PORT}"
+  options="${options/unix_socket_directories=$PG_DATA/unix_socket_directories=$data_dir}"
+  as_postgres "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -o "$options" -w start >/dev/null
+  export REPLICA_PORT REPLICA_DATA
+}
+
+stop_postgres_replica() {
+  [ -n "${REPLICA_DATA:-}" ] && [ -f "$REPLICA_DATA/postmaster.pid" ] || return 0
+  as_postgres "$(pg_bin)/pg_ctl" -D "$REPLICA_DATA" -m fast -w stop >/dev/null 2>&1 || true
+}
+
 # build_host [cargo args...]: builds the todo-host binary.
 build_host() {
   (cd "$ROOT" && cargo build --locked -p todo-host "$@")
@@ -97,6 +119,12 @@ build_host() {
 # Tools built from crates.io live here, shared by every clone like the target dir.
 TOOLS_ROOT="${TOOLS_ROOT:-$HOME/.cache/todo-host/tools}"
 TANSU_VERSION=0.6.0
+# PgBouncer from Debian trixie's source package (bookworm's 1.18 is too old:
+# named prepared statements in transaction pooling need >= 1.21).
+PGBOUNCER_VERSION=1.24.1
+PGBOUNCER_DEBIAN_REVISION=1+deb13u2
+PGBOUNCER_ORIG_SHA256=da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
+PGBOUNCER_DEBIAN_SHA256=2325bcaa2e71919d399b9e5aef5b94ff988fc1f1d296908c3937b682b7be5cbb
 
 # ensure_tansu: installs the Tansu Kafka-protocol broker (pinned, with its
 # storage engines, patched by scripts/lib/tansu-storage.patch) when missing.
@@ -194,6 +222,120 @@ start_tansu() {
 stop_tansu() {
   [ -n "${TANSU_PID:-}" ] || return 0
   stop_process "$TANSU_PID" tansu 10
+}
+
+# ensure_pgbouncer: exports PGBOUNCER, a pgbouncer binary >= 1.21 (the first
+# to keep protocol-level named prepared statements working in transaction
+# pooling, with max_prepared_statements > 0). Debian's own if it is recent
+# enough, else the pinned trixie source (its patches applied) built once per
+# machine into $TOOLS_ROOT/pgbouncer-$PGBOUNCER_VERSION.
+ensure_pgbouncer() {
+  local system=/usr/sbin/pgbouncer
+  if [ -x "$system" ] && dpkg --compare-versions "$(pgbouncer_version "$system")" ge 1.21; then
+    PGBOUNCER=$system
+    export PGBOUNCER
+    return 0
+  fi
+  PGBOUNCER="$TOOLS_ROOT/pgbouncer-$PGBOUNCER_VERSION/bin/pgbouncer"
+  local stamp="$PGBOUNCER_VERSION-$PGBOUNCER_DEBIAN_REVISION"
+  if [ -x "$PGBOUNCER" ] && [ "$(cat "$TOOLS_ROOT/pgbouncer.version" 2>/dev/null)" = "$stamp" ]; then
+    export PGBOUNCER
+    return 0
+  fi
+  log "building pgbouncer $stamp (once per machine, about a minute)"
+  apt_install build-essential pkg-config libevent-dev libssl-dev libc-ares-dev curl patch xz-utils
+  local src="$TOOLS_ROOT/pgbouncer-src"
+  rm -rf "$src" && mkdir -p "$src"
+  fetch_debian_source pgbouncer "$PGBOUNCER_VERSION.orig.tar.gz" "$PGBOUNCER_ORIG_SHA256" "$src"
+  fetch_debian_source pgbouncer "$stamp.debian.tar.xz" "$PGBOUNCER_DEBIAN_SHA256" "$src"
+  tar xzf "$src/pgbouncer_$PGBOUNCER_VERSION.orig.tar.gz" -C "$src"
+  tar xJf "$src/pgbouncer_$stamp.debian.tar.xz" -C "$src"
+  local tree="$src/pgbouncer-$PGBOUNCER_VERSION" patch
+  # Debian's series: security fixes (CVEs), and paths in the sample config.
+  while read -r patch; do
+    case $patch in '' | '#'*) continue ;; esac
+    patch -s -d "$tree" -p1 <"$src/debian/patches/$patch"
+  done <"$src/debian/patches/series"
+  # Only the binary: the man pages ship prebuilt, and the html docs (pandoc)
+  # are not part of this target.
+  (cd "$tree" && ./configure -q --prefix="$TOOLS_ROOT/pgbouncer-$PGBOUNCER_VERSION" --with-cares >/dev/null &&
+    make -s -j"$(nproc)" pgbouncer >/dev/null)
+  install -D -m 755 "$tree/pgbouncer" "$PGBOUNCER"
+  echo "$stamp" >"$TOOLS_ROOT/pgbouncer.version"
+  export PGBOUNCER
+}
+
+# pgbouncer_version BINARY: prints its version, e.g. 1.24.1.
+pgbouncer_version() {
+  "$1" --version | awk 'NR == 1 { print $2 }'
+}
+
+# fetch_debian_source PACKAGE FILE SHA256 DIR: downloads PACKAGE_FILE from
+# the Debian archive's pool into DIR and checks its SHA-256.
+fetch_debian_source() {
+  local package=$1 file="$1_$2" sha256=$3 dir=$4
+  curl -fsSL --retry 3 -o "$dir/$file" "http://deb.debian.org/debian/pool/main/${package:0:1}/$package/$file"
+  echo "$sha256  $dir/$file" | sha256sum -c --quiet - || { log "$file: SHA-256 mismatch"; exit 1; }
+}
+
+# start_pgbouncer DIR [pool_mode]: starts pgbouncer (ensure_pgbouncer) on a
+# free port in front of the stack's PostgreSQL (start_postgres first): every
+# database, any role of the cluster (trust, like the cluster; roles missing
+# from the auth_file, even ones created later, are looked up through
+# auth_user postgres), transaction pooling unless told otherwise, with
+# protocol-level named prepared statements kept working across server
+# connections. Exports PGBOUNCER_PORT, PGBOUNCER_HOSTPORT (127.0.0.1:port, to
+# put in a URL in place of 127.0.0.1:$PG_PORT), PGBOUNCER_DIR and
+# PGBOUNCER_PID. DIR holds pgbouncer.ini, pgbouncer.log, pgbouncer.pid and
+# the unix socket. As root it runs as `postgres` (it refuses root) through
+# its own `user` setting: as_postgres could not reach a binary under a 0700
+# $HOME. Startup parameters other than extra_float_digits, and -c settings
+# in `options`, are refused unless pgbouncer tracks them (client_encoding,
+# DateStyle, TimeZone, standard_conforming_strings, application_name,
+# IntervalStyle): the connection fails with "unsupported startup parameter".
+start_pgbouncer() {
+  local dir=$1 mode=${2:-transaction}
+  ensure_pgbouncer
+  PGBOUNCER_PORT=$(free_port)
+  mkdir -p "$dir"
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  local config=(
+    "[databases]"
+    "* = host=127.0.0.1 port=$PG_PORT"
+    "[pgbouncer]"
+    "listen_addr = 127.0.0.1"
+    "listen_port = $PGBOUNCER_PORT"
+    "unix_socket_dir = $dir"
+    "auth_type = trust"
+    "auth_file = $dir/userlist.txt"
+    "auth_user = postgres"
+    "admin_users = postgres"
+    "pool_mode = $mode"
+    "max_prepared_statements = 200"
+    "max_client_conn = 1000"
+    "default_pool_size = 20"
+    "ignore_startup_parameters = extra_float_digits"
+    "pidfile = $dir/pgbouncer.pid"
+  )
+  [ "$(id -u)" = 0 ] && config+=("user = postgres")
+  printf '%s\n' "${config[@]}" >"$dir/pgbouncer.ini"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
+  PGBOUNCER_DIR=$dir
+  # Its own session, like tansu: a Ctrl-C reaches the script, not pgbouncer.
+  # Its log is its stderr (a `logfile` would get the same lines twice).
+  setsid "$PGBOUNCER" "$dir/pgbouncer.ini" >>"$dir/pgbouncer.log" 2>&1 &
+  PGBOUNCER_PID=$!
+  PGBOUNCER_HOSTPORT="127.0.0.1:$PGBOUNCER_PORT"
+  wait_for_port "$PGBOUNCER_PORT" pgbouncer
+  export PGBOUNCER_PORT PGBOUNCER_HOSTPORT PGBOUNCER_DIR PGBOUNCER_PID
+}
+
+# stop_pgbouncer: immediate shutdown (SIGQUIT: SIGTERM would wait for every
+# client to disconnect), then waits for it to exit.
+stop_pgbouncer() {
+  [ -n "${PGBOUNCER_PID:-}" ] || return 0
+  kill -QUIT "$PGBOUNCER_PID" 2>/dev/null || return 0
+  stop_process "$PGBOUNCER_PID" pgbouncer 10
 }
 
 # stop_process PID NAME SECONDS: SIGTERM, then SIGKILL if PID (a child of

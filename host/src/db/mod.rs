@@ -1,57 +1,144 @@
 //! The PostgreSQL pool, the schema migrations, and the host's key: what
 //! lets the host's own statements run with its rights on a connection it
-//! shares with a plugin.
+//! shares with a plugin; `replica`, the read replica.
+
+pub mod replica;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, PoolMode};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// The server, database, user and TLS of `DATABASE_URL`, READ COMMITTED:
-/// what every connection of the host, and of its plugins, starts from.
+/// The server, database, user and TLS of `DATABASE_URL`: what every
+/// connection of the host, and of its plugins, starts from.
 pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
-    Ok(config
-        .database_url
-        .parse::<PgConnectOptions>()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+    config.database_url.parse::<PgConnectOptions>().context("DATABASE_URL is not a valid PostgreSQL URL")
+}
+
+/// The settings every session of a role must run with, and where they come
+/// from: startup options when the connection is the session
+/// (`PoolMode::Session`); the role's defaults in the database behind a
+/// transaction pooler, which refuses those options and hands each
+/// transaction whichever server connection is free.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    mode: PoolMode,
+    settings: Vec<(&'static str, String)>,
+}
+
+impl SessionSettings {
+    /// READ COMMITTED, and no statement, lock wait or idle transaction
+    /// holding a connection past its limit.
+    pub fn new(mode: PoolMode, statement_timeout_ms: u64) -> Self {
+        let timeout = statement_timeout_ms.to_string();
+        let settings = vec![
+            ("default_transaction_isolation", "read committed".to_string()),
+            ("statement_timeout", timeout.clone()),
+            ("lock_timeout", timeout),
+            ("idle_in_transaction_session_timeout", "60000".to_string()),
+        ];
+        Self { mode, settings }
+    }
+
+    /// The host's own sessions.
+    pub fn host(config: &DatabaseConfig) -> Self {
+        Self::new(config.database_pool_mode, config.sql_statement_timeout_ms)
+    }
+
+    /// Sets `name` (or adds it).
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.settings.retain(|(existing, _)| *existing != name);
+        self.settings.push((name, value.into()));
+        self
+    }
+
+    /// `base` with the settings as startup options, when they travel that
+    /// way in this mode.
+    pub fn connect_options(&self, base: PgConnectOptions) -> PgConnectOptions {
+        match self.mode {
+            PoolMode::Session => self.as_startup_options(base),
+            PoolMode::Transaction => base,
+        }
+    }
+
+    /// `base` with the settings as startup options, whatever the mode (a
+    /// direct connection).
+    fn as_startup_options(&self, base: PgConnectOptions) -> PgConnectOptions {
         // libpq `options` syntax: a space inside a value is escaped.
-        .options([("default_transaction_isolation", "read\\ committed")]))
+        let escaped: Vec<(&str, String)> =
+            self.settings.iter().map(|(name, value)| (*name, value.replace(' ', "\\ "))).collect();
+        base.options(escaped.iter().map(|(name, value)| (*name, value.as_str())))
+    }
+
+    /// Makes the settings `role`'s defaults in the current database, when
+    /// they travel that way in this mode: every server connection the
+    /// pooler opens for `role` from now on starts with them.
+    pub async fn keep_as_role_defaults(&self, pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+        if self.mode == PoolMode::Session {
+            return Ok(());
+        }
+        let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await?;
+        // Replicas starting together would race on the same catalog rows.
+        let mut statements = String::from("BEGIN; SELECT pg_advisory_xact_lock(hashtext('todo-host role defaults'));");
+        for (name, value) in &self.settings {
+            let (role, database, value) =
+                (quote_identifier(role), quote_identifier(&database), value.replace('\'', "''"));
+            statements.push_str(&format!("ALTER ROLE {role} IN DATABASE {database} SET {name} = '{value}';"));
+        }
+        statements.push_str("COMMIT;");
+        sqlx::raw_sql(&statements).execute(pool).await?;
+        Ok(())
+    }
+}
+
+/// `name` as a quoted SQL identifier (`CURRENT_USER` stays a keyword).
+fn quote_identifier(name: &str) -> String {
+    match name {
+        "CURRENT_USER" => name.to_string(),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
 }
 
 /// Connects the host's pool. Every connection runs READ COMMITTED with
 /// server-side statement and lock timeouts, so a stuck query cannot hold a
 /// request forever.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let timeout = config.sql_statement_timeout_ms.to_string();
-    let options = connect_options(config)?.application_name("todo-host").options([
-        ("statement_timeout", timeout.as_str()),
-        ("lock_timeout", timeout.as_str()),
-        ("idle_in_transaction_session_timeout", "60000"),
-    ]);
-    PgPoolOptions::new()
+    let settings = SessionSettings::host(config);
+    let options = settings.connect_options(connect_options(config)?.application_name("todo-host"));
+    let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(config.acquire_timeout())
         .idle_timeout(Duration::from_secs(300))
         .connect_with(options)
         .await
-        .context("cannot connect to PostgreSQL")
+        .context("cannot connect to PostgreSQL")?;
+    settings.keep_as_role_defaults(&pool, "CURRENT_USER").await.context("cannot set the host role's defaults")?;
+    Ok(pool)
 }
 
 /// Applies every pending migration of `migrations/`, on a connection of its
-/// own without the statement timeout of requests: a migration may rewrite a
-/// large table. (The lock timeout stays: a migration waiting behind a long
+/// own to the server itself (the migrator holds a session lock), without
+/// the statement timeout of requests: a migration may rewrite a large
+/// table. (The lock timeout stays: a migration waiting behind a long
 /// transaction fails rather than queue every request behind it.)
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<()> {
+    let url = match (config.database_pool_mode, &config.database_direct_url) {
+        (_, Some(direct)) => direct,
+        (PoolMode::Session, None) => &config.database_url,
+        (PoolMode::Transaction, None) => bail!(
+            "DATABASE_POOL_MODE=transaction: set DATABASE_DIRECT_URL to the PostgreSQL server itself, for the migrations"
+        ),
+    };
+    let base = url.parse::<PgConnectOptions>().context("DATABASE_DIRECT_URL is not a valid PostgreSQL URL")?;
     // Connected without it, rather than a `SET` that would itself run under
-    // the request timeout (and lose to it on a busy server). The later
-    // `options` entry wins.
-    let options = (*pool.connect_options()).clone().options([("statement_timeout", "0")]);
+    // the request timeout (and lose to it on a busy server).
+    let options = SessionSettings::host(config).with("statement_timeout", "0").as_startup_options(base);
     let mut connection =
         PgConnection::connect_with(&options).await.context("cannot connect to PostgreSQL to migrate")?;
     let applied = MIGRATOR.run(&mut connection).await.context("applying database migrations failed");

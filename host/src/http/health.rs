@@ -1,7 +1,8 @@
 //! Health: `/health/live` (the process answers), `/health/ready` (it can
 //! serve: PostgreSQL, Redis and the broker — those configured — answer and
 //! the storage plugin serves, its circuit closed; 503 with a per-dependency breakdown
-//! otherwise; a consumer group with a partition nobody consumes is
+//! otherwise; a consumer group with a partition nobody consumes, or a read
+//! replica that lags or is down (its reads go to the primary), is
 //! `degraded`, shown but not failing) and `/health` (the same checks with
 //! timings and the loaded plugins). No connection strings or secrets in any
 //! of them.
@@ -15,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::db::replica::{ReadReplica, ReplicaState};
 use crate::plugins::PluginIdentity;
 
 /// How long one dependency may take to answer a health check.
@@ -120,8 +122,13 @@ async fn checks(state: &AppState) -> BTreeMap<&'static str, Check> {
         Some(producer) => consumers(producer.kafka().watch().stalled()),
         None => Check::disabled("KAFKA_BROKERS is not set"),
     };
+    let replica = match &state.replica {
+        Some(replica) => replica_check(replica),
+        None => Check::disabled("DATABASE_READ_URL is not set"),
+    };
     BTreeMap::from([
         ("postgres", postgres),
+        ("postgres_replica", replica),
         ("redis", redis),
         ("kafka", kafka),
         ("kafka_consumers", consumers),
@@ -140,6 +147,25 @@ fn consumers(stalled: Vec<String>) -> Check {
     }
 }
 
+/// The read replica as its last poll found it: `degraded` when it serves
+/// no reads. Not `down`: every read still has the primary.
+fn replica_check(replica: &ReadReplica) -> Check {
+    let milliseconds = |lag: &Duration| (lag.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    let degraded = |detail: String| Check { status: "degraded", latency_ms: None, detail: Some(detail) };
+    match replica.state() {
+        ReplicaState::Serving { lag } => Check {
+            status: "up",
+            latency_ms: None,
+            detail: Some(format!("serving reads, {} ms behind", milliseconds(&lag))),
+        },
+        ReplicaState::Lagging { lag } => {
+            degraded(format!("{} ms behind, past REPLICA_MAX_LAG_MS: reads go to the primary", milliseconds(&lag)))
+        }
+        ReplicaState::Down { reason } => degraded(format!("not answering ({reason}): reads go to the primary")),
+        ReplicaState::Starting => degraded("not polled yet: reads go to the primary".into()),
+    }
+}
+
 /// 200 "ready" unless a configured dependency is down.
 fn verdict(checks: &BTreeMap<&'static str, Check>) -> (StatusCode, &'static str) {
     if checks.values().any(Check::is_down) {
@@ -154,8 +180,8 @@ pub struct Readiness {
     /// `ready` or `unavailable`.
     #[schema(value_type = String)]
     status: &'static str,
-    /// By dependency: `postgres`, `redis`, `kafka`, `kafka_consumers`,
-    /// `storage_plugin`.
+    /// By dependency: `postgres`, `postgres_replica`, `redis`, `kafka`,
+    /// `kafka_consumers`, `storage_plugin`.
     #[schema(value_type = BTreeMap<String, Check>)]
     checks: BTreeMap<&'static str, Check>,
 }

@@ -6,7 +6,9 @@
 //! `cache_hits_total` / `cache_misses_total` (tasks::cache),
 //! `rate_limited_total` (ratelimit), `kafka_produced_total`,
 //! `kafka_consumed_total`, `kafka_dead_lettered_total` (events, commands),
-//! `kafka_consumer_lag` (kafka::LagReporter).
+//! `kafka_consumer_lag` (kafka::LagReporter), `db_reads_total{server}`
+//! (plugins' read calls by the server that answered), `db_replica_serving`
+//! and `db_replica_lag_seconds` (db::replica).
 //! Gauges that describe a state (pool connections, outbox backlog) are read
 //! at scrape time.
 

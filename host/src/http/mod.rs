@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::{HeaderName, Request, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -42,9 +42,10 @@ use crate::auth::{Accounts, LoginLockout, Sessions};
 use crate::background::Background;
 use crate::commands::{CommandBus, CommandStatus};
 use crate::config::ProcessRole;
+use crate::db::replica::ReadReplica;
 use crate::idempotency::IdempotencyStore;
 use crate::kafka::SharedProducer;
-use crate::plugins::{PluginBroadcast, PluginRegistry};
+use crate::plugins::{PluginDelivery, PluginRegistry};
 use crate::problem::Problem;
 use crate::ratelimit::cluster::ClusterLimiter;
 use crate::ratelimit::{self, Quota};
@@ -70,9 +71,11 @@ pub struct Services {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub plugins: Arc<PluginRegistry>,
-    /// `None` without `REDIS_URL`: reloads and rollbacks stay on this replica.
-    pub plugin_broadcast: Option<PluginBroadcast>,
+    /// Uploads, reloads and rollbacks that reach every replica.
+    pub delivery: Arc<PluginDelivery>,
     pub pool: PgPool,
+    /// `None` without `DATABASE_READ_URL`.
+    pub replica: Option<ReadReplica>,
     /// `None` without a broker; used to check it is reachable.
     pub kafka: Option<SharedProducer>,
     pub metrics: PrometheusHandle,
@@ -83,6 +86,8 @@ pub struct HttpLimits {
     pub api_quota: Quota,
     pub auth_quota: Quota,
     pub max_body_bytes: usize,
+    /// Of `PUT /admin/plugins/{name}`.
+    pub plugin_upload_max_bytes: usize,
     /// `None`: no CORS headers.
     pub cors: Option<tower_http::cors::CorsLayer>,
     /// Where the limiters' pruning runs.
@@ -163,6 +168,7 @@ fn api_routes(state: &AppState, limits: &HttpLimits) -> (Router<AppState>, Route
         .route("/commands/{id}", get(commands::get))
         .route("/admin/plugins", get(admin::list))
         .route("/admin/plugins/reload", post(admin::reload))
+        .route("/admin/plugins/{name}", put(admin::upload.layer(DefaultBodyLimit::max(limits.plugin_upload_max_bytes))))
         .route("/admin/plugins/{name}/rollback", post(admin::rollback))
         .route_layer(middleware::from_fn(require_auth));
     (auth_routes, task_routes)

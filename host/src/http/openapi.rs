@@ -48,6 +48,7 @@ use crate::problem;
         admin::list,
         admin::reload,
         admin::rollback,
+        admin::upload,
     ),
     components(schemas(params::ProblemDetails, tasks::CommandAccepted)),
     modifiers(&SharedResponses),

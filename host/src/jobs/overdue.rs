@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{SlotJob, fenced};
+use crate::db::replica::Freshness;
 use crate::db::{HostConnection, HostKey};
 use crate::lock::Lease;
 use crate::outbox::{self, OutboxRecord, OutboxWaker};
@@ -44,7 +45,7 @@ impl OverdueJob {
             let mut cursor = None;
             loop {
                 let page = PageRequest { sort: SortField::DueAt, order: SortOrder::Asc, limit: PAGE, cursor };
-                let (items, next) = self.store.list(call, None, &filter, page).await?;
+                let (items, next) = self.store.list(call, Freshness::Latest, None, &filter, page).await?;
                 overdue.extend(items);
                 match next {
                     Some(next) => cursor = Some(next),

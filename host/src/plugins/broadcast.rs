@@ -1,25 +1,22 @@
-//! Plugin administration that reaches every replica: a reload or rollback
-//! asked of one replica is announced on a Redis pub/sub channel, and every
-//! other replica subscribed to it does the same with its own plugin
-//! directory — so they all end up serving the same versions.
+//! Plugin actions announced to every replica: a reload, rollback or upload
+//! done by one replica is announced on a Redis pub/sub channel, and every
+//! other replica subscribed to it follows (`delivery`) — so they all end up
+//! serving the same versions.
 //!
-//! Pub/sub delivers to the replicas connected at the time; a replica that
-//! was disconnected (or starts later) loads what the plugin directory
-//! holds when it starts, which is what the announcement would have made
-//! it load anyway.
-
-use std::sync::Arc;
+//! Pub/sub delivers to the replicas connected at the time; the others catch
+//! up with uploads and rollbacks by the deployments' poll, and with
+//! directory reloads when they start.
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::PluginRegistry;
 use crate::redis_client::{RedisClient, follow_channel};
 
+/// What a replica did; an upload is announced as a reload of its plugin.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
-enum Action {
+pub enum Action {
     Reload { name: Option<String> },
     Rollback { name: String },
 }
@@ -44,17 +41,8 @@ impl PluginBroadcast {
         Self { redis, channel, origin: Uuid::new_v4() }
     }
 
-    /// Tells the other replicas to reload `name` (every plugin: `None`).
-    pub async fn reloaded(&self, name: Option<&str>) {
-        self.announce(Action::Reload { name: name.map(str::to_string) }).await;
-    }
-
-    /// Tells the other replicas to roll `name` back.
-    pub async fn rolled_back(&self, name: &str) {
-        self.announce(Action::Rollback { name: name.to_string() }).await;
-    }
-
-    async fn announce(&self, action: Action) {
+    /// Tells the other replicas what this one did.
+    pub async fn announce(&self, action: Action) {
         let announcement = Announcement { origin: self.origin, action };
         let payload = serde_json::to_string(&announcement).expect("an announcement serialises");
         match self.redis.run::<i64>(redis::cmd("PUBLISH").arg(&self.channel).arg(&payload)).await {
@@ -65,33 +53,31 @@ impl PluginBroadcast {
         }
     }
 
-    /// Follows the other replicas' announcements until `shutdown`.
-    pub async fn follow(self, redis_url: String, registry: Arc<PluginRegistry>, shutdown: CancellationToken) {
+    /// Hands the other replicas' announcements to `follow` until
+    /// `shutdown`, one at a time.
+    pub async fn follow<F: Future<Output = ()>>(
+        self,
+        redis_url: String,
+        shutdown: CancellationToken,
+        follow: impl Fn(Action) -> F,
+    ) {
         follow_channel(&redis_url, &self.channel, shutdown, |payload| {
-            let (registry, origin) = (registry.clone(), self.origin);
+            let action = match serde_json::from_str::<Announcement>(&payload) {
+                Ok(announcement) if announcement.origin == self.origin => None,
+                Ok(announcement) => Some(announcement.action),
+                Err(error) => {
+                    tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement");
+                    None
+                }
+            };
+            let followed = action.map(&follow);
             async move {
-                match serde_json::from_str::<Announcement>(&payload) {
-                    Ok(announcement) if announcement.origin == origin => {}
-                    Ok(announcement) => follow(&registry, announcement.action).await,
-                    Err(error) => tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement"),
+                if let Some(followed) = followed {
+                    followed.await;
                 }
             }
         })
         .await;
-    }
-}
-
-async fn follow(registry: &Arc<PluginRegistry>, action: Action) {
-    match action {
-        Action::Reload { name } => match registry.reload(name.as_deref()).await {
-            Ok(report) => tracing::info!(?report, "reloaded plugins as another replica did"),
-            Err(error) => tracing::warn!(%error, "cannot reload as another replica did"),
-        },
-        Action::Rollback { name } => match registry.rollback(&name) {
-            Ok(Some(_)) => {}
-            Ok(None) => tracing::warn!(plugin = %name, "cannot roll back as another replica did: no earlier version"),
-            Err(error) => tracing::warn!(%error, "cannot roll back as another replica did"),
-        },
     }
 }
 

@@ -119,8 +119,8 @@ impl LoadedPlugin {
     /// A fresh SQL session on its role's pool (the host's when it has no
     /// `sql` grant), with the host's key for the host's own statements.
     pub(super) fn sql_session(&self, kind: CallKind) -> SqlSession {
-        let (pool, key) = self.runtime.databases.of(self.database.as_ref());
-        SqlSession::new(pool, key, kind)
+        let (pool, replica, key) = self.runtime.databases.of(self.database.as_ref());
+        SqlSession::new(pool, key, kind).reading_from(replica)
     }
 
     /// Whether calls are refused now, after repeated traps.
@@ -158,7 +158,7 @@ impl<R, B: BeforeCommit<R>> CallEnd<R> for OwnTransaction<B> {
                 state.into_settlement().commit(answer, self.before_commit).await?;
                 self.outbox.wake();
             }
-            CallKind::Read => state.into_settlement().rollback().await,
+            CallKind::Read(_) => state.into_settlement().rollback().await,
         }
         Ok(())
     }

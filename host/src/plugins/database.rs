@@ -30,7 +30,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use super::capabilities::sql::{check_statement, split_statements};
 use super::manifest::Manifest;
-use crate::db::HostKey;
+use crate::config::PoolMode;
+use crate::db::replica::{ReadReplica, ReplicaPool};
+use crate::db::{HostKey, SessionSettings};
 
 /// Tables the host's own migrations created for the built-in plugins, by
 /// the first releases (which kept every table in `public`): handed over to
@@ -58,9 +60,13 @@ pub struct PluginDatabases {
     secret: Vec<u8>,
     /// Pool size of a plugin whose manifest sets none.
     default_connections: u32,
-    /// One pool per plugin and shape, shared by the versions of a plugin
-    /// across reloads.
-    pools: Mutex<HashMap<String, (PoolShape, PgPool)>>,
+    /// Where its reads may go too (`DATABASE_READ_URL`).
+    replica: Option<ReadReplica>,
+    /// How the roles' settings reach their sessions.
+    mode: PoolMode,
+    /// One pair of pools (primary, replica) per plugin and shape, shared by
+    /// the versions of a plugin across reloads.
+    pools: Mutex<HashMap<String, (PoolShape, RolePools)>>,
     /// Roles whose password this process set or saw log in: a reload does
     /// not pay a login (a connection and a SCRAM exchange) to check again.
     logs_in: Mutex<HashSet<String>>,
@@ -72,6 +78,14 @@ pub struct PluginDatabase {
     pub role: String,
     pub schema: String,
     pub pool: PgPool,
+    /// Its role's connections to the read replica, if there is one.
+    pub replica: Option<ReplicaPool>,
+}
+
+#[derive(Clone)]
+struct RolePools {
+    primary: PgPool,
+    replica: Option<ReplicaPool>,
 }
 
 /// A migration of a plugin bundle (`NAME.migrations/NNNN_description.sql`).
@@ -111,16 +125,30 @@ impl PluginDatabases {
         options: PgConnectOptions,
         secret: Vec<u8>,
         default_connections: u32,
+        replica: Option<ReadReplica>,
+        mode: PoolMode,
     ) -> Self {
-        Self { host, key, options, secret, default_connections, pools: Mutex::default(), logs_in: Mutex::default() }
+        Self {
+            host,
+            key,
+            options,
+            secret,
+            default_connections,
+            replica,
+            mode,
+            pools: Mutex::default(),
+            logs_in: Mutex::default(),
+        }
     }
 
     /// The pool a call of a plugin runs its statements on — its own when it
-    /// has one, else the host's (for the host's statements alone) — and the
-    /// host's key.
-    pub fn of(&self, plugin: Option<&PluginDatabase>) -> (PgPool, HostKey) {
-        let pool = plugin.map_or(&self.host, |database| &database.pool);
-        (pool.clone(), self.key.clone())
+    /// has one, else the host's (for the host's statements alone) — its
+    /// replica pool, and the host's key.
+    pub fn of(&self, plugin: Option<&PluginDatabase>) -> (PgPool, Option<ReplicaPool>, HostKey) {
+        match plugin {
+            Some(database) => (database.pool.clone(), database.replica.clone(), self.key.clone()),
+            None => (self.host.clone(), None, self.key.clone()),
+        }
     }
 
     /// The role and schema of `manifest`'s plugin `name`, created when
@@ -133,10 +161,16 @@ impl PluginDatabases {
     ) -> anyhow::Result<PluginDatabase> {
         let (role, schema) = names(name)?;
         let password = self.password(&role);
+        let shape = PoolShape {
+            connections: manifest.limits.db_connections.unwrap_or(self.default_connections).max(1),
+            deadline_ms: manifest.limits.deadline_ms,
+        };
+        // The role's sessions run in its schema, with its deadline.
+        let settings = SessionSettings::new(self.mode, shape.deadline_ms).with("search_path", schema.as_str());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.create_identity(name, &role, &schema, &password).await {
+            match self.create_identity(name, &role, &schema, &password, &settings).await {
                 Ok(()) => break,
                 Err(error) if attempt < PROVISION_ATTEMPTS && is_concurrent_update(&error) => {
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
@@ -148,12 +182,8 @@ impl PluginDatabases {
             }
         }
         self.hand_over(name, &role, &schema).await?;
-        let shape = PoolShape {
-            connections: manifest.limits.db_connections.unwrap_or(self.default_connections).max(1),
-            deadline_ms: manifest.limits.deadline_ms,
-        };
-        let pool = self.pool(name, &role, &schema, &password, shape)?;
-        let database = PluginDatabase { role, schema, pool };
+        let RolePools { primary: pool, replica } = self.pools(name, &role, &password, shape, &settings);
+        let database = PluginDatabase { role, schema, pool, replica };
         self.share(name, &manifest.database.shares).await?;
         self.grant_reads(&database, &manifest.grants.read).await?;
         migrate(&database, migrations).await.with_context(|| format!("a migration of `{name}` failed"))?;
@@ -167,9 +197,17 @@ impl PluginDatabases {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// The role (logging in with its password, a member of nothing) and
-    /// its schema; idempotent.
-    async fn create_identity(&self, name: &str, role: &str, schema: &str, password: &str) -> Result<(), sqlx::Error> {
+    /// The role (logging in with its password, a member of nothing, its
+    /// `settings` kept as role defaults when they travel that way) and its
+    /// schema; idempotent.
+    async fn create_identity(
+        &self,
+        name: &str,
+        role: &str,
+        schema: &str,
+        password: &str,
+        settings: &SessionSettings,
+    ) -> Result<(), sqlx::Error> {
         let mut host = self.host.acquire().await?;
         let exists: Option<Option<String>> =
             sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
@@ -206,6 +244,9 @@ impl PluginDatabases {
         sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\" AUTHORIZATION \"{role}\""))
             .execute(&mut *host)
             .await?;
+        // Before its first login: a pooler keeps the server connections it
+        // opens, with the defaults they started with.
+        settings.keep_as_role_defaults(&self.host, role).await?;
         if !self.logs_in(role, password).await {
             sqlx::raw_sql(&format!("ALTER ROLE \"{role}\" PASSWORD '{password}'")).execute(&mut *host).await?;
         }
@@ -282,35 +323,33 @@ impl PluginDatabases {
         Ok(())
     }
 
-    fn pool(&self, name: &str, role: &str, schema: &str, password: &str, shape: PoolShape) -> anyhow::Result<PgPool> {
+    /// The role's pools on the primary and the replica: the same login,
+    /// settings and size on both.
+    fn pools(&self, name: &str, role: &str, password: &str, shape: PoolShape, settings: &SessionSettings) -> RolePools {
         let mut pools = self.pools.lock().expect("poisoned");
-        if let Some((existing, pool)) = pools.get(name)
+        if let Some((existing, pools)) = pools.get(name)
             && *existing == shape
         {
-            return Ok(pool.clone());
+            return pools.clone();
         }
         // A statement outliving the call's deadline is cancelled by the
-        // server, not left running after the call gave up on it.
-        let timeout = shape.deadline_ms.to_string();
-        let options = self
-            .options
-            .clone()
-            .username(role)
-            .password(password)
-            .application_name(&format!("todo-host plugin {name}"))
-            .options([
-                ("search_path", schema),
-                ("statement_timeout", timeout.as_str()),
-                ("lock_timeout", timeout.as_str()),
-                ("idle_in_transaction_session_timeout", "60000"),
-            ]);
-        let pool = PgPoolOptions::new()
+        // server (the settings' statement_timeout), not left running after
+        // the call gave up on it.
+        let session = |base: &PgConnectOptions| {
+            settings.connect_options(
+                base.clone().username(role).password(password).application_name(&format!("todo-host plugin {name}")),
+            )
+        };
+        let primary = PgPoolOptions::new()
             .max_connections(shape.connections)
             .acquire_timeout(Duration::from_millis(shape.deadline_ms))
             .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(options);
-        pools.insert(name.to_string(), (shape, pool.clone()));
-        Ok(pool)
+            .connect_lazy_with(session(&self.options));
+        let replica =
+            self.replica.as_ref().map(|replica| replica.pool(session(replica.connect_options()), shape.connections));
+        let role_pools = RolePools { primary, replica };
+        pools.insert(name.to_string(), (shape, role_pools.clone()));
+        role_pools
     }
 
     /// Records what `name` shares with other plugins (`[database] shares`).

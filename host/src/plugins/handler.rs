@@ -24,6 +24,7 @@ use super::manifest::PluginKind;
 use super::slot::Plugin;
 use super::state::{BeforeCommit, CallState, CommitError, NothingMore, Settlement};
 use super::wit_types::CallContext;
+use crate::db::replica::Freshness;
 use crate::outbox::OutboxWaker;
 use crate::trace::RequestTrace;
 
@@ -113,7 +114,7 @@ impl HandlerPlugin {
         let answer = call::run(
             &self.plugin,
             trace,
-            CallKind::Read,
+            CallKind::Read(Freshness::Latest),
             async |store: &mut Store<CallState>| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.todo_plugin_history().call_task_history(store, &context, task_id).await

@@ -14,6 +14,7 @@ use wasmtime::component::{InstancePre, Linker};
 
 use super::PluginIdentity;
 use super::breaker::CircuitBreaker;
+use super::bundle::{BundleFiles, check_name};
 use super::call::{LoadedPlugin, PluginRuntime};
 use super::capabilities::{self, config::PluginSettings};
 use super::database::Migration;
@@ -21,8 +22,8 @@ use super::manifest::{Manifest, PluginKind};
 use super::state::{self, CallState};
 use super::stats::PluginStats;
 
-/// A plugin's files as read from the plugin directory, verified against
-/// the manifest's `sha256` when it gives one.
+/// A plugin's files, parsed and verified against the manifest's `sha256`
+/// when it gives one.
 pub struct PluginSource {
     pub name: String,
     manifest: Manifest,
@@ -36,55 +37,43 @@ pub struct PluginSource {
 }
 
 impl PluginSource {
+    /// Plugin `name` of the plugin directory `dir`.
     pub fn read(dir: &Path, name: &str) -> anyhow::Result<Self> {
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            bail!("`{name}` is not a plugin name (lower-case letters, digits, `-` and `_`)");
-        }
-        let manifest_path = dir.join(format!("{name}.toml"));
-        let manifest_text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
-        let manifest = Manifest::parse(&manifest_text)
-            .with_context(|| format!("the manifest {} is invalid", manifest_path.display()))?;
-        let wasm_path = dir.join(format!("{name}.wasm"));
-        let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+        Self::new(BundleFiles::read(dir, name)?)
+    }
+
+    pub fn new(files: BundleFiles) -> anyhow::Result<Self> {
+        let BundleFiles { name, manifest: manifest_text, module: wasm, migrations } = files;
+        check_name(&name)?;
+        let manifest =
+            Manifest::parse(&manifest_text).with_context(|| format!("the manifest {name}.toml is invalid"))?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
         if let Some(expected) = &manifest.sha256
             && !expected.eq_ignore_ascii_case(&sha256)
         {
-            bail!("{} has SHA-256 {sha256}, but its manifest requires {expected}", wasm_path.display());
+            bail!("{name}.wasm has SHA-256 {sha256}, but its manifest requires {expected}");
         }
-        let migrations = read_migrations(&dir.join(format!("{name}.migrations")))?;
+        let mut parsed = Vec::new();
+        for (file_name, sql) in migrations {
+            parsed.extend(Migration::from_file(&file_name, sql)?);
+        }
+        parsed.sort_by_key(|migration| migration.version);
         let mut digest = Sha256::new().chain_update(manifest_text.as_bytes()).chain_update(&wasm);
-        for migration in &migrations {
+        for migration in &parsed {
             digest.update(migration.version.to_be_bytes());
             digest.update(migration.sql.as_bytes());
         }
         let digest = hex::encode(digest.finalize());
-        Ok(Self { name: name.to_string(), manifest, wasm, migrations, sha256, digest })
+        Ok(Self { name, manifest, wasm, migrations: parsed, sha256, digest })
     }
-}
 
-/// The `.sql` files of a plugin's migrations directory; none when it has
-/// no such directory.
-fn read_migrations(dir: &Path) -> anyhow::Result<Vec<Migration>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    let mut migrations = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else { continue };
-        if !file_name.ends_with(".sql") {
-            continue;
-        }
-        let sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        migrations.extend(Migration::from_file(file_name, sql)?);
+    pub fn kind(&self) -> PluginKind {
+        self.manifest.kind
     }
-    Ok(migrations)
+
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
 }
 
 /// Compiles `source` (or takes it from the artifact cache), checks its

@@ -17,19 +17,29 @@
 //! - `stats`: per-version call counts and duration quantiles.
 //! - `breaker`: per-version circuit breaker, opened by repeated traps.
 //! - `registry`: the plugins in service and their reloads.
-//! - `broadcast`: reloads and rollbacks announced to every replica.
+//! - `broadcast`: reloads, rollbacks and uploads announced to every replica.
+//! - `bundle`: a plugin's files as one unit, read from and written to a
+//!   plugin directory.
+//! - `bundle_store`: bundles in PostgreSQL, content-addressed, and which
+//!   version of each uploaded plugin every replica serves.
+//! - `roster`: which versions each process serves.
+//! - `delivery`: uploads, reloads and rollbacks that reach every replica.
 
 pub mod bindings;
 mod breaker;
 mod broadcast;
+mod bundle;
+mod bundle_store;
 mod call;
 pub mod capabilities;
 mod database;
+mod delivery;
 mod engine;
 mod handler;
 mod loader;
 mod manifest;
 mod registry;
+mod roster;
 mod slot;
 mod state;
 mod stats;
@@ -40,12 +50,16 @@ pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::history_handler::exports::todo::plugin::history;
 pub use bindings::todo::plugin::types as wit_types;
 pub use broadcast::PluginBroadcast;
+pub use bundle::BundleFiles;
+pub use bundle_store::BundleStore;
 pub use call::{PluginFailure, PluginRuntime};
 pub use capabilities::CallKind;
 pub use database::PluginDatabases;
+pub use delivery::{PluginDelivery, UploadError};
 pub use engine::PluginEngine;
 pub use handler::{HandlerBatch, HandlerPlugin};
 pub use registry::{HandlerRunners, PluginRegistry, ReloadReport, UnknownPlugin};
+pub use roster::{ReplicaVersion, Roster};
 pub use slot::{PluginSlot, PluginStatus};
 pub use state::{BeforeCommit, CallState, CommitError, NothingMore};
 pub use storage::StoragePlugin;

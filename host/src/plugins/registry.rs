@@ -52,6 +52,21 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Not loaded; the version serving before keeps serving.
     pub failed: Vec<LoadFailure>,
+    /// Uploaded and installed in the plugin directory, but not in service
+    /// here: it serves once STORAGE_PLUGIN or EVENT_HANDLERS names it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_in_service: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Adds what `other` did.
+    pub fn merge(&mut self, other: ReloadReport) {
+        self.loaded.extend(other.loaded);
+        self.unchanged.extend(other.unchanged);
+        self.removed.extend(other.removed);
+        self.failed.extend(other.failed);
+        self.not_in_service.extend(other.not_in_service);
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -185,10 +200,30 @@ impl PluginRegistry {
         Ok(restored)
     }
 
+    /// Whether plugin `name` is in service.
+    pub fn serves(&self, name: &str) -> bool {
+        self.storage.identity().name == name || self.handlers().iter().any(|slot| slot.identity().name == name)
+    }
+
     fn check_known(&self, name: &str) -> Result<(), UnknownPlugin> {
-        let known =
-            self.storage.identity().name == name || self.handlers().iter().any(|slot| slot.identity().name == name);
-        if known { Ok(()) } else { Err(UnknownPlugin(name.to_string())) }
+        if self.serves(name) { Ok(()) } else { Err(UnknownPlugin(name.to_string())) }
+    }
+
+    /// Loads `source` as a plugin of its manifest's kind — compiled,
+    /// linked, its database migrated — without putting it in service: what
+    /// an upload must pass before it is stored. Runs with the reloads, one
+    /// at a time.
+    pub async fn check(&self, source: PluginSource) -> anyhow::Result<PluginIdentity> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || match source.kind() {
+            PluginKind::Storage => StoragePlugin::load(runtime, source).map(|plugin| plugin.loaded().identity.clone()),
+            PluginKind::EventHandler => {
+                HandlerPlugin::load(runtime, source).map(|plugin| plugin.loaded().identity.clone())
+            }
+        })
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
     }
 
     /// Starts the event-handler plugins new in the directory and stops those

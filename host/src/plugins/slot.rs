@@ -41,6 +41,8 @@ pub struct PluginSlot<P> {
 pub struct PluginStatus {
     #[serde(flatten)]
     pub identity: PluginIdentity,
+    /// Hex SHA-256 of its manifest, module and migrations together.
+    pub digest: String,
     /// `storage` or `event-handler`.
     pub kind: &'static str,
     /// `serving`; `reload-failed` when the last reload of this plugin
@@ -118,6 +120,7 @@ impl<P: Plugin> PluginSlot<P> {
         let last_failure = self.last_failure.lock().expect("poisoned").clone();
         PluginStatus {
             identity: loaded.identity.clone(),
+            digest: loaded.digest.clone(),
             kind: match P::KIND {
                 PluginKind::Storage => "storage",
                 PluginKind::EventHandler => "event-handler",

@@ -9,6 +9,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role, UserRepository};
+use crate::db::replica::Freshness;
 use crate::trace::RequestTrace;
 
 use super::cache::{CacheOutcome, CacheSlot, ListScope, TaskCache};
@@ -222,7 +223,7 @@ impl TaskService {
             }
             return Ok((task, CacheOutcome::Hit));
         }
-        let task = self.store.get(&ctx.call(), scope, id).await?;
+        let task = self.store.get(&ctx.call(), freshness(&slot), scope, id).await?;
         let task = TaskJson::new(&task).map_err(|error| TaskError::Internal(error.to_string()))?;
         let outcome = self.fill(slot, || Some(&task.json)).await;
         Ok((task, outcome))
@@ -250,7 +251,7 @@ impl TaskService {
             .transpose()
             .map_err(|reason| TaskError::BadRequest(reason.to_string()))?;
         let page = PageRequest { sort: query.sort, order: query.order, limit: query.limit, cursor: plugin_cursor };
-        let (items, next) = self.store.list(&ctx.call(), scope, &query.filter, page).await?;
+        let (items, next) = self.store.list(&ctx.call(), freshness(&slot), scope, &query.filter, page).await?;
         let page = TaskPage { items, next_cursor: next.map(|next| self.cursors.seal(next, &fingerprint)) };
         let outcome = self.fill(slot, || serde_json::to_vec(&page).ok()).await;
         Ok((page, outcome))
@@ -287,6 +288,12 @@ impl TaskService {
         }
         CacheOutcome::Miss
     }
+}
+
+/// How fresh a read that missed the cache must be: what its slot says, the
+/// primary's when there is no slot (no cache, or Redis not answering).
+fn freshness(slot: &Option<CacheSlot>) -> Freshness {
+    slot.as_ref().map_or(Freshness::Latest, |slot| slot.freshness)
 }
 
 /// Chooses the id and owner of a validated new task.

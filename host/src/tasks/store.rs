@@ -1,7 +1,8 @@
 //! The typed client of the active storage plugin: every read and write of
 //! tasks goes through it. A write's changes are announced through the
 //! outbox in the write's own transaction, and what they made stale in the
-//! cache is outdated once it committed.
+//! cache is outdated once it committed (with the primary's WAL position then,
+//! when a read replica may answer the reads that miss the cache).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use uuid::Uuid;
 use wasmtime::Store;
 
 use crate::db::HostConnection;
+use crate::db::replica::{Freshness, Lsn, ReadReplica};
 use crate::outbox;
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
@@ -77,6 +79,8 @@ impl<T: BeforeCommit<Vec<TaskChange>>> BeforeCommit<Vec<TaskChange>> for Announc
 pub struct TaskStore {
     plugins: Arc<PluginRegistry>,
     cache: TaskCache,
+    /// Where reads may go besides the primary.
+    replica: Option<ReadReplica>,
     /// The event handler whose `history` export answers task histories.
     history_plugin: String,
 }
@@ -84,8 +88,13 @@ pub struct TaskStore {
 type Guest = wit::Guest;
 
 impl TaskStore {
-    pub fn new(plugins: Arc<PluginRegistry>, cache: TaskCache, history_plugin: String) -> Self {
-        Self { plugins, cache, history_plugin }
+    pub fn new(
+        plugins: Arc<PluginRegistry>,
+        cache: TaskCache,
+        replica: Option<ReadReplica>,
+        history_plugin: String,
+    ) -> Self {
+        Self { plugins, cache, replica, history_plugin }
     }
 
     /// Every recorded change of task `id`, as the history plugin keeps
@@ -105,9 +114,11 @@ impl TaskStore {
     async fn read<R>(
         &self,
         call: &Call<'_>,
+        freshness: Freshness,
         body: impl AsyncFnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<Result<R, wit::StoreError>>,
     ) -> Result<R, TaskError> {
-        let answer = self.plugins.storage().call(call.trace, CallKind::Read, body, NothingMore).await?;
+        let kind = CallKind::Read(freshness);
+        let answer = self.plugins.storage().call(call.trace, kind, body, NothingMore).await?;
         answer.map_err(Into::into)
     }
 
@@ -123,22 +134,39 @@ impl TaskStore {
     ) -> Result<Vec<TaskChange>, TaskError> {
         let announce = Announce { traces, now: call.now, then };
         let changes = self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await??;
-        self.cache.invalidate(&changes).await;
+        self.cache.invalidate(&changes, self.written_at().await).await;
         Ok(changes)
     }
 
-    pub async fn get(&self, call: &Call<'_>, scope: Option<Uuid>, id: Uuid) -> Result<Task, TaskError> {
+    /// The primary's WAL position after a write committed, when a replica
+    /// may answer reads. Unknown, it is the largest there is: until what it
+    /// stamps expires, no replica answers those reads.
+    async fn written_at(&self) -> Option<Lsn> {
+        let replica = self.replica.as_ref()?;
+        Some(replica.primary_position().await.unwrap_or(Lsn::MAX))
+    }
+
+    /// One task, from a server at least as fresh as `freshness`.
+    pub async fn get(
+        &self,
+        call: &Call<'_>,
+        freshness: Freshness,
+        scope: Option<Uuid>,
+        id: Uuid,
+    ) -> Result<Task, TaskError> {
         let (context, scope, id) = (call.context(), scope.map(|s| s.to_string()), id.to_string());
         convert::task_from_wit(
-            self.read(call, async |store, s| store.call_get(s, &context, scope.as_deref(), &id).await).await?,
+            self.read(call, freshness, async |store, s| store.call_get(s, &context, scope.as_deref(), &id).await)
+                .await?,
         )
     }
 
-    /// One page; `next_cursor` is the plugin's own cursor (the service
-    /// seals it).
+    /// One page, from a server at least as fresh as `freshness`;
+    /// `next_cursor` is the plugin's own cursor (the service seals it).
     pub async fn list(
         &self,
         call: &Call<'_>,
+        freshness: Freshness,
         scope: Option<Uuid>,
         filter: &TaskFilter,
         page: PageRequest,
@@ -147,7 +175,9 @@ impl TaskStore {
         let scope = scope.map(|s| s.to_string());
         let (filter, page) = (convert::filter_to_wit(filter), convert::page_to_wit(page));
         let page = self
-            .read(call, async |store, s| store.call_list(s, &context, scope.as_deref(), &filter, &page).await)
+            .read(call, freshness, async |store, s| {
+                store.call_list(s, &context, scope.as_deref(), &filter, &page).await
+            })
             .await?;
         let items = page.items.into_iter().map(convert::task_from_wit).collect::<Result<_, _>>()?;
         Ok((items, page.next_cursor))

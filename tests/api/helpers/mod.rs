@@ -9,7 +9,10 @@
 //! - `TEST_PLUGIN_CACHE_DIR`: where the hosts keep their plugins' native
 //!   code (fresh for each run);
 //! - `TEST_KAFKA_BROKERS`, `TEST_REDIS_URL`: the broker and Redis (see
-//!   `events`).
+//!   `events`);
+//! - `TEST_PGBOUNCER` (`host:port`, optional): a PgBouncer in transaction
+//!   pooling mode in front of the cluster; when set, the hosts connect
+//!   through it (`DATABASE_POOL_MODE=transaction`) and migrate directly.
 //!
 //! The binary is the one Cargo built for this test target
 //! (`CARGO_BIN_EXE_todo-host`): never a stale or missing one.
@@ -309,6 +312,7 @@ async fn serve(options: &HostOptions) -> (Command, String) {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url(&database))
+        .envs(through_pooler(options, &database))
         .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
         .env("PLUGIN_CACHE_DIR", required_env("TEST_PLUGIN_CACHE_DIR"))
         .env("JWT_SECRET", JWT_SECRET)
@@ -321,6 +325,24 @@ async fn serve(options: &HostOptions) -> (Command, String) {
         command.env_remove(name);
     }
     (command, database)
+}
+
+/// The settings that put the pooler of `TEST_PGBOUNCER` between the host
+/// and `database`, unless the test chose its own database server.
+fn through_pooler(options: &HostOptions, database: &str) -> Vec<(&'static str, String)> {
+    let Ok(pooler) = std::env::var("TEST_PGBOUNCER") else { return Vec::new() };
+    if options.env.iter().any(|(name, _)| name == "DATABASE_URL") {
+        return Vec::new();
+    }
+    let mut pooled = database_url(database).parse::<Url>().unwrap();
+    let (host, port) = pooler.split_once(':').expect("TEST_PGBOUNCER is host:port");
+    pooled.set_host(Some(host)).unwrap();
+    pooled.set_port(Some(port.parse().expect("TEST_PGBOUNCER has a port"))).unwrap();
+    vec![
+        ("DATABASE_URL", pooled.to_string()),
+        ("DATABASE_DIRECT_URL", database_url(database)),
+        ("DATABASE_POOL_MODE", "transaction".to_string()),
+    ]
 }
 
 /// Starts a host that must refuse to start; answers what it printed.

@@ -67,6 +67,37 @@ impl TestPostgres {
         url.to_string()
     }
 
+    /// A streaming replica of `primary` (a cluster of `start`), made with
+    /// `pg_basebackup -R`: hot standby, replaying the primary's WAL as it
+    /// streams; the same roles and databases, read-only.
+    pub async fn start_replica(primary: &LocalServer) -> LocalServer {
+        let primary_port = primary.port().to_string();
+        let server = LocalServer::start(
+            "postgres-replica",
+            |port| format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            move |port, dir| {
+                let data = dir.join("data");
+                if !data.exists() {
+                    owned_by_postgres(dir);
+                    let status = as_postgres(&bin_dir().join("pg_basebackup"))
+                        .arg("-D")
+                        .arg(&data)
+                        .args(["-R", "-X", "stream", "--checkpoint=fast", "-h", "127.0.0.1", "-p", &primary_port, "-U", "postgres"])
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "pg_basebackup failed");
+                }
+                postgres(&data, port, dir)
+            },
+        )
+        .await;
+        // A standby listens before it accepts connections.
+        while PgConnection::connect(&server.url()).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        server
+    }
+
     async fn cluster() -> LocalServer {
         LocalServer::start(
             "postgres",
@@ -74,14 +105,7 @@ impl TestPostgres {
             |port, dir| {
                 let data = dir.join("data");
                 if !data.exists() {
-                    std::fs::create_dir_all(&data).unwrap();
-                    if is_root() {
-                        std::process::Command::new("chown")
-                            .args(["-R", "postgres:postgres"])
-                            .arg(dir)
-                            .status()
-                            .unwrap();
-                    }
+                    owned_by_postgres(dir);
                     let status = as_postgres(&bin_dir().join("initdb"))
                         .arg("-D")
                         .arg(&data)
@@ -91,16 +115,29 @@ impl TestPostgres {
                         .unwrap();
                     assert!(status.success(), "initdb failed");
                 }
-                let mut command = Command::from(as_postgres(&bin_dir().join("postgres")));
-                command.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(dir).args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                ]);
-                command
+                postgres(&data, port, dir)
             },
         )
         .await
     }
+}
+
+/// `dir` owned by the user PostgreSQL runs as, who creates its data
+/// directory in it.
+fn owned_by_postgres(dir: &Path) {
+    if is_root() {
+        std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
+    }
+}
+
+/// The server on `data`, listening on 127.0.0.1:`port` (its socket in `dir`).
+fn postgres(data: &Path, port: u16, dir: &Path) -> Command {
+    let mut command = Command::from(as_postgres(&bin_dir().join("postgres")));
+    command.arg("-D").arg(data).args(["-p", &port.to_string(), "-k"]).arg(dir).args([
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+    ]);
+    command
 }

@@ -40,6 +40,10 @@ impl LocalServer {
         self.url.clone()
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills the process (SIGKILL: nothing is flushed on the way out).
     pub async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {

@@ -167,7 +167,7 @@ impl KvSession {
 
     /// Takes the plugin's write lock, once per write call.
     async fn lock_for_writing(&mut self) -> Result<(), KvError> {
-        if self.kind == CallKind::Read || self.held.is_some() {
+        if self.kind.is_read() || self.held.is_some() {
             return Ok(());
         }
         let redis = self.redis()?.clone();
@@ -206,7 +206,7 @@ impl KvSession {
     fn writable(&self) -> Result<(), KvError> {
         match self.kind {
             CallKind::Write => Ok(()),
-            CallKind::Read => Err(KvError::Other("a read call cannot write to kv".into())),
+            CallKind::Read(_) => Err(KvError::Other("a read call cannot write to kv".into())),
         }
     }
 
@@ -221,7 +221,7 @@ impl KvSession {
                 .run(redis::cmd("MGET").arg(&unseen))
                 .await
                 .map_err(|error| KvError::Unavailable(error.to_string()))?;
-            if self.kind == CallKind::Read {
+            if self.kind.is_read() {
                 let fetched: HashMap<&String, Option<Vec<u8>>> = unseen.into_iter().zip(values).collect();
                 return Ok(keys.iter().map(|key| fetched.get(key).cloned().flatten()).collect());
             }

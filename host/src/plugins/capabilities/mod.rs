@@ -21,13 +21,21 @@ use wasmtime::component::{Component, HasData, Linker};
 
 use super::bindings::todo::plugin::types;
 use crate::db::HostConnection;
+use crate::db::replica::Freshness;
 
 /// Whether a call may change data: a write runs in one transaction the host
-/// commits after the export returns `ok`.
+/// commits after the export returns `ok`; a read may be served by the read
+/// replica when it has replayed far enough for the read's `Freshness`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
-    Read,
+    Read(Freshness),
     Write,
+}
+
+impl CallKind {
+    pub fn is_read(self) -> bool {
+        matches!(self, Self::Read(_))
+    }
 }
 
 /// The WIT package plugins import host interfaces from.

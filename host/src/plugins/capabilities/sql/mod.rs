@@ -9,7 +9,9 @@
 //! rolls it back when the export returns (see `call`). A read call runs its
 //! statements on one pooled connection without BEGIN/COMMIT: under READ
 //! COMMITTED each statement sees its own snapshot either way, so a read
-//! transaction would only cost two round trips.
+//! transaction would only cost two round trips. That connection is the
+//! read replica's when the replica has replayed as far as the read's
+//! `Freshness` asks (`db::replica`), else the primary's.
 //!
 //! The session also keeps what the call saw of the database itself failing
 //! (`Outage`): a call that failed because no connection could be had, or
@@ -31,6 +33,7 @@ mod statement;
 pub use statement::{check as check_statement, split as split_statements};
 
 use super::{CallKind, NotGranted};
+use crate::db::replica::{Freshness, ReplicaPool};
 use crate::db::{HostConnection, HostKey};
 use crate::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
 
@@ -67,12 +70,13 @@ fn not_granted() -> SqlError {
     }
 }
 
-/// Per-call state: the pool (of the plugin's role; the host's for a
-/// plugin without the grant), the host's key for its own statements, and
-/// the connection or transaction the call's statements run on once the
-/// first one has been issued.
+/// Per-call state: the pools (of the plugin's role, on the primary and the
+/// replica; the host's for a plugin without the grant), the host's key for
+/// its own statements, and the connection or transaction the call's
+/// statements run on once the first one has been issued.
 pub struct SqlSession {
     pool: PgPool,
+    replica: Option<ReplicaPool>,
     key: HostKey,
     kind: CallKind,
     held: Option<Held>,
@@ -96,7 +100,13 @@ enum Held {
 
 impl SqlSession {
     pub fn new(pool: PgPool, key: HostKey, kind: CallKind) -> Self {
-        Self { pool, key, kind, held: None, outage: Outage::default() }
+        Self { pool, replica: None, key, kind, held: None, outage: Outage::default() }
+    }
+
+    /// Lets its reads go to the read replica's `pool`.
+    pub fn reading_from(mut self, pool: Option<ReplicaPool>) -> Self {
+        self.replica = pool;
+        self
     }
 
     /// Why the database, not the plugin, made the call fail, if it did: a
@@ -155,12 +165,25 @@ impl SqlSession {
         self.outage.waiting_since = Some(since);
         let taken = match self.kind {
             CallKind::Write => self.pool.begin().await.map(Held::Transaction),
-            CallKind::Read => self.pool.acquire().await.map(Held::Connection),
+            CallKind::Read(freshness) => self.read_connection(freshness).await.map(Held::Connection),
         };
         self.outage.waiting_since = None;
         self.outage.waited += since.elapsed();
         self.held = Some(taken.map_err(|error| self.observe(error))?);
         Ok(())
+    }
+
+    /// The replica's connection when it may serve a read of `freshness`,
+    /// else the primary's.
+    async fn read_connection(&self, freshness: Freshness) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        if let Some(replica) = &self.replica
+            && let Some(connection) = replica.connection(freshness).await
+        {
+            metrics::counter!("db_reads_total", "server" => "replica").increment(1);
+            return Ok(connection);
+        }
+        metrics::counter!("db_reads_total", "server" => "primary").increment(1);
+        self.pool.acquire().await
     }
 
     /// Runs a plugin statement on the call's connection, once the host
