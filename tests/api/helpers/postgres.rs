@@ -82,7 +82,8 @@ impl TestPostgres {
                     let status = as_postgres(&bin_dir().join("pg_basebackup"))
                         .arg("-D")
                         .arg(&data)
-                        .args(["-R", "-X", "stream", "--checkpoint=fast", "-h", "127.0.0.1", "-p", &primary_port, "-U", "postgres"])
+                        .args(["-R", "-X", "stream", "--checkpoint=fast", "-U", "postgres"])
+                        .args(["-h", "127.0.0.1", "-p", &primary_port])
                         .status()
                         .unwrap();
                     assert!(status.success(), "pg_basebackup failed");
