@@ -10,10 +10,11 @@ CREATE TABLE plugin_files (
 );
 
 -- One version of a plugin: its manifest, module and migrations, by the
--- SHA-256 of each file; `digest` is the loader's digest of them all.
+-- SHA-256 of each file; `digest` is the loader's digest of them all (which
+-- does not name the plugin: the same files may serve under two names).
 CREATE TABLE plugin_releases (
-    digest text PRIMARY KEY,
     name text NOT NULL,
+    digest text NOT NULL,
     version text NOT NULL,
     manifest_sha256 text NOT NULL REFERENCES plugin_files,
     module_sha256 text NOT NULL REFERENCES plugin_files,
@@ -24,17 +25,17 @@ CREATE TABLE plugin_releases (
     -- reaches every replica).
     origin text NOT NULL CHECK (origin IN ('upload', 'directory')),
     stored_by uuid,
-    stored_at timestamptz NOT NULL DEFAULT now()
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, digest)
 );
-
-CREATE INDEX plugin_releases_by_name ON plugin_releases (name, stored_at);
 
 -- The version every replica installs into its plugin directory and serves.
 CREATE TABLE plugin_deployments (
     name text PRIMARY KEY,
-    digest text NOT NULL REFERENCES plugin_releases,
+    digest text NOT NULL,
     deployed_by uuid,
-    deployed_at timestamptz NOT NULL DEFAULT now()
+    deployed_at timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (name, digest) REFERENCES plugin_releases (name, digest)
 );
 
 -- What each process serves, refreshed while it runs (GET /admin/plugins).

@@ -86,8 +86,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let secret = signing_secret(&config.auth)?;
     let plugins = load_plugins(&config, &pool, &key, &secret, None, OutboxWaker::default(), None).await?;
     let plugin_pool = plugins.storage().database_pool().context("the storage plugin has no `sql` grant")?.clone();
-    let store =
-        TaskStore::new(plugins, TaskCache::new(None, Duration::ZERO), None, config.plugins.history_plugin.clone());
+    let store = TaskStore::new(
+        plugins,
+        TaskCache::new(None, Duration::ZERO, &key),
+        pool.clone(),
+        config.plugins.history_plugin.clone(),
+    );
     let paths = Arc::new(Paths { store, pool: plugin_pool, ids, owner });
 
     let seconds = Duration::from_secs(args.seconds);

@@ -31,6 +31,7 @@ use crate::kafka::{Kafka, SharedProducer, topics};
 use crate::outbox::OutboxWaker;
 use crate::plugins::{
     BundleStore, PluginBroadcast, PluginDatabases, PluginDelivery, PluginEngine, PluginRegistry, PluginRuntime, Roster,
+    StorageChanged,
 };
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
@@ -83,6 +84,7 @@ impl Application {
         let cache = TaskCache::new(
             redis.clone().filter(|_| config.redis.cache_enabled),
             Duration::from_secs(config.redis.cache_ttl_secs),
+            &key,
         );
         let replica = read_replica(&config, &pool, &cache)?;
 
@@ -100,15 +102,23 @@ impl Application {
             load_plugins(&config, &pool, &key, &secret, redis.clone(), outbox.clone(), replica.clone()).await?;
         let broadcast =
             redis.clone().map(|redis| PluginBroadcast::new(redis, config.plugins.plugin_announce_channel.clone()));
+        let store = TaskStore::new(plugins.clone(), cache.clone(), pool.clone(), config.plugins.history_plugin.clone());
+        let sync_every = Duration::from_secs(config.plugins.plugin_sync_secs.max(1));
+        let storage_changed: StorageChanged = {
+            let store = store.clone();
+            Arc::new(move || {
+                let store = store.clone();
+                Box::pin(async move { store.storage_changed().await })
+            })
+        };
         let delivery = Arc::new(PluginDelivery::new(
             plugins.clone(),
             bundles,
             config.plugins.plugin_dir.clone(),
             broadcast.clone(),
-            Roster::new(pool.clone(), config.role.as_str()),
+            Roster::new(pool.clone(), config.role.as_str(), sync_every),
+            storage_changed,
         ));
-        let store =
-            TaskStore::new(plugins.clone(), cache.clone(), replica.clone(), config.plugins.history_plugin.clone());
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
         let mut workers = Workers { background: Background::default(), producer: None, outbox };
@@ -125,8 +135,7 @@ impl Application {
             });
             workers.background.spawn(follow);
         }
-        let every = Duration::from_secs(config.plugins.plugin_sync_secs.max(1));
-        workers.background.spawn(delivery.clone().poll(every, workers.background.shutdown()));
+        workers.background.spawn(delivery.clone().poll(sync_every, workers.background.shutdown()));
         workers.carry_outbox_wakes(&config, redis.as_ref());
         if config.role.runs_workers() {
             match &redis {
@@ -361,18 +370,22 @@ pub async fn load_plugins(
 
 /// The read replica of DATABASE_READ_URL, if set. It answers only reads
 /// whose cache stamps say how far it must have replayed, so the cache is
-/// what lets it serve; and a stamp must outlive the replica's lag bound
-/// (see `tasks::cache`).
+/// what lets it serve; a stamp must outlive what a replica may lag (the lag
+/// bound, plus as long again since the poll that measured it: see
+/// `ReadReplica::serves`), and the poll must come more often than that.
 fn read_replica(config: &ServeConfig, pool: &PgPool, cache: &TaskCache) -> anyhow::Result<Option<ReadReplica>> {
     let Some(url) = &config.database.database_read_url else { return Ok(None) };
-    let max_lag = Duration::from_millis(config.database.replica_max_lag_ms);
-    if max_lag >= cache.generation_lifetime() {
+    let (max_lag_ms, poll_ms) = (config.database.replica_max_lag_ms, config.database.replica_poll_ms);
+    let max_lag = Duration::from_millis(max_lag_ms);
+    if 2 * max_lag >= cache.generation_lifetime() {
         bail!(
-            "REPLICA_MAX_LAG_MS ({} ms) must be shorter than twice CACHE_TTL_SECS ({} s): the cache keeps the \
-             position of a write only that long",
-            config.database.replica_max_lag_ms,
-            cache.generation_lifetime().as_secs()
+            "REPLICA_MAX_LAG_MS ({max_lag_ms} ms) must be less than CACHE_TTL_SECS ({} s): the cache keeps the position \
+             of a write for twice CACHE_TTL_SECS, and a replica may be twice its lag bound behind",
+            config.redis.cache_ttl_secs
         );
+    }
+    if poll_ms >= max_lag_ms {
+        bail!("REPLICA_POLL_MS ({poll_ms}) must be less than REPLICA_MAX_LAG_MS ({max_lag_ms})");
     }
     if !cache.is_enabled() {
         tracing::warn!(

@@ -142,6 +142,9 @@ async fn a_corrupt_or_mismatched_upload_is_refused_and_changes_nothing() {
     assert_problem(upload(&app, &admin, no_digest).await, 400, "invalid-bundle").await;
     let bad_manifest = bundle(&dir, "kind = \"storage\"\nunknown = true\n", module.clone(), &sha256);
     assert_problem(upload(&app, &admin, bad_manifest).await, 422, "plugin-rejected").await;
+    let other_kind = bundle(&dir, "kind = \"event-handler\"\nversion = \"9.9.9\"\n", module.clone(), &sha256);
+    let problem = assert_problem(upload(&app, &admin, other_kind).await, 422, "plugin-rejected").await;
+    assert!(problem["detail"].as_str().unwrap().contains("serves as a storage plugin"), "{problem}");
     let not_admin = upload(&app, &user, bundle(&dir, UPLOADED_MANIFEST, module.clone(), &sha256)).await;
     assert_problem(not_admin, 403, "forbidden").await;
     let bad_name = app

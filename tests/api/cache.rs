@@ -172,8 +172,14 @@ async fn cache_generations_expire() {
 
     let client = redis::Client::open(crate::helpers::events::redis_url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    for key in [format!("todo:cache:gen:task:{id}"), format!("todo:cache:gen:scope:{}", user.id)] {
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis).await.unwrap();
-        assert!((1..=60).contains(&ttl), "{key} expires within twice the entry TTL (TTL {ttl})");
+    // Under the database's namespace; each with the WAL position of its
+    // last write.
+    for suffix in [format!("gen:task:{id}"), format!("gen:scope:{}", user.id)] {
+        for pattern in [format!("todo:cache:*:{suffix}"), format!("todo:cache:*:{suffix}:lsn")] {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+            assert_eq!(keys.len(), 1, "{pattern}: {keys:?}");
+            let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query_async(&mut redis).await.unwrap();
+            assert!((1..=60).contains(&ttl), "{} expires within twice the entry TTL (TTL {ttl})", keys[0]);
+        }
     }
 }

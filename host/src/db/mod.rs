@@ -76,33 +76,46 @@ impl SessionSettings {
         base.options(escaped.iter().map(|(name, value)| (*name, value.as_str())))
     }
 
-    /// Makes the settings `role`'s defaults in the current database, when
-    /// they travel that way in this mode: every server connection the
-    /// pooler opens for `role` from now on starts with them.
-    pub async fn keep_as_role_defaults(&self, pool: &PgPool, role: &str) -> Result<(), sqlx::Error> {
+    /// Makes the settings `role`'s defaults (`None`: the connected role's)
+    /// in the current database, when they travel that way in this mode:
+    /// every server connection the pooler opens for the role from now on
+    /// starts with them. Writes the catalog only when they differ.
+    pub async fn keep_as_role_defaults(&self, pool: &PgPool, role: Option<&str>) -> Result<(), sqlx::Error> {
         if self.mode == PoolMode::Session {
             return Ok(());
         }
-        let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await?;
-        // Replicas starting together would race on the same catalog rows.
-        let mut statements = String::from("BEGIN; SELECT pg_advisory_xact_lock(hashtext('todo-host role defaults'));");
+        let mut transaction = pool.begin().await?;
+        // Processes starting together would race on the same catalog row.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('todo-host role defaults'))")
+            .execute(&mut *transaction)
+            .await?;
+        let (role, database, current): (String, String, Option<Vec<String>>) = sqlx::query_as(
+            "SELECT r.rolname::text, current_database()::text, s.setconfig FROM pg_roles r \
+             LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid \
+             AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             WHERE r.rolname = coalesce($1, current_user)",
+        )
+        .bind(role)
+        .fetch_one(&mut *transaction)
+        .await?;
+        let current = current.unwrap_or_default();
         for (name, value) in &self.settings {
+            if current.contains(&format!("{name}={value}")) {
+                continue;
+            }
             let (role, database, value) =
-                (quote_identifier(role), quote_identifier(&database), value.replace('\'', "''"));
-            statements.push_str(&format!("ALTER ROLE {role} IN DATABASE {database} SET {name} = '{value}';"));
+                (quote_identifier(&role), quote_identifier(&database), value.replace('\'', "''"));
+            sqlx::raw_sql(&format!("ALTER ROLE {role} IN DATABASE {database} SET {name} = '{value}'"))
+                .execute(&mut *transaction)
+                .await?;
         }
-        statements.push_str("COMMIT;");
-        sqlx::raw_sql(&statements).execute(pool).await?;
-        Ok(())
+        transaction.commit().await
     }
 }
 
-/// `name` as a quoted SQL identifier (`CURRENT_USER` stays a keyword).
+/// `name` as a quoted SQL identifier.
 fn quote_identifier(name: &str) -> String {
-    match name {
-        "CURRENT_USER" => name.to_string(),
-        _ => format!("\"{}\"", name.replace('"', "\"\"")),
-    }
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Connects the host's pool. Every connection runs READ COMMITTED with
@@ -118,7 +131,7 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .context("cannot connect to PostgreSQL")?;
-    settings.keep_as_role_defaults(&pool, "CURRENT_USER").await.context("cannot set the host role's defaults")?;
+    settings.keep_as_role_defaults(&pool, None).await.context("cannot set the host role's defaults")?;
     Ok(pool)
 }
 

@@ -53,8 +53,18 @@ pub enum Freshness {
 /// inserted.
 const PRIMARY_POSITION: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint";
 
-/// The replica's replay position; NULL on a server not in recovery.
-const REPLAY_POSITION: &str = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint";
+/// The replica's replay position; NULL on a server not in recovery (a
+/// promoted standby keeps its last replay position, so that alone would not
+/// tell).
+const REPLAY_POSITION: &str =
+    "SELECT CASE WHEN pg_is_in_recovery() THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint END";
+
+/// The primary's WAL insert position now: after a write committed, at or
+/// past its commit record.
+pub async fn wal_insert_position(primary: &PgPool) -> Result<Lsn, sqlx::Error> {
+    let position: i64 = sqlx::query_scalar(PRIMARY_POSITION).fetch_one(primary).await?;
+    Ok(position.max(0) as Lsn)
+}
 
 /// How long a read waits for a replica connection before it takes the
 /// primary's.
@@ -92,6 +102,9 @@ struct Shared {
     max_lag: Duration,
     /// The replica's replay position while it serves; 0 while it does not.
     serving_up_to: AtomicU64,
+    /// When a poll last found it serving, in milliseconds of `clock`.
+    serving_polled_ms: AtomicU64,
+    clock: Instant,
     state: Mutex<ReplicaState>,
 }
 
@@ -115,6 +128,8 @@ impl ReadReplica {
             watch,
             max_lag,
             serving_up_to: AtomicU64::new(0),
+            serving_polled_ms: AtomicU64::new(0),
+            clock: Instant::now(),
             state: Mutex::new(ReplicaState::Starting),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -125,31 +140,23 @@ impl ReadReplica {
         &self.shared.options
     }
 
-    /// Whether a read of `freshness` may go to the replica now.
+    /// Whether a read of `freshness` may go to the replica now: its last
+    /// poll, no older than the lag bound, found it serving and replayed that
+    /// far.
     pub fn serves(&self, freshness: Freshness) -> bool {
         let replayed = self.shared.serving_up_to.load(Ordering::Acquire);
+        let polled_ms = self.shared.serving_polled_ms.load(Ordering::Acquire);
+        let recent =
+            self.shared.clock.elapsed().as_millis() as u64 <= polled_ms + self.shared.max_lag.as_millis() as u64;
         match freshness {
             Freshness::Latest => false,
-            Freshness::Replayed(position) => replayed != 0 && replayed >= position,
+            Freshness::Replayed(position) => recent && replayed != 0 && replayed >= position,
         }
     }
 
     /// What the last poll found.
     pub fn state(&self) -> ReplicaState {
         self.shared.state.lock().expect("poisoned").clone()
-    }
-
-    /// The primary's WAL position now: after a write committed, at or past
-    /// its commit record. `None` when the primary cannot tell (the write's
-    /// readers then find no position and read the primary).
-    pub async fn primary_position(&self) -> Option<Lsn> {
-        match sqlx::query_scalar::<_, i64>(PRIMARY_POSITION).fetch_one(&self.shared.primary).await {
-            Ok(position) => u64::try_from(position).ok(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the primary's WAL position after a write");
-                None
-            }
-        }
     }
 
     /// A pool of connections to the replica made from `options` (one of
@@ -175,15 +182,21 @@ impl ReadReplica {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let (state, replayed) = self.poll(&mut samples).await;
+            // A replica that does not answer within the lag bound is as
+            // good as one lagging past it.
+            let bound = self.shared.max_lag.max(Duration::from_millis(500));
+            let (state, replayed) = tokio::time::timeout(bound, self.poll(&mut samples)).await.unwrap_or_else(|_| {
+                let reason = format!("no answer within {} ms", bound.as_millis());
+                (ReplicaState::Down { reason }, 0)
+            });
             self.observe(state, replayed);
         }
     }
 
     async fn poll(&self, samples: &mut PrimarySamples) -> (ReplicaState, Lsn) {
         let shared = &self.shared;
-        let primary = match sqlx::query_scalar::<_, i64>(PRIMARY_POSITION).fetch_one(&shared.primary).await {
-            Ok(position) => position.max(0) as u64,
+        let primary = match wal_insert_position(&shared.primary).await {
+            Ok(position) => position,
             Err(error) => return (ReplicaState::Down { reason: format!("the primary's position: {error}") }, 0),
         };
         samples.push(Instant::now(), primary);
@@ -203,6 +216,9 @@ impl ReadReplica {
     /// Records a poll's (or a failed connection's) finding; logs changes.
     fn observe(&self, state: ReplicaState, replayed: Lsn) {
         self.shared.serving_up_to.store(replayed, Ordering::Release);
+        if matches!(state, ReplicaState::Serving { .. }) {
+            self.shared.serving_polled_ms.store(self.shared.clock.elapsed().as_millis() as u64, Ordering::Release);
+        }
         let (serving, lag) = match &state {
             ReplicaState::Serving { lag } => (1.0, lag.as_secs_f64()),
             ReplicaState::Lagging { lag } => (0.0, lag.as_secs_f64()),
@@ -238,6 +254,8 @@ impl ReplicaPool {
         }
         match self.pool.acquire().await {
             Ok(connection) => Some(connection),
+            // Busy, not down: this read takes the primary's.
+            Err(sqlx::Error::PoolTimedOut) => None,
             Err(error) => {
                 self.replica.observe(ReplicaState::Down { reason: format!("no connection: {error}") }, 0);
                 None

@@ -96,9 +96,7 @@ pub async fn reload(
     Query(params): Query<ReloadParams>,
 ) -> Result<axum::Json<ReloadReport>, Problem> {
     require_admin(caller)?;
-    let report = state.delivery.reload(params.name.as_deref()).await?;
-    storage_changed_if_loaded(&state, &report).await;
-    Ok(axum::Json(report))
+    Ok(axum::Json(state.delivery.reload(params.name.as_deref()).await?))
 }
 
 /// Serves the version this plugin had before its last reload again, on
@@ -122,9 +120,6 @@ pub async fn rollback(
         Problem::new(StatusCode::CONFLICT, "no-previous-version", "No previous version")
             .detail(format!("no earlier version of `{name}` is kept (it has not been reloaded since the start)"))
     })?;
-    if state.plugins.storage().identity().name == name {
-        state.tasks.storage_changed().await;
-    }
     Ok(axum::Json(restored))
 }
 
@@ -149,8 +144,8 @@ pub struct BundleForm {
 }
 
 /// Uploads a plugin's bundle. It is loaded here first (compiled, linked,
-/// its migrations applied) and refused, changing nothing, unless it loads;
-/// then it is stored in PostgreSQL, deployed, and every replica of every
+/// its migrations applied) and refused unless it loads and serves here;
+/// then it is deployed (stored in PostgreSQL), and every replica of every
 /// role installs it into its plugin directory and serves it. A plugin not
 /// in service is installed for when a setting names it.
 #[utoipa::path(put, path = "/admin/plugins/{name}", tag = "admin", operation_id = "upload_plugin", security(("bearer" = [])),
@@ -161,8 +156,9 @@ pub struct BundleForm {
         (status = 400, description = "Not a bundle: a part is missing, unknown or unreadable", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "Larger than PLUGIN_UPLOAD_MAX_BYTES", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "The module does not match `sha256`, or the plugin does not load; nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "The bundle could not be stored; nothing was deployed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Another version of the plugin was deployed meanwhile; this one was undone", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "The module does not match `sha256`, or the plugin does not load or serve here; it was not deployed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "The bundle could not be stored, installed or deployed; it was undone", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
 pub async fn upload(
@@ -173,19 +169,25 @@ pub async fn upload(
 ) -> Result<axum::Json<ReloadReport>, Problem> {
     let admin = require_admin(caller)?;
     let files = read_bundle(name, multipart.map_err(|rejection| invalid_bundle(rejection.body_text()))?).await?;
-    let report = state.delivery.upload(files, admin.user_id).await.map_err(|error| match error {
+    // Carried to its end even if the client goes away: an upload half done
+    // would be undone only by the next one.
+    let delivery = state.delivery.clone();
+    let upload = tokio::spawn(async move { delivery.upload(files, admin.user_id).await });
+    let report = upload.await.map_err(|_| Problem::internal())?.map_err(|error| match error {
         UploadError::Invalid(error) => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin-rejected", "Plugin rejected")
                 .detail(format!("{error:#}"))
         }
+        UploadError::Conflict(_) => {
+            Problem::new(StatusCode::CONFLICT, "deployment-conflict", "Deployment conflict").detail(error.to_string())
+        }
         UploadError::Unavailable(error) => {
-            tracing::error!(error = %format!("{error:#}"), "cannot store or install an uploaded plugin");
+            tracing::error!(error = %format!("{error:#}"), "cannot store, install or deploy an uploaded plugin");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "bundle-store-unavailable", "Bundle store unavailable")
-                .detail("the bundle could not be stored or installed; nothing was deployed")
+                .detail("the bundle could not be stored, installed or deployed; it was undone")
                 .header(axum::http::header::RETRY_AFTER, 5)
         }
     })?;
-    storage_changed_if_loaded(&state, &report).await;
     Ok(axum::Json(report))
 }
 
@@ -239,12 +241,4 @@ async fn read_bundle(name: String, mut multipart: Multipart) -> Result<BundleFil
     let files = BundleFiles { name, manifest, module, migrations };
     files.check_names().map_err(|error| invalid_bundle(error.to_string()))?;
     Ok(files)
-}
-
-/// Flushes the task cache when `report` loaded a new storage plugin.
-async fn storage_changed_if_loaded(state: &AppState, report: &ReloadReport) {
-    let storage = state.plugins.storage().identity().name.clone();
-    if report.loaded.iter().any(|loaded| loaded.name == storage) {
-        state.tasks.storage_changed().await;
-    }
 }

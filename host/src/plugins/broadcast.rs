@@ -17,8 +17,16 @@ use crate::redis_client::{RedisClient, follow_channel};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    Reload { name: Option<String> },
-    Rollback { name: String },
+    Reload {
+        name: Option<String>,
+    },
+    /// `digest`: the version it serves now (absent from releases before
+    /// plugin delivery).
+    Rollback {
+        name: String,
+        #[serde(default)]
+        digest: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,8 +98,15 @@ mod tests {
         let origin = Uuid::new_v4();
         let text = serde_json::to_string(&Announcement { origin, action: Action::Reload { name: None } }).unwrap();
         assert_eq!(text, format!(r#"{{"origin":"{origin}","action":"reload","name":null}}"#));
-        let read: Announcement =
+        let read: Announcement = serde_json::from_str(&format!(
+            r#"{{"origin":"{origin}","action":"rollback","name":"kv-store","digest":"ab"}}"#
+        ))
+        .unwrap();
+        assert!(
+            matches!(read.action, Action::Rollback { name, digest } if name == "kv-store" && digest.as_deref() == Some("ab"))
+        );
+        let older: Announcement =
             serde_json::from_str(&format!(r#"{{"origin":"{origin}","action":"rollback","name":"kv-store"}}"#)).unwrap();
-        assert!(matches!(read.action, Action::Rollback { name } if name == "kv-store"));
+        assert!(matches!(older.action, Action::Rollback { digest: None, .. }), "an older release's announcement");
     }
 }

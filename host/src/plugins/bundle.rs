@@ -5,11 +5,13 @@
 //!
 //! Invariants:
 //! - A bundle is named like a plugin (lower-case letters, digits, `-`,
-//!   `_`): its name is safe in a path.
-//! - Writing a bundle never lets a reader see half a file: each file, and
-//!   the migrations directory as a whole, is written under a temporary name
-//!   and renamed into place; the manifest goes last, so a directory reload
-//!   racing the write reads the old manifest or the whole new bundle.
+//!   `_`), its migrations like migrations: every name is safe in a path.
+//! - A reader sees a bundle whole, the one before a write or the one after:
+//!   writing holds the directory's lock (`.plugins.lock`) exclusively and
+//!   reading holds it shared — across processes sharing the directory too —
+//!   and each file, and the migrations directory as a whole, is written
+//!   under a temporary name and renamed into place, so a reader that takes
+//!   no lock (an operator's tool) never sees half a file either.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,7 @@ impl BundleFiles {
     /// migrations directory.
     pub fn read(dir: &Path, name: &str) -> anyhow::Result<Self> {
         check_name(name)?;
+        let _shared = DirLock::shared(dir);
         let manifest_path = dir.join(format!("{name}.toml"));
         let manifest = std::fs::read_to_string(&manifest_path)
             .with_context(|| format!("cannot read the manifest {}", manifest_path.display()))?;
@@ -70,6 +73,7 @@ impl BundleFiles {
     /// (its migrations directory as a whole).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         self.check_names()?;
+        let _exclusive = DirLock::exclusive(dir)?;
         let name = &self.name;
         let migrations = migrations_dir(dir, name);
         if self.migrations.is_empty() {
@@ -89,6 +93,54 @@ impl BundleFiles {
         }
         replace_file(&dir.join(format!("{name}.wasm")), &self.module)?;
         replace_file(&dir.join(format!("{name}.toml")), self.manifest.as_bytes())
+    }
+}
+
+impl BundleFiles {
+    /// Removes plugin `name`'s files from `dir`, the manifest first (a
+    /// reload then no longer finds the plugin).
+    pub fn remove(dir: &Path, name: &str) -> anyhow::Result<()> {
+        check_name(name)?;
+        let _exclusive = DirLock::exclusive(dir)?;
+        for file in [format!("{name}.toml"), format!("{name}.wasm")] {
+            match std::fs::remove_file(dir.join(&file)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("cannot remove {file}"));
+                }
+                _ => {}
+            }
+        }
+        remove_dir_if_present(&migrations_dir(dir, name))
+    }
+}
+
+/// The lock of a plugin directory, held while it is read or written.
+struct DirLock {
+    _held: std::fs::File,
+}
+
+impl DirLock {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(".plugins.lock")
+    }
+
+    fn exclusive(dir: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::path(dir))
+            .with_context(|| format!("cannot open the lock of the plugin directory {}", dir.display()))?;
+        file.lock().with_context(|| format!("cannot lock the plugin directory {}", dir.display()))?;
+        Ok(Self { _held: file })
+    }
+
+    /// `None` where there is no lock to take: a read-only directory that
+    /// nothing installs into.
+    fn shared(dir: &Path) -> Option<Self> {
+        let file = std::fs::File::open(Self::path(dir)).ok()?;
+        file.lock_shared().ok()?;
+        Some(Self { _held: file })
     }
 }
 
@@ -166,10 +218,12 @@ mod tests {
         let read = BundleFiles::read(&dir, "notes").unwrap();
         assert_eq!(read.migrations[0].0, "0001_first.sql", "sorted by file name");
         assert_eq!((read.manifest, read.module), (written.manifest, written.module));
-        let hidden = std::fs::read_dir(&dir)
+        let temporary: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'));
-        assert_eq!(hidden.count(), 0);
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.') && name != ".plugins.lock")
+            .collect();
+        assert!(temporary.is_empty(), "{temporary:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

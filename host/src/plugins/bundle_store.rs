@@ -1,8 +1,8 @@
 //! Plugin bundles in PostgreSQL, where every replica can fetch them: each
 //! file once, by its SHA-256 (`plugin_files`); each version of a plugin as
-//! the hashes of its files (`plugin_releases`, keyed by the loader's
-//! digest); and, per plugin, the version every replica should serve
-//! (`plugin_deployments`).
+//! the hashes of its files (`plugin_releases`, keyed by the plugin's name
+//! and the loader's digest); and, per plugin, the version every replica
+//! should serve (`plugin_deployments`).
 //!
 //! Invariants:
 //! - A stored file's content hashes to its key: a fetched bundle is
@@ -45,6 +45,14 @@ struct MigrationFile {
     sha256: String,
 }
 
+/// A stored release's files, by hash.
+#[derive(sqlx::FromRow)]
+struct Release {
+    manifest_sha256: String,
+    module_sha256: String,
+    migrations: sqlx::types::Json<Vec<MigrationFile>>,
+}
+
 /// What a deployment names: the plugin and its release's digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
@@ -76,7 +84,7 @@ impl BundleStore {
         origin: Origin,
         by: Option<Uuid>,
     ) -> anyhow::Result<()> {
-        if self.has(digest).await? {
+        if self.has(&files.name, digest).await? {
             return Ok(());
         }
         let mut contents: HashMap<String, &[u8]> = HashMap::new();
@@ -104,11 +112,11 @@ impl BundleStore {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO plugin_releases (digest, name, version, manifest_sha256, module_sha256, migrations, origin, stored_by) \
+            "INSERT INTO plugin_releases (name, digest, version, manifest_sha256, module_sha256, migrations, origin, stored_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
-        .bind(digest)
         .bind(&files.name)
+        .bind(digest)
         .bind(version)
         .bind(&manifest_sha256)
         .bind(&module_sha256)
@@ -121,28 +129,27 @@ impl BundleStore {
         Ok(())
     }
 
-    /// Whether release `digest` is stored.
-    pub async fn has(&self, digest: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM plugin_releases WHERE digest = $1)")
+    /// Whether release `digest` of `name` is stored.
+    pub async fn has(&self, name: &str, digest: &str) -> anyhow::Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM plugin_releases WHERE name = $1 AND digest = $2)")
+            .bind(name)
             .bind(digest)
             .fetch_one(&self.pool)
             .await?)
     }
 
-    /// The files of release `digest`, each checked against its hash.
-    pub async fn get(&self, digest: &str) -> anyhow::Result<BundleFiles> {
-        let (name, manifest_sha256, module_sha256, migrations): (
-            String,
-            String,
-            String,
-            sqlx::types::Json<Vec<MigrationFile>>,
-        ) = sqlx::query_as(
-            "SELECT name, manifest_sha256, module_sha256, migrations FROM plugin_releases WHERE digest = $1",
+    /// The files of release `digest` of `name`, each checked against its
+    /// hash.
+    pub async fn get(&self, name: &str, digest: &str) -> anyhow::Result<BundleFiles> {
+        let release: Option<Release> = sqlx::query_as(
+            "SELECT manifest_sha256, module_sha256, migrations FROM plugin_releases WHERE name = $1 AND digest = $2",
         )
+        .bind(name)
         .bind(digest)
         .fetch_optional(&self.pool)
-        .await?
-        .with_context(|| format!("no release {digest} is stored"))?;
+        .await?;
+        let Release { manifest_sha256, module_sha256, migrations } =
+            release.with_context(|| format!("no release {digest} of `{name}` is stored"))?;
         let mut wanted = vec![manifest_sha256.clone(), module_sha256.clone()];
         wanted.extend(migrations.iter().map(|migration| migration.sha256.clone()));
         let rows: Vec<(String, Vec<u8>)> =
@@ -166,7 +173,8 @@ impl BundleStore {
         for migration in migrations.iter() {
             sql.push((migration.file.clone(), text(&migration.sha256)?));
         }
-        Ok(BundleFiles { name, manifest: text(&manifest_sha256)?, module: file(&module_sha256)?, migrations: sql })
+        let (name, manifest, module) = (name.to_string(), text(&manifest_sha256)?, file(&module_sha256)?);
+        Ok(BundleFiles { name, manifest, module, migrations: sql })
     }
 
     /// Makes release `digest` of `name` the one every replica serves.
@@ -181,6 +189,37 @@ impl BundleStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Makes release `digest` of `name` the one every replica serves if
+    /// `expected` is still the deployed one (`None`: none is); `false` when
+    /// another deployment came first.
+    pub async fn deploy_replacing(
+        &self,
+        name: &str,
+        digest: &str,
+        expected: Option<&str>,
+        by: Uuid,
+    ) -> anyhow::Result<bool> {
+        let insert =
+            "INSERT INTO plugin_deployments (name, digest, deployed_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+        let replace = "UPDATE plugin_deployments SET digest = $2, deployed_by = $3, deployed_at = now() \
+                       WHERE name = $1 AND digest = $4";
+        let done = match expected {
+            None => sqlx::query(insert).bind(name).bind(digest).bind(by).execute(&self.pool).await?,
+            Some(expected) => {
+                sqlx::query(replace).bind(name).bind(digest).bind(by).bind(expected).execute(&self.pool).await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The release of `name` deployed now, if any.
+    pub async fn deployed(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT digest FROM plugin_deployments WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Every deployment.

@@ -246,7 +246,7 @@ impl PluginDatabases {
             .await?;
         // Before its first login: a pooler keeps the server connections it
         // opens, with the defaults they started with.
-        settings.keep_as_role_defaults(&self.host, role).await?;
+        settings.keep_as_role_defaults(&self.host, Some(role)).await?;
         if !self.logs_in(role, password).await {
             sqlx::raw_sql(&format!("ALTER ROLE \"{role}\" PASSWORD '{password}'")).execute(&mut *host).await?;
         }

@@ -39,6 +39,16 @@ pub enum PluginKind {
     EventHandler,
 }
 
+impl PluginKind {
+    /// As a manifest writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Storage => "storage",
+            Self::EventHandler => "event-handler",
+        }
+    }
+}
+
 /// Host interfaces beyond `log` and `config` (which every plugin gets). An
 /// interface not granted here is not linked, and a component importing it
 /// fails to load.

@@ -55,7 +55,7 @@ pub use bundle_store::BundleStore;
 pub use call::{PluginFailure, PluginRuntime};
 pub use capabilities::CallKind;
 pub use database::PluginDatabases;
-pub use delivery::{PluginDelivery, UploadError};
+pub use delivery::{PluginDelivery, StorageChanged, UploadError};
 pub use engine::PluginEngine;
 pub use handler::{HandlerBatch, HandlerPlugin};
 pub use registry::{HandlerRunners, PluginRegistry, ReloadReport, UnknownPlugin};

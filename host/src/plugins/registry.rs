@@ -188,16 +188,36 @@ impl PluginRegistry {
     /// Serves the previous version of `name` again; `Ok(None)` when there
     /// is none.
     pub fn rollback(&self, name: &str) -> Result<Option<PluginIdentity>, UnknownPlugin> {
+        self.restore(name, |slot| slot.rollback(), |slot| slot.rollback())
+    }
+
+    /// Serves the kept version of `name` with `digest` again (what another
+    /// replica rolled back to); `Ok(None)` when none is kept.
+    pub fn rollback_to(&self, name: &str, digest: &str) -> Result<Option<PluginIdentity>, UnknownPlugin> {
+        self.restore(name, |slot| slot.rollback_to(digest), |slot| slot.rollback_to(digest))
+    }
+
+    fn restore(
+        &self,
+        name: &str,
+        storage: impl FnOnce(&PluginSlot<StoragePlugin>) -> Option<PluginIdentity>,
+        handler: impl FnOnce(&PluginSlot<HandlerPlugin>) -> Option<PluginIdentity>,
+    ) -> Result<Option<PluginIdentity>, UnknownPlugin> {
         self.check_known(name)?;
         let restored = if self.storage.identity().name == name {
-            self.storage.rollback()
+            storage(&self.storage)
         } else {
-            self.handlers().iter().find(|slot| slot.identity().name == name).and_then(|slot| slot.rollback())
+            self.handlers().iter().find(|slot| slot.identity().name == name).and_then(|slot| handler(slot))
         };
         if let Some(identity) = &restored {
             tracing::info!(plugin = %identity.name, version = %identity.version, sha256 = %identity.sha256, "plugin rolled back");
         }
         Ok(restored)
+    }
+
+    /// What plugin `name` serves here, if it is in service.
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        self.statuses().into_iter().find(|status| status.identity.name == name)
     }
 
     /// Whether plugin `name` is in service.
@@ -214,6 +234,16 @@ impl PluginRegistry {
     /// an upload must pass before it is stored. Runs with the reloads, one
     /// at a time.
     pub async fn check(&self, source: PluginSource) -> anyhow::Result<PluginIdentity> {
+        if let Some(serving) = self.status(&source.name)
+            && serving.kind != source.kind().as_str()
+        {
+            anyhow::bail!(
+                "`{}` serves as a {} plugin; this is a {} plugin",
+                source.name,
+                serving.kind,
+                source.kind().as_str()
+            );
+        }
         let _one_at_a_time = self.reloading.lock().await;
         let runtime = self.runtime.clone();
         tokio::task::spawn_blocking(move || match source.kind() {

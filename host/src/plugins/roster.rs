@@ -1,8 +1,10 @@
 //! Which versions each process serves, kept in PostgreSQL
 //! (`plugin_replicas`) so that any replica can tell an admin: every process
 //! writes its own row when what it serves changes and at every poll of the
-//! deployments; rows not refreshed for `STALE` are left out, and rows of
-//! processes gone for a day are removed.
+//! deployments; rows not refreshed for three polls (a minute at least) are
+//! left out, and rows of processes gone for a day are removed.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,9 +12,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::slot::PluginStatus;
-
-/// How long a process's row counts after its last refresh: several polls.
-const STALE: &str = "60 seconds";
 
 /// One version a process serves, as its row records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,13 +45,18 @@ pub struct Roster {
     role: &'static str,
     host: String,
     started_at: DateTime<Utc>,
+    /// How long a row counts after its last refresh.
+    stale: Duration,
 }
 
 impl Roster {
-    pub fn new(pool: PgPool, role: &'static str) -> Self {
+    /// The roster of a process of `role` that refreshes its row every
+    /// `refresh`.
+    pub fn new(pool: PgPool, role: &'static str, refresh: Duration) -> Self {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "unknown".into());
         let host = format!("{}/{}", hostname.trim(), std::process::id());
-        Self { pool, id: Uuid::new_v4(), role, host, started_at: Utc::now() }
+        let stale = (3 * refresh).max(Duration::from_secs(60));
+        Self { pool, id: Uuid::new_v4(), role, host, started_at: Utc::now(), stale }
     }
 
     /// Records that this process serves `statuses` now.
@@ -94,10 +98,11 @@ impl Roster {
 
     /// What every live process serves, by plugin name.
     pub async fn versions(&self) -> Result<Vec<(String, ReplicaVersion)>, sqlx::Error> {
-        let rows: Vec<ReplicaRow> = sqlx::query_as(&format!(
+        let rows: Vec<ReplicaRow> = sqlx::query_as(
             "SELECT id, role, host, seen_at, serving FROM plugin_replicas \
-             WHERE seen_at > now() - interval '{STALE}' ORDER BY started_at, id"
-        ))
+             WHERE seen_at > now() - make_interval(secs => $1) ORDER BY started_at, id",
+        )
+        .bind(self.stale.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -106,8 +106,19 @@ impl<P: Plugin> PluginSlot<P> {
     /// Serves the most recent replaced version again; `None` when there is
     /// none. The version rolled back from is dropped, not kept.
     pub fn rollback(&self) -> Option<PluginIdentity> {
+        self.restore(|_| true)
+    }
+
+    /// Serves the most recent replaced version of `digest` again, dropping
+    /// the versions after it; `None` when none is kept.
+    pub fn rollback_to(&self, digest: &str) -> Option<PluginIdentity> {
+        self.restore(|plugin| plugin.loaded().digest == digest)
+    }
+
+    fn restore(&self, wanted: impl Fn(&P) -> bool) -> Option<PluginIdentity> {
         let mut previous = self.previous.lock().expect("poisoned");
-        let restored = previous.pop_front()?;
+        let index = previous.iter().position(|plugin| wanted(plugin))?;
+        let restored = previous.drain(..=index).next_back().expect("the range holds the wanted version");
         let identity = restored.loaded().identity.clone();
         self.current.store(restored);
         self.last_failure.lock().expect("poisoned").take();
@@ -121,10 +132,7 @@ impl<P: Plugin> PluginSlot<P> {
         PluginStatus {
             identity: loaded.identity.clone(),
             digest: loaded.digest.clone(),
-            kind: match P::KIND {
-                PluginKind::Storage => "storage",
-                PluginKind::EventHandler => "event-handler",
-            },
+            kind: P::KIND.as_str(),
             state: if loaded.circuit_open() {
                 "circuit-open"
             } else if last_failure.is_some() {

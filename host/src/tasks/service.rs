@@ -86,12 +86,6 @@ impl TaskService {
         Self { store, writes, cache, users, cursors }
     }
 
-    /// Another storage plugin version serves: what the cache holds was read
-    /// through the one before.
-    pub async fn storage_changed(&self) {
-        self.cache.flush().await;
-    }
-
     /// `POST /tasks`, validated and authorised, ready to run now or later.
     pub async fn prepare_create(&self, ctx: &RequestContext, input: NewTask) -> Result<PreparedWrite, TaskError> {
         let scope = ctx.write_scope()?;

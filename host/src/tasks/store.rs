@@ -1,17 +1,18 @@
 //! The typed client of the active storage plugin: every read and write of
 //! tasks goes through it. A write's changes are announced through the
 //! outbox in the write's own transaction, and what they made stale in the
-//! cache is outdated once it committed (with the primary's WAL position then,
-//! when a read replica may answer the reads that miss the cache).
+//! cache is outdated once it committed, with the primary's WAL position then
+//! (how far a read replica must have replayed to answer what they changed).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 use wasmtime::Store;
 
 use crate::db::HostConnection;
-use crate::db::replica::{Freshness, Lsn, ReadReplica};
+use crate::db::replica::{Freshness, Lsn, wal_insert_position};
 use crate::outbox;
 use crate::plugins::task_store as wit;
 use crate::plugins::wit_types;
@@ -79,8 +80,8 @@ impl<T: BeforeCommit<Vec<TaskChange>>> BeforeCommit<Vec<TaskChange>> for Announc
 pub struct TaskStore {
     plugins: Arc<PluginRegistry>,
     cache: TaskCache,
-    /// Where reads may go besides the primary.
-    replica: Option<ReadReplica>,
+    /// The primary, for its WAL position after writes.
+    primary: PgPool,
     /// The event handler whose `history` export answers task histories.
     history_plugin: String,
 }
@@ -88,13 +89,8 @@ pub struct TaskStore {
 type Guest = wit::Guest;
 
 impl TaskStore {
-    pub fn new(
-        plugins: Arc<PluginRegistry>,
-        cache: TaskCache,
-        replica: Option<ReadReplica>,
-        history_plugin: String,
-    ) -> Self {
-        Self { plugins, cache, replica, history_plugin }
+    pub fn new(plugins: Arc<PluginRegistry>, cache: TaskCache, primary: PgPool, history_plugin: String) -> Self {
+        Self { plugins, cache, primary, history_plugin }
     }
 
     /// Every recorded change of task `id`, as the history plugin keeps
@@ -134,16 +130,29 @@ impl TaskStore {
     ) -> Result<Vec<TaskChange>, TaskError> {
         let announce = Announce { traces, now: call.now, then };
         let changes = self.plugins.storage().call(call.trace, CallKind::Write, body, announce).await??;
-        self.cache.invalidate(&changes, self.written_at().await).await;
+        if self.cache.is_enabled() {
+            self.cache.invalidate(&changes, self.primary_position().await).await;
+        }
         Ok(changes)
     }
 
-    /// The primary's WAL position after a write committed, when a replica
-    /// may answer reads. Unknown, it is the largest there is: until what it
-    /// stamps expires, no replica answers those reads.
-    async fn written_at(&self) -> Option<Lsn> {
-        let replica = self.replica.as_ref()?;
-        Some(replica.primary_position().await.unwrap_or(Lsn::MAX))
+    /// Another storage plugin version serves: what the cache holds was read
+    /// through the one before (and the new one's migrations ran on the
+    /// primary).
+    pub async fn storage_changed(&self) {
+        self.cache.flush(self.primary_position().await).await;
+    }
+
+    /// The primary's WAL position now: after a write committed, at or past
+    /// its commit. Recorded by every process that writes, replica or not,
+    /// for the processes whose reads a replica may answer. Unknown, it is
+    /// the largest there is: until what it stamps expires, no replica
+    /// answers those reads.
+    pub async fn primary_position(&self) -> Lsn {
+        wal_insert_position(&self.primary).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the primary's WAL position; no replica answers these reads for a while");
+            Lsn::MAX
+        })
     }
 
     /// One task, from a server at least as fresh as `freshness`.

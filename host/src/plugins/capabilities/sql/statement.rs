@@ -15,6 +15,8 @@ const HOST_TRANSACTION: &str =
     "the host owns the call's transaction: it commits when the export returns ok and rolls back otherwise";
 const OWN_ROLE: &str = "a plugin's statements run as its own role";
 const HOST_SESSION: &str = "the host sets the session a plugin's statements run in";
+const SESSION_SETTING: &str = "a session setting outlives the call on a pooled connection (behind a transaction \
+                               pooler, on a server connection other calls share): use SET LOCAL, which ends with the call's transaction";
 
 /// `Err(why)` when the host refuses `statement`.
 pub fn check(statement: &str) -> Result<(), String> {
@@ -42,11 +44,18 @@ fn refusal(words: &[&str]) -> Option<&'static str> {
             Some(HOST_TRANSACTION)
         }
         ["PREPARE", ..] => Some("prepared transactions and statements outlive the call"),
-        ["SET", "LOCAL", rest @ ..] | ["SET", rest @ ..] => match rest {
-            ["ROLE", ..] | ["SESSION", "ROLE" | "AUTHORIZATION", ..] => Some(OWN_ROLE),
-            ["TRANSACTION", ..] | ["SESSION", "CHARACTERISTICS", ..] => Some(HOST_TRANSACTION),
-            _ => None,
-        },
+        ["SET", rest @ ..] => {
+            let (local, rest) = match rest {
+                ["LOCAL", rest @ ..] => (true, rest),
+                rest => (false, rest),
+            };
+            match rest {
+                ["ROLE", ..] | ["SESSION", "ROLE" | "AUTHORIZATION", ..] => Some(OWN_ROLE),
+                ["TRANSACTION", ..] | ["SESSION", "CHARACTERISTICS", ..] => Some(HOST_TRANSACTION),
+                _ if !local => Some(SESSION_SETTING),
+                _ => None,
+            }
+        }
         ["RESET" | "DISCARD", ..] => Some(HOST_SESSION),
         ["LISTEN" | "NOTIFY" | "UNLISTEN", ..] => Some("notifications reach beyond the call"),
         ["COPY", ..] => Some("COPY reaches files and programs of the database server"),
@@ -227,6 +236,9 @@ mod tests {
             "SET SESSION ROLE todo_host",
             "SET SESSION AUTHORIZATION postgres",
             "SET LOCAL SESSION AUTHORIZATION postgres",
+            "SET statement_timeout = 0",
+            "set search_path to public",
+            "SET SESSION work_mem = '1GB'",
             "RESET ROLE",
             "RESET ALL",
             "DISCARD ALL",
