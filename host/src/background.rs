@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,5 +49,29 @@ impl Background {
         self.shutdown.cancel();
         self.tasks.close();
         tokio::time::timeout(deadline, self.tasks.wait()).await.is_ok()
+    }
+}
+
+/// A period's ticks until shutdown, for work done every so often; a tick
+/// that overruns delays the next rather than bunching them.
+pub struct Ticks {
+    interval: Interval,
+    shutdown: CancellationToken,
+}
+
+impl Ticks {
+    /// The first tick comes at once.
+    pub fn new(period: Duration, shutdown: CancellationToken) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { interval, shutdown }
+    }
+
+    /// Waits for the next tick; `false` once the process stops.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
     }
 }

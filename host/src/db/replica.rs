@@ -33,6 +33,7 @@ use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
 use super::SessionSettings;
+use crate::background::Ticks;
 use crate::config::PoolMode;
 
 /// A WAL position: bytes since `0/0`, increasing on one primary.
@@ -175,13 +176,8 @@ impl ReadReplica {
     /// Polls every `every` until `shutdown`.
     pub async fn watch(self, every: Duration, shutdown: CancellationToken) {
         let mut samples = PrimarySamples::new(self.shared.max_lag);
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        let mut ticks = Ticks::new(every, shutdown);
+        while ticks.next().await {
             // A replica that does not answer within the lag bound is as
             // good as one lagging past it.
             let bound = self.shared.max_lag.max(Duration::from_millis(500));

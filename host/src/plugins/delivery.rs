@@ -43,6 +43,7 @@ use super::registry::{PluginRegistry, ReloadReport, UnknownPlugin};
 use super::roster::{ReplicaVersion, Roster};
 use super::slot::Plugin;
 use super::{PluginIdentity, PluginStatus};
+use crate::background::Ticks;
 
 /// Why an upload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -225,13 +226,8 @@ impl PluginDelivery {
     /// deployed and is not yet (an announcement missed), and records what
     /// this process serves.
     pub async fn poll(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+        let mut ticks = Ticks::new(every, shutdown);
+        while ticks.next().await {
             let _one = self.one_at_a_time.lock().await;
             let storage_before = self.storage_digest();
             self.sync().await;
