@@ -135,7 +135,7 @@ async fn tail(args: TopicTail) -> anyhow::Result<()> {
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Headers;
 
-    let kafka = Kafka::new(&args.kafka).context("KAFKA_BROKERS is not set")?;
+    let kafka = Kafka::new(&args.kafka)?.context("KAFKA_BROKERS is not set")?;
     let topic = kafka.topic(&args.topic);
     let consumer = kafka.reader(args.from_beginning)?;
     consumer.subscribe(&[&topic]).with_context(|| format!("cannot read {topic}"))?;

@@ -18,6 +18,28 @@ pub struct ServeConfig {
     #[arg(long, env = "TODO_ROLE", value_enum, default_value = "all")]
     pub role: ProcessRole,
 
+    /// Certificate chain (PEM) to serve HTTPS with, HTTP/1.1 and HTTP/2;
+    /// with TLS_KEY_FILE. Unset: plain HTTP.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// How often the certificate files are checked for a renewal, in
+    /// seconds; a renewed pair serves from the next handshake on.
+    #[arg(long, env = "TLS_RELOAD_SECS", default_value_t = 60)]
+    pub tls_reload_secs: u64,
+
+    /// Proxies and load balancers whose forwarding headers are believed
+    /// (comma-separated CIDRs or addresses, e.g. `10.0.0.0/8`): behind
+    /// them, the client's address (for rate limits and logs) and scheme
+    /// come from `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto`.
+    /// Unset: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -26,6 +48,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub oidc: OidcConfig,
 
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
@@ -245,6 +270,49 @@ pub struct AuthConfig {
     pub login_failure_window_secs: u64,
 }
 
+/// Access tokens of an external OpenID Connect provider, accepted beside
+/// the host's own.
+#[derive(Debug, Clone, Args)]
+pub struct OidcConfig {
+    /// The provider's issuer (`iss`), e.g.
+    /// `https://id.example.com/realms/todo`. Unset: only the host's own
+    /// tokens are accepted.
+    #[arg(long, env = "OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// Audiences (`aud`) a token must name one of (comma-separated), e.g.
+    /// the client id the provider issues the tokens for.
+    #[arg(long, env = "OIDC_AUDIENCE", value_delimiter = ',')]
+    pub oidc_audience: Vec<String>,
+
+    /// The provider's key set. Unset: the `jwks_uri` of
+    /// `OIDC_ISSUER/.well-known/openid-configuration`.
+    #[arg(long, env = "OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+
+    /// How soon a token naming a key the provider's set lacks may fetch the
+    /// set again, in seconds (keys rotate; made-up ones must not make the
+    /// host hammer the provider).
+    #[arg(long, env = "OIDC_JWKS_REFRESH_SECS", default_value_t = 30)]
+    pub oidc_jwks_refresh_secs: u64,
+
+    /// Signature algorithms accepted (asymmetric only).
+    #[arg(long, env = "OIDC_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256")]
+    pub oidc_algorithms: Vec<String>,
+
+    /// Where a token lists the user's roles, as a path of claims
+    /// (Keycloak: `realm_access.roles`); an array of strings, or a string
+    /// of space-separated ones.
+    #[arg(long, env = "OIDC_ROLE_CLAIM", default_value = "realm_access.roles")]
+    pub oidc_role_claim: String,
+
+    /// Provider roles that make a host role (`provider-role=role`,
+    /// comma-separated, the first one the token holds wins); a user with
+    /// none of them is a `user`.
+    #[arg(long, env = "OIDC_ROLE_MAP", value_delimiter = ',', default_value = "todo-admin=admin,todo-viewer=viewer")]
+    pub oidc_role_map: Vec<String>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RateLimitConfig {
     /// Sustained requests per second per user (or per client IP when
@@ -299,6 +367,56 @@ pub struct KafkaConfig {
     /// milliseconds (an idle consumer asks the broker once per wait).
     #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub kafka_fetch_wait_max_ms: u64,
+
+    /// How the brokers are reached: `plaintext` (librdkafka's default),
+    /// `ssl`, `sasl_plaintext` or `sasl_ssl`. Over TLS the broker's
+    /// certificate and host name are verified.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum)]
+    pub kafka_security_protocol: Option<KafkaSecurityProtocol>,
+
+    /// The SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+
+    /// The SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// The SASL password.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+
+    /// CA certificate (PEM) the brokers' certificates must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = "KAFKA_SSL_CA_FILE")]
+    pub kafka_ssl_ca_file: Option<PathBuf>,
+
+    /// A file of librdkafka properties (`name=value` lines) for every
+    /// client, after the settings above; `KAFKA_PROPERTY_<NAME>` variables
+    /// come after it (`KAFKA_PROPERTY_SSL_KEY_LOCATION` sets
+    /// `ssl.key.location`).
+    #[arg(long, env = "KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<PathBuf>,
+}
+
+/// `security.protocol` of librdkafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -377,6 +495,20 @@ pub struct RedisConfig {
     /// not tracked (GET /commands/{id} answers once they are applied).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// CA certificate (PEM) a `rediss://` server's certificate must chain
+    /// to (default: the system's roots).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) presented to a `rediss://` server that asks
+    /// for one; with REDIS_CLIENT_KEY_FILE.
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of REDIS_CLIENT_CERT_FILE.
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
 
     /// Timeout of one Redis command, in milliseconds; a slower Redis counts as down.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]

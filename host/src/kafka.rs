@@ -14,7 +14,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -46,6 +46,8 @@ pub mod topics {
 pub struct Kafka {
     config: KafkaConfig,
     brokers: String,
+    /// TLS, SASL and the properties passed through (`connection_properties`).
+    connection: Arc<[(String, String)]>,
     /// The groups this process consumes in, watched for partitions nobody
     /// consumes.
     watch: Arc<GroupWatch>,
@@ -53,9 +55,10 @@ pub struct Kafka {
 
 impl Kafka {
     /// `None` when no broker is configured.
-    pub fn new(config: &KafkaConfig) -> Option<Self> {
-        let brokers = config.kafka_brokers.clone()?;
-        Some(Self { config: config.clone(), brokers, watch: Arc::default() })
+    pub fn new(config: &KafkaConfig) -> anyhow::Result<Option<Self>> {
+        let Some(brokers) = config.kafka_brokers.clone() else { return Ok(None) };
+        let connection = connection_properties(config, std::env::vars())?.into();
+        Ok(Some(Self { config: config.clone(), brokers, connection, watch: Arc::default() }))
     }
 
     /// The broker's name of a logical topic.
@@ -71,6 +74,9 @@ impl Kafka {
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers).set("client.id", "todo-host");
+        for (name, value) in self.connection.iter() {
+            config.set(name, value);
+        }
         config
     }
 
@@ -150,8 +156,20 @@ impl Kafka {
         let names: Vec<String> = logical.iter().map(|topic| self.topic(topic)).collect();
         let min_insync = self.config.kafka_min_insync_replicas.map(|replicas| replicas.to_string());
         let new_topics = new_topics(&names, &self.config, min_insync.as_deref());
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics(&new_topics, &options).await.context("cannot create the Kafka topics")?;
+        // A broker that cannot be reached (or trusted) fails the start in
+        // seconds, not after librdkafka's minute.
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let results = match admin.create_topics(&new_topics, &options).await {
+            Ok(results) => results,
+            // A timeout alone would not say why: the broker refused the
+            // connection, its certificate, the SASL login…
+            Err(error) => match self.why_unreachable().await {
+                Some(reason) => return Err(error).context(format!("cannot create the Kafka topics ({reason})")),
+                None => return Err(error).context("cannot create the Kafka topics"),
+            },
+        };
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -162,9 +180,75 @@ impl Kafka {
     }
 }
 
+impl Kafka {
+    /// Why the brokers cannot be reached, as librdkafka reports it (the
+    /// admin client keeps its reports to itself): a probe asks for the
+    /// cluster's metadata and collects what went wrong.
+    async fn why_unreachable(&self) -> Option<String> {
+        let config = self.client_config();
+        tokio::task::spawn_blocking(move || {
+            let probe: BaseProducer<LastError> = config.create_with_context(LastError::default()).ok()?;
+            let _ = probe.client().fetch_metadata(None, Duration::from_secs(5));
+            probe.poll(Duration::from_millis(500));
+            probe.context().0.lock().expect("poisoned").clone()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
 /// What `ensure_topics` asks the broker for: each topic with the configured
 /// partitions and replication factor, and `min_insync` (the configured
 /// `min.insync.replicas` as text, which the topics borrow).
+/// The librdkafka properties of the connection, later ones winning: TLS
+/// and SASL from their settings, then every `name=value` line of
+/// KAFKA_PROPERTIES_FILE, then every `KAFKA_PROPERTY_<NAME>` of `env`
+/// (`NAME` upper-cased with `.` as `_`: `KAFKA_PROPERTY_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM`),
+/// so a managed broker's own settings pass through as its documentation
+/// gives them. librdkafka verifies a TLS broker's certificate and host name
+/// unless told otherwise.
+fn connection_properties(
+    config: &KafkaConfig,
+    env: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut properties = Vec::new();
+    let mut set = |name: &str, value: &str| properties.push((name.to_string(), value.to_string()));
+    if let Some(protocol) = config.kafka_security_protocol {
+        set("security.protocol", protocol.as_str());
+    }
+    if let Some(mechanism) = &config.kafka_sasl_mechanism {
+        set("sasl.mechanism", mechanism);
+    }
+    if let Some(username) = &config.kafka_sasl_username {
+        set("sasl.username", username);
+    }
+    if let Some(password) = &config.kafka_sasl_password {
+        set("sasl.password", password);
+    }
+    if let Some(ca) = &config.kafka_ssl_ca_file {
+        set("ssl.ca.location", &ca.to_string_lossy());
+    }
+    if let Some(file) = &config.kafka_properties_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read KAFKA_PROPERTIES_FILE {}", file.display()))?;
+        for line in text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+            let (name, value) =
+                line.split_once('=').with_context(|| format!("KAFKA_PROPERTIES_FILE: `{line}` is not `name=value`"))?;
+            set(name.trim(), value.trim());
+        }
+    }
+    let mut passed: Vec<(String, String)> = env
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix("KAFKA_PROPERTY_")?.to_ascii_lowercase().replace('_', ".");
+            Some((property, value))
+        })
+        .collect();
+    passed.sort();
+    properties.extend(passed);
+    Ok(properties)
+}
+
 fn new_topics<'a>(names: &'a [String], config: &KafkaConfig, min_insync: Option<&'a str>) -> Vec<NewTopic<'a>> {
     let topic = |name: &'a String| {
         let replication = TopicReplication::Fixed(config.kafka_replication_factor);
@@ -189,6 +273,24 @@ pub fn headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
 /// processed (by group, topic and partition).
 pub struct LagReporter {
     group: String,
+}
+
+/// A client context that keeps librdkafka's last error report (a failed
+/// TLS handshake or SASL login says why there).
+#[derive(Default)]
+struct LastError(Mutex<Option<String>>);
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "Kafka client error");
+        *self.0.lock().expect("poisoned") = Some(reason.to_string());
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LastError {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 impl ClientContext for LagReporter {
@@ -468,7 +570,46 @@ mod tests {
             kafka_min_insync_replicas: None,
             kafka_message_timeout_ms: 10_000,
             kafka_fetch_wait_max_ms: 500,
+            kafka_security_protocol: None,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_file: None,
+            kafka_properties_file: None,
         }
+    }
+
+    #[test]
+    fn connection_properties_come_from_the_settings_then_the_file_then_the_variables() {
+        let file = std::env::temp_dir().join(format!("todo-host-kafka-{}.properties", std::process::id()));
+        std::fs::write(
+            &file,
+            "# a managed broker's\nssl.endpoint.identification.algorithm = https\nsasl.mechanism=SCRAM-SHA-512\n",
+        )
+        .unwrap();
+        let config = KafkaConfig {
+            kafka_security_protocol: Some(crate::config::KafkaSecurityProtocol::SaslSsl),
+            kafka_sasl_mechanism: Some("PLAIN".into()),
+            kafka_sasl_username: Some("todo".into()),
+            kafka_sasl_password: Some("secret".into()),
+            kafka_ssl_ca_file: Some("/etc/kafka/ca.pem".into()),
+            kafka_properties_file: Some(file.clone()),
+            ..cluster_config(1)
+        };
+        let env = [
+            ("KAFKA_PROPERTY_SSL_KEY_LOCATION".to_string(), "/etc/kafka/client.key".to_string()),
+            ("KAFKA_BROKERS".to_string(), "ignored".to_string()),
+        ];
+        let properties = connection_properties(&config, env.into_iter()).unwrap();
+        std::fs::remove_file(file).unwrap();
+        let last = |name: &str| properties.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+        assert_eq!(last("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(last("sasl.mechanism"), Some("SCRAM-SHA-512"), "the file after the settings");
+        assert_eq!(last("sasl.password"), Some("secret"));
+        assert_eq!(last("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        assert_eq!(last("ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(last("ssl.key.location"), Some("/etc/kafka/client.key"));
+        assert_eq!(last("brokers"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod client_addr;
 pub mod commands;
 pub mod config;
 pub mod db;

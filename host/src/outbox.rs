@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::HostConnection;
-use crate::redis_client::{RedisClient, follow_channel};
+use crate::redis_client::RedisClient;
 
 /// One record to publish. `topic` is the logical name (`task-events`,
 /// `notifications`); the relay maps it to the broker's topic.
@@ -86,11 +86,11 @@ impl OutboxWaker {
     /// Wakes this process's relay whenever another process announces
     /// commits on `channel`, until `shutdown`. A wake lost with the Redis
     /// connection is made up for by the relay's poll.
-    pub async fn follow(self, redis_url: String, channel: String, shutdown: CancellationToken) {
+    pub async fn follow(self, redis: RedisClient, channel: String, shutdown: CancellationToken) {
         let wake = |_| {
             self.wake();
             std::future::ready(())
         };
-        follow_channel(&redis_url, &channel, shutdown, wake).await;
+        redis.follow_channel(&channel, shutdown, wake).await;
     }
 }

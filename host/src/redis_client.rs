@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
+use redis::{ClientTlsConfig, Cmd, FromRedisValue, Pipeline, ScriptInvocation, TlsCertificates};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RedisConfig;
@@ -20,6 +20,8 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct RedisClient {
+    /// For the subscriptions, which take connections of their own.
+    client: redis::Client,
     connection: ConnectionManager,
     timeout: Duration,
 }
@@ -34,15 +36,15 @@ impl RedisClient {
     pub async fn connect(config: &RedisConfig) -> anyhow::Result<Option<Self>> {
         let Some(url) = &config.redis_url else { return Ok(None) };
         let timeout = config.timeout();
-        let client = redis::Client::open(url.as_str()).context("REDIS_URL is not a valid Redis URL")?;
+        let client = client(url, config)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, manager_config)
+        let connection = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
-            .context("cannot connect to Redis (REDIS_URL)")?;
-        Ok(Some(Self { connection, timeout }))
+            .context("cannot connect to Redis (REDIS_URL; with rediss://, is REDIS_CA_FILE the server's CA?)")?;
+        Ok(Some(Self { client, connection, timeout }))
     }
 
     pub async fn run<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisUnavailable> {
@@ -70,43 +72,64 @@ impl RedisClient {
     }
 }
 
-/// Hands every message published on `channel` to `on_message` until
-/// `shutdown`, subscribing again (with backoff) whenever the connection
-/// drops. Pub/sub reaches the subscribers connected at the time: what is
-/// published meanwhile is lost, so what travels this way must be a hint
-/// whose loss something else makes up for.
-pub async fn follow_channel<F: Future<Output = ()>>(
-    url: &str,
-    channel: &str,
-    shutdown: CancellationToken,
-    mut on_message: impl FnMut(String) -> F,
-) {
-    let mut delay = FIRST_RESUBSCRIBE_DELAY;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ended = subscribed(url, channel, &mut delay, &mut on_message) => match ended {
-                Ok(()) => tracing::warn!(channel, "the Redis subscription ended"),
-                Err(error) => tracing::warn!(channel, %error, "cannot subscribe to the Redis channel"),
-            },
+/// A client of `url`: over TLS for `rediss://`, verifying the server
+/// against REDIS_CA_FILE (else the system's roots), presenting
+/// REDIS_CLIENT_CERT_FILE when set.
+fn client(url: &str, config: &RedisConfig) -> anyhow::Result<redis::Client> {
+    let invalid = "REDIS_URL is not a valid Redis URL";
+    let (ca, cert, key) = (&config.redis_ca_file, &config.redis_client_cert_file, &config.redis_client_key_file);
+    if ca.is_none() && cert.is_none() {
+        return redis::Client::open(url).context(invalid);
+    }
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let client_tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
+        (None, None) => None,
+        _ => anyhow::bail!("REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE go together"),
+    };
+    let root_cert = ca.as_deref().map(read).transpose()?;
+    redis::Client::build_with_tls(url, TlsCertificates { client_tls, root_cert }).context(invalid)
+}
+
+impl RedisClient {
+    /// Hands every message published on `channel` to `on_message` until
+    /// `shutdown`, subscribing again (with backoff) whenever the connection
+    /// drops. Pub/sub reaches the subscribers connected at the time: what
+    /// is published meanwhile is lost, so what travels this way must be a
+    /// hint whose loss something else makes up for.
+    pub async fn follow_channel<F: Future<Output = ()>>(
+        &self,
+        channel: &str,
+        shutdown: CancellationToken,
+        mut on_message: impl FnMut(String) -> F,
+    ) {
+        let mut delay = FIRST_RESUBSCRIBE_DELAY;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = subscribed(&self.client, channel, &mut delay, &mut on_message) => match ended {
+                    Ok(()) => tracing::warn!(channel, "the Redis subscription ended"),
+                    Err(error) => tracing::warn!(channel, %error, "cannot subscribe to the Redis channel"),
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
     }
 }
 
 /// One subscription, until its connection drops; `delay` starts over once
 /// it is established.
 async fn subscribed<F: Future<Output = ()>>(
-    url: &str,
+    client: &redis::Client,
     channel: &str,
     delay: &mut Duration,
     on_message: &mut impl FnMut(String) -> F,
 ) -> redis::RedisResult<()> {
-    let mut pubsub = redis::Client::open(url)?.get_async_pubsub().await?;
+    let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     *delay = FIRST_RESUBSCRIBE_DELAY;
     tracing::info!(channel, "following the Redis channel");

@@ -14,14 +14,16 @@ use rdkafka::producer::Producer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Accounts, LoginLockout, Sessions, TokenKeys, UserRepository};
+use crate::auth::{Accounts, ExternalTokens, LoginLockout, OidcProvider, Sessions, TokenKeys, UserRepository};
 use crate::background::Background;
+use crate::client_addr::TrustedProxies;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ProcessRole, ServeConfig};
 use crate::db::replica::ReadReplica;
 use crate::db::{self, HostKey};
 use crate::events::handlers::HandlerSupervisor;
 use crate::events::relay::OutboxRelay;
+use crate::http::tls::Https;
 use crate::http::{self, HttpLimits, Services};
 use crate::idempotency::IdempotencyStore;
 use crate::jobs::Scheduler;
@@ -46,6 +48,8 @@ const WORKER_STOP_MINIMUM: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
+    /// `None`: plain HTTP.
+    https: Option<Https>,
     router: Router,
     role: ProcessRole,
     workers: Workers,
@@ -67,6 +71,11 @@ impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         // First: whatever the background work records from its start on counts.
         let metrics = http::metrics::install_recorder()?;
+        // A certificate that does not load fails the start before anything else.
+        let https = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Https::load(cert, key).await?),
+            _ => None,
+        };
         let secret = signing_secret(&config.auth)?;
         let keys = TokenKeys::new(&secret, Duration::from_secs(config.auth.access_token_ttl_secs));
         db::migrate(&config.database).await?;
@@ -127,15 +136,19 @@ impl Application {
             let every = Duration::from_millis(config.database.replica_poll_ms.max(1));
             workers.background.spawn(replica.clone().watch(every, workers.background.shutdown()));
         }
-        if let (Some(broadcast), Some(url)) = (broadcast, &config.redis.redis_url) {
+        if let Some(broadcast) = broadcast {
             let delivery = delivery.clone();
-            let follow = broadcast.follow(url.clone(), workers.background.shutdown(), move |action| {
+            let follow = broadcast.follow(workers.background.shutdown(), move |action| {
                 let delivery = delivery.clone();
                 async move { delivery.follow(action).await }
             });
             workers.background.spawn(follow);
         }
         workers.background.spawn(delivery.clone().poll(sync_every, workers.background.shutdown()));
+        if let Some(https) = &https {
+            let every = Duration::from_secs(config.tls_reload_secs.max(1));
+            workers.background.spawn(https.clone().follow_renewals(every, workers.background.shutdown()));
+        }
         workers.carry_outbox_wakes(&config, redis.as_ref());
         if config.role.runs_workers() {
             match &redis {
@@ -143,7 +156,7 @@ impl Application {
                 None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
             }
         }
-        let commands = match Kafka::new(&config.kafka) {
+        let commands = match Kafka::new(&config.kafka)? {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
             None => {
                 tracing::warn!("KAFKA_BROKERS is not set: task events stay in the outbox, no event handler runs");
@@ -172,6 +185,8 @@ impl Application {
             idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),
             redis,
             accounts: Accounts::new(UserRepository::new(pool.clone())),
+            external_tokens: OidcProvider::new(&config.oidc)?
+                .map(|provider| Arc::new(ExternalTokens::new(provider, UserRepository::new(pool.clone())))),
             login_lockout,
             sessions,
             plugins,
@@ -190,12 +205,15 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             plugin_upload_max_bytes: config.plugins.plugin_upload_max_bytes,
             cors: http::cors::layer(&config.cors)?,
+            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
+            https: https.is_some(),
             background: workers.background.clone(),
         };
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
-        Ok(Self { listener, router: http::router(state, limits), role: config.role, workers, shutdown_timeout })
+        let router = http::router(state, limits);
+        Ok(Self { listener, https, router, role: config.role, workers, shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -208,36 +226,69 @@ impl Application {
     /// flushes, locks are released and the pools close.
     pub async fn run(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
-        tracing::info!(%address, role = self.role.as_str(), "listening on http://{address}");
-        let stopping = CancellationToken::new();
-        let signalled = stopping.clone();
-        let server = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                signalled.cancel();
-            });
-        let mut server = std::pin::pin!(server.into_future());
-        let finished = tokio::select! {
-            served = &mut server => Some(served),
-            _ = stopping.cancelled() => None,
+        let scheme = if self.https.is_some() { "https" } else { "http" };
+        tracing::info!(%address, role = self.role.as_str(), "listening on {scheme}://{address}");
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let (served, deadline) = match self.https {
+            None => {
+                let stopping = CancellationToken::new();
+                let signalled = stopping.clone();
+                let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+                    shutdown_signal().await;
+                    signalled.cancel();
+                });
+                serve_until_stopped(server.into_future(), stopping, self.shutdown_timeout, || {}).await
+            }
+            Some(https) => {
+                let handle = axum_server::Handle::new();
+                let listener = self.listener.into_std().context("cannot hand the listener over")?;
+                let server = axum_server::from_tcp_rustls(listener, https.config)
+                    .context("cannot serve HTTPS on the listener")?
+                    .handle(handle.clone())
+                    .serve(service);
+                let stopping = CancellationToken::new();
+                let signalled = stopping.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    signalled.cancel();
+                });
+                let timeout = self.shutdown_timeout;
+                serve_until_stopped(server, stopping, timeout, || handle.graceful_shutdown(Some(timeout))).await
+            }
         };
-        // One budget from the signal on: requests, then background work.
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let served = match finished {
-            Some(served) => served,
-            None => tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
-                tracing::warn!(
-                    timeout_secs = self.shutdown_timeout.as_secs(),
-                    "in-flight requests outlived the shutdown timeout"
-                );
-                Ok(())
-            }),
-        }
-        .context("the HTTP server failed");
         self.workers.stop(deadline).await;
         tracing::info!("stopped");
-        served
+        served.context("the HTTP server failed")
     }
+}
+
+/// Runs `server` until it ends or `stopping` fires; then `drain` (stop
+/// accepting, finish what is in flight) gets `timeout`. Answers how it
+/// ended and the deadline the background work must meet: one budget from
+/// the signal on, requests first.
+async fn serve_until_stopped<E>(
+    server: impl Future<Output = Result<(), E>>,
+    stopping: CancellationToken,
+    timeout: Duration,
+    drain: impl FnOnce(),
+) -> (Result<(), E>, tokio::time::Instant) {
+    let mut server = std::pin::pin!(server);
+    let finished = tokio::select! {
+        served = &mut server => Some(served),
+        _ = stopping.cancelled() => None,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let served = match finished {
+        Some(served) => served,
+        None => {
+            drain();
+            tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
+                tracing::warn!(timeout_secs = timeout.as_secs(), "in-flight requests outlived the shutdown timeout");
+                Ok(())
+            })
+        }
+    };
+    (served, deadline)
 }
 
 impl Workers {
@@ -246,11 +297,11 @@ impl Workers {
     /// follows the announcements. Without Redis, a relay's poll publishes
     /// what other processes committed.
     fn carry_outbox_wakes(&mut self, config: &ServeConfig, redis: Option<&RedisClient>) {
-        let (Some(redis), Some(url)) = (redis, &config.redis.redis_url) else { return };
+        let Some(redis) = redis else { return };
         let channel = config.events.outbox_wake_channel.clone();
         let shutdown = self.background.shutdown();
         match config.role.runs_workers() {
-            true => self.background.spawn(self.outbox.clone().follow(url.clone(), channel, shutdown)),
+            true => self.background.spawn(self.outbox.clone().follow(redis.clone(), channel, shutdown)),
             false => self.background.spawn(self.outbox.clone().announce(redis.clone(), channel, shutdown)),
         }
     }

@@ -29,6 +29,14 @@ apt_install() {
 ensure_rust() {
   command -v cargo >/dev/null || { log "cargo is missing: install Rust with rustup first"; exit 1; }
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+  # librdkafka's TLS links the system's OpenSSL.
+  apt_install build-essential pkg-config libssl-dev
+}
+
+# ensure_edge_tools: what the tests of TLS and proxies run beside the host:
+# nginx, stunnel (a TLS terminator in front of the broker) and openssl.
+ensure_edge_tools() {
+  apt_install nginx stunnel4 openssl
 }
 
 ensure_postgres() {

@@ -17,9 +17,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::errors::ErrorKind;
 
-use super::Actor;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use super::oidc::OidcProvider;
 use super::sessions::Sessions;
 use super::tokens::Claims;
+use super::users::UserRepository;
+use super::{Actor, Role};
 use crate::problem::Problem;
 
 const NO_TOKEN: &str = "this endpoint needs `Authorization: Bearer <access token>`";
@@ -31,22 +38,103 @@ pub enum Identity {
     Rejected(&'static str),
 }
 
+/// What verifies bearer tokens: the host's own (`Sessions`) and, when
+/// OIDC_ISSUER is set, the external provider's.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    pub sessions: Sessions,
+    pub external: Option<Arc<ExternalTokens>>,
+}
+
+/// The external provider's tokens, and the accounts of their users.
+pub struct ExternalTokens {
+    provider: OidcProvider,
+    users: UserRepository,
+    /// `sub` → the account and the role last recorded for it: a known user
+    /// costs no database round trip.
+    accounts: Mutex<HashMap<String, (Uuid, Role)>>,
+}
+
+/// How many external users' accounts a process remembers.
+const REMEMBERED_ACCOUNTS: usize = 10_000;
+
+impl ExternalTokens {
+    pub fn new(provider: OidcProvider, users: UserRepository) -> Self {
+        Self { provider, users, accounts: Mutex::default() }
+    }
+
+    /// The caller of a token of the provider; its account created on first
+    /// sight, its role the one the token carries.
+    async fn actor(&self, token: &str) -> Result<Actor, &'static str> {
+        let identity = self.provider.verify(token).await?;
+        let known = self.accounts.lock().expect("poisoned").get(&identity.subject).copied();
+        if let Some((user_id, role)) = known
+            && role == identity.role
+        {
+            return Ok(Actor { user_id, role });
+        }
+        let user_id = self.users.external(self.provider.issuer(), &identity).await.map_err(|error| {
+            tracing::warn!(%error, "cannot record the account of an external token");
+            "the account of this token cannot be looked up now; retry"
+        })?;
+        let mut accounts = self.accounts.lock().expect("poisoned");
+        if accounts.len() >= REMEMBERED_ACCOUNTS {
+            accounts.clear();
+        }
+        accounts.insert(identity.subject, (user_id, identity.role));
+        Ok(Actor { user_id, role: identity.role })
+    }
+}
+
+/// A token verified, by whom.
+enum Verified {
+    Own(Claims),
+    External(Actor),
+}
+
+impl TokenVerifier {
+    /// The external provider's when the token says it issued it (and its
+    /// signature will tell), the host's own otherwise.
+    async fn verify(&self, token: &str) -> Result<Verified, &'static str> {
+        match &self.external {
+            Some(external) if unverified_issuer(token).as_deref() == Some(external.provider.issuer()) => {
+                external.actor(token).await.map(Verified::External)
+            }
+            _ => verify(&self.sessions, token).map(Verified::Own),
+        }
+    }
+}
+
+/// The `iss` a token claims, before anything is verified: only to choose
+/// who verifies it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
+}
+
 /// Verifies the bearer token's signature and lifetime, if there is one,
 /// and records the outcome (whether it was revoked is asked later, see the
 /// module comment).
-pub async fn identify(State(sessions): State<Sessions>, mut request: Request, next: Next) -> Response {
+pub async fn identify(State(tokens): State<TokenVerifier>, mut request: Request, next: Next) -> Response {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let verified = match value.to_str().ok().and_then(bearer_token) {
+        let token = value.to_str().ok().and_then(bearer_token).map(str::to_string);
+        let verified = match token {
             None => Err("the Authorization header must be `Bearer <access token>`"),
-            Some(token) => verify(&sessions, token),
+            Some(token) => tokens.verify(&token).await,
         };
+        let extensions = request.extensions_mut();
         match verified {
-            Ok(claims) => {
-                request.extensions_mut().insert(Identity::Actor(Actor { user_id: claims.sub, role: claims.role }));
-                request.extensions_mut().insert(AccessToken(claims));
+            Ok(Verified::Own(claims)) => {
+                extensions.insert(Identity::Actor(Actor { user_id: claims.sub, role: claims.role }));
+                extensions.insert(AccessToken(claims));
+            }
+            Ok(Verified::External(actor)) => {
+                extensions.insert(Identity::Actor(actor));
             }
             Err(reason) => {
-                request.extensions_mut().insert(Identity::Rejected(reason));
+                extensions.insert(Identity::Rejected(reason));
             }
         }
     }

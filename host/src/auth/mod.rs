@@ -4,6 +4,7 @@
 
 mod lockout;
 pub mod middleware;
+mod oidc;
 mod password;
 mod refresh;
 mod revocation;
@@ -13,7 +14,8 @@ mod tokens;
 mod users;
 
 pub use lockout::LoginLockout;
-pub use middleware::{AccessToken, Authenticated};
+pub use middleware::{AccessToken, Authenticated, ExternalTokens, TokenVerifier};
+pub use oidc::OidcProvider;
 pub use revocation::revocation_keys;
 pub use service::{Accounts, AuthError, Credentials, Registration};
 pub use sessions::{RefreshRequest, Sessions, Tokens};

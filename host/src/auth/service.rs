@@ -119,7 +119,7 @@ impl Accounts {
             self.users.find_by_email(&email).await.map_err(anyhow::Error::from)?
         };
         let (user, hash) = match account {
-            Some((user, hash)) => (Some(user), Some(hash)),
+            Some((user, hash)) => (Some(user), hash),
             None => (None, None),
         };
         let matches = self.hasher.verify(credentials.password, hash).await?;

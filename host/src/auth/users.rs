@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Role;
+use super::oidc::ExternalIdentity;
 
 /// An account as the API shows it: never with its password hash.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -39,7 +40,8 @@ struct UserRow {
     display_name: Option<String>,
     role: String,
     created_at: DateTime<Utc>,
-    password_hash: String,
+    /// `None` for a user of the external provider.
+    password_hash: Option<String>,
 }
 
 #[derive(Clone)]
@@ -74,8 +76,9 @@ impl UserRepository {
         }
     }
 
-    /// The account and its password hash.
-    pub async fn find_by_email(&self, email: &str) -> Result<Option<(User, String)>, sqlx::Error> {
+    /// The account and its password hash (`None`: it signs in at the
+    /// external provider).
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<(User, Option<String>)>, sqlx::Error> {
         let row: Option<UserRow> = sqlx::query_as(
             "SELECT id, email, display_name, role, created_at, password_hash FROM users WHERE email = $1",
         )
@@ -95,6 +98,34 @@ impl UserRepository {
         .await
     }
 
+    /// The account of the external provider's user `identity` (of
+    /// `issuer`), created on first sight and given the role its token
+    /// carries. Its email is the provider's when no account has it yet:
+    /// an account is never taken over by a provider that claims its email.
+    pub async fn external(&self, issuer: &str, identity: &ExternalIdentity) -> Result<Uuid, sqlx::Error> {
+        let email = identity
+            .email
+            .as_deref()
+            .map(|email| email.trim().to_lowercase())
+            .filter(|email| email.len() <= 254 && email.contains('@'));
+        sqlx::query_scalar(
+            "INSERT INTO users (id, email, display_name, role, external_issuer, external_subject) \
+             SELECT $1, CASE WHEN $2::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users WHERE email = $2) \
+                             THEN $2 ELSE lower(left($5 || '#' || $6, 254)) END, \
+                    left($3, 100), $4, $5, $6 \
+             ON CONFLICT (external_issuer, external_subject) DO UPDATE SET role = excluded.role \
+             RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(email)
+        .bind(&identity.name)
+        .bind(identity.role.as_str())
+        .bind(issuer)
+        .bind(&identity.subject)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// The account as it is now (a refresh takes the current role).
     pub async fn find_by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         let row: Option<UserRow> =
@@ -108,7 +139,7 @@ impl UserRepository {
 
 impl UserRow {
     /// The account (its role checked) and its password hash.
-    fn into_user(self) -> Result<(User, String), sqlx::Error> {
+    fn into_user(self) -> Result<(User, Option<String>), sqlx::Error> {
         let role = Role::parse(&self.role)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown role `{}`", self.role).into()))?;
         let user =

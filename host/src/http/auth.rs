@@ -84,9 +84,16 @@ pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshR
 /// Revokes the caller's access token and its refresh family, on every replica.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])), responses(
     (status = 204, description = "Logged out"),
+    (status = 400, description = "The token is the identity provider's: log out there", body = ProblemDetails, content_type = "application/problem+json"),
     (status = 503, description = "Redis is not configured or did not answer", body = ProblemDetails, content_type = "application/problem+json"),
 ))]
-pub async fn logout(State(state): State<AppState>, AccessToken(claims): AccessToken) -> Result<StatusCode, Problem> {
+pub async fn logout(State(state): State<AppState>, token: Result<AccessToken, Problem>) -> Result<StatusCode, Problem> {
+    // Behind require_auth: no token of the host's own is one of the
+    // external provider's.
+    let AccessToken(claims) = token.map_err(|_| {
+        Problem::new(StatusCode::BAD_REQUEST, "provider-session", "Session of the identity provider")
+            .detail("this token was issued by the identity provider (OIDC_ISSUER): end the session there")
+    })?;
     state.sessions.end(&claims).await?;
     tracing::info!(user_id = %claims.sub, "logged out");
     Ok(StatusCode::NO_CONTENT)

@@ -1,7 +1,8 @@
 //! The HTTP surface: routes, their middleware, and the mapping of errors to
 //! problem+json.
 //!
-//! Layers, outermost first: request id → tracing → panic catcher → identify
+//! Layers, outermost first: request id → client address (behind trusted
+//! proxies) → tracing → panic catcher → identify
 //! (bearer token → identity) → request metrics (per matched route) → rate
 //! limit (per route group: per process, then cluster-wide admission, which
 //! also refuses revoked tokens) → require auth
@@ -21,6 +22,7 @@ mod idempotency;
 pub mod metrics;
 mod openapi;
 mod tasks;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -38,8 +40,9 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
-use crate::auth::{Accounts, LoginLockout, Sessions};
+use crate::auth::{Accounts, ExternalTokens, LoginLockout, Sessions, TokenVerifier};
 use crate::background::Background;
+use crate::client_addr::{ClientAddr, ListenerTls, TrustedProxies, identify_client};
 use crate::commands::{CommandBus, CommandStatus};
 use crate::config::ProcessRole;
 use crate::db::replica::ReadReplica;
@@ -70,6 +73,8 @@ pub struct Services {
     pub idempotency: Option<IdempotencyStore>,
     pub accounts: Accounts,
     pub sessions: Sessions,
+    /// `None` without OIDC_ISSUER.
+    pub external_tokens: Option<Arc<ExternalTokens>>,
     pub plugins: Arc<PluginRegistry>,
     /// Uploads, reloads and rollbacks that reach every replica.
     pub delivery: Arc<PluginDelivery>,
@@ -90,6 +95,10 @@ pub struct HttpLimits {
     pub plugin_upload_max_bytes: usize,
     /// `None`: no CORS headers.
     pub cors: Option<tower_http::cors::CorsLayer>,
+    /// Whose forwarding headers tell the client's address and scheme.
+    pub trusted_proxies: TrustedProxies,
+    /// Whether the listener serves HTTPS.
+    pub https: bool,
     /// Where the limiters' pruning runs.
     pub background: Background,
 }
@@ -122,18 +131,36 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.sessions.clone(), identify))
+        .layer(middleware::from_fn_with_state(
+            TokenVerifier { sessions: state.sessions.clone(), external: state.external_tokens.clone() },
+            identify,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-                }).on_response(DefaultOnResponse::new().level(Level::INFO)))
+                .layer(middleware::from_fn_with_state(
+                    (Arc::new(limits.trusted_proxies), ListenerTls(limits.https)),
+                    identify_client,
+                ))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            let request_id = request
+                                .headers()
+                                .get(REQUEST_ID)
+                                .and_then(|value| value.to_str().ok())
+                                .unwrap_or_default();
+                            let client = request.extensions().get::<ClientAddr>().map(|client| client.ip.to_string());
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                                request_id,
+                                client = client.as_deref().unwrap_or_default()
+                            )
+                        })
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
                     tracing::error!("a handler panicked");

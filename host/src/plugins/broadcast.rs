@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::redis_client::{RedisClient, follow_channel};
+use crate::redis_client::RedisClient;
 
 /// What a replica did; an upload is announced as a reload of its plugin.
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,29 +63,25 @@ impl PluginBroadcast {
 
     /// Hands the other replicas' announcements to `follow` until
     /// `shutdown`, one at a time.
-    pub async fn follow<F: Future<Output = ()>>(
-        self,
-        redis_url: String,
-        shutdown: CancellationToken,
-        follow: impl Fn(Action) -> F,
-    ) {
-        follow_channel(&redis_url, &self.channel, shutdown, |payload| {
-            let action = match serde_json::from_str::<Announcement>(&payload) {
-                Ok(announcement) if announcement.origin == self.origin => None,
-                Ok(announcement) => Some(announcement.action),
-                Err(error) => {
-                    tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement");
-                    None
+    pub async fn follow<F: Future<Output = ()>>(self, shutdown: CancellationToken, follow: impl Fn(Action) -> F) {
+        self.redis
+            .follow_channel(&self.channel, shutdown, |payload| {
+                let action = match serde_json::from_str::<Announcement>(&payload) {
+                    Ok(announcement) if announcement.origin == self.origin => None,
+                    Ok(announcement) => Some(announcement.action),
+                    Err(error) => {
+                        tracing::warn!(%payload, %error, "skipping an unreadable plugin announcement");
+                        None
+                    }
+                };
+                let followed = action.map(&follow);
+                async move {
+                    if let Some(followed) = followed {
+                        followed.await;
+                    }
                 }
-            };
-            let followed = action.map(&follow);
-            async move {
-                if let Some(followed) = followed {
-                    followed.await;
-                }
-            }
-        })
-        .await;
+            })
+            .await;
     }
 }
 

@@ -9,11 +9,10 @@
 //! A revoked token's request counts against its client IP's quota, as any
 //! request without a valid token does.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use redis::Script;
@@ -21,6 +20,7 @@ use redis::Script;
 use super::{ClientKey, Quota, client_key, rate_limited};
 use crate::auth::middleware::revoked;
 use crate::auth::{AccessToken, revocation_keys};
+use crate::client_addr::ClientAddr;
 use crate::redis_client::RedisClient;
 
 #[derive(Clone)]
@@ -83,8 +83,8 @@ impl ClusterLimiter {
     /// nothing identifies its client.
     fn keys(&self, request: &Request) -> Option<Vec<String>> {
         let quota_key = self.quota_key(&client_key(request)?);
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-        let revoked_key = peer.map_or_else(|| quota_key.clone(), |ip| self.quota_key(&ClientKey::Ip(ip)));
+        let client = request.extensions().get::<ClientAddr>().map(|client| client.ip);
+        let revoked_key = client.map_or_else(|| quota_key.clone(), |ip| self.quota_key(&ClientKey::Ip(ip)));
         let mut keys = vec![quota_key, revoked_key];
         if let Some(AccessToken(claims)) = request.extensions().get::<AccessToken>() {
             keys.extend(revocation_keys(claims));

@@ -5,12 +5,11 @@
 
 pub mod cluster;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, Request, StatusCode, header};
 use axum::response::IntoResponse;
 use governor::middleware::NoOpMiddleware;
@@ -21,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::middleware::Identity;
 use crate::background::Background;
+use crate::client_addr::ClientAddr;
 use crate::problem::Problem;
 
 pub type RateLimitLayer = tower_governor::GovernorLayer<ClientKeyExtractor, NoOpMiddleware, Body>;
@@ -61,12 +61,13 @@ impl KeyExtractor for ClientKeyExtractor {
     }
 }
 
-/// The user behind a verified token, or else the TCP peer's address.
+/// The user behind a verified token, or else the client's address (the TCP
+/// peer's, or behind trusted proxies the one they forwarded).
 pub fn client_key<T>(request: &Request<T>) -> Option<ClientKey> {
     if let Some(Identity::Actor(actor)) = request.extensions().get::<Identity>() {
         return Some(ClientKey::User(actor.user_id));
     }
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| ClientKey::Ip(peer.ip()))
+    request.extensions().get::<ClientAddr>().map(|client| ClientKey::Ip(client.ip))
 }
 
 /// A limiter for one group of routes (`policy` names it in the headers).

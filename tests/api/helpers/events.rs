@@ -13,7 +13,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::server::LocalServer;
+use super::server::{LocalServer, free_port};
+use super::tls::CertFiles;
 use super::{HostOptions, ScratchDir, admin_database_url, copy_dir, required_env};
 use sqlx::Connection;
 
@@ -216,15 +217,51 @@ impl TestBroker {
         LocalServer::start(
             "tansu",
             |port| format!("127.0.0.1:{port}"),
-            move |port, _| {
-                let url = format!("tcp://127.0.0.1:{port}");
-                let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
-                command
-                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", &storage()]);
+            move |port, _| Self::command(port, &format!("tcp://127.0.0.1:{port}"), &storage()),
+        )
+        .await
+    }
+
+    /// A broker in memory reached over TLS only: Tansu, which speaks no TLS
+    /// itself, behind stunnel, which ends TLS with `tls` (for `127.0.0.1`)
+    /// and forwards; Tansu tells clients to come back through it. Answers
+    /// both (the broker's address is the stunnel's).
+    pub async fn behind_tls(tls: &CertFiles) -> (LocalServer, LocalServer) {
+        let tls_port = free_port();
+        let advertised = format!("tcp://127.0.0.1:{tls_port}");
+        let broker = LocalServer::start(
+            "tansu",
+            |port| format!("127.0.0.1:{port}"),
+            move |port, _| Self::command(port, &advertised, "memory://tansu/"),
+        )
+        .await;
+        let (cert, key, forward) = (tls.cert.clone(), tls.key.clone(), broker.port());
+        let stunnel = LocalServer::start_on(
+            tls_port,
+            "stunnel",
+            |port| format!("127.0.0.1:{port}"),
+            move |port, dir| {
+                let config = format!(
+                    "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{forward}\ncert = {}\nkey = {}\n",
+                    cert.display(),
+                    key.display()
+                );
+                std::fs::write(dir.join("stunnel.conf"), config).unwrap();
+                let mut command = tokio::process::Command::new("stunnel4");
+                command.arg(dir.join("stunnel.conf"));
                 command
             },
         )
-        .await
+        .await;
+        (broker, stunnel)
+    }
+
+    fn command(port: u16, advertised: &str, storage: &str) -> tokio::process::Command {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = tokio::process::Command::new(required_env("TEST_TANSU_BIN"));
+        command
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", advertised])
+            .args(["--storage-engine", storage]);
+        command
     }
 }

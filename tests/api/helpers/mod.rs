@@ -21,6 +21,7 @@ pub mod events;
 pub mod postgres;
 pub mod redis;
 pub mod server;
+pub mod tls;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,12 @@ pub const PASSWORD: &str = "correct horse battery 42";
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
+}
+
+/// Whether the tests run as root (servers that refuse it are then run as
+/// another user).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
 /// The `todo-host` binary under test, built by Cargo with this test target.
@@ -104,6 +111,8 @@ pub struct HostOptions {
     pub unset: Vec<String>,
     /// Reuse this database instead of creating a fresh one.
     pub database: Option<String>,
+    /// A CA (PEM) the test's client trusts, for a host serving HTTPS.
+    pub trusted_ca: Option<String>,
 }
 
 impl Default for HostOptions {
@@ -120,6 +129,7 @@ impl Default for HostOptions {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             unset: Vec::new(),
             database: None,
+            trusted_ca: None,
         }
     }
 }
@@ -135,6 +145,12 @@ impl HostOptions {
     /// Starts the host without this environment variable.
     pub fn unset(mut self, name: &str) -> Self {
         self.unset.push(name.to_string());
+        self
+    }
+
+    /// Lets the test's client trust `ca` (PEM), for a host serving HTTPS.
+    pub fn trusting(mut self, ca: &str) -> Self {
+        self.trusted_ca = Some(ca.to_string());
         self
     }
 
@@ -193,13 +209,17 @@ impl TestApp {
                 panic!("todo-host did not start (exit: {status:?}); its output:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
-        let client = Client::builder().timeout(STARTUP).build().unwrap();
+        let mut client = Client::builder().timeout(STARTUP);
+        if let Some(ca) = &options.trusted_ca {
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+        }
+        let client = client.build().unwrap();
         let storage = options
             .env
             .iter()
             .find(|(name, _)| name == "STORAGE_PLUGIN")
             .map_or("postgres-store".to_string(), |(_, value)| value.clone());
-        Self { address: format!("http://{address}"), client, database_url, database, storage, logs, process: child }
+        Self { address, client, database_url, database, storage, logs, process: child }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -463,9 +483,10 @@ where
     });
 }
 
+/// The URL a host says it listens on (`listening on https://127.0.0.1:…`).
 fn listening_address(line: &str) -> Option<String> {
     let event: Value = serde_json::from_str(line).ok()?;
-    event["message"].as_str()?.starts_with("listening on").then(|| event["address"].as_str().map(String::from))?
+    event["message"].as_str()?.strip_prefix("listening on ").map(String::from)
 }
 
 fn admin_url() -> Url {

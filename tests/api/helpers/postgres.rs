@@ -8,8 +8,9 @@ use std::process::Stdio;
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
-use super::APP_ROLE;
 use super::server::LocalServer;
+use super::tls::CertFiles;
+use super::{APP_ROLE, is_root};
 
 pub struct TestPostgres;
 
@@ -21,10 +22,6 @@ fn bin_dir() -> PathBuf {
         .collect();
     versions.sort();
     versions.pop().expect("a PostgreSQL version is installed")
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
 /// `program`, as the `postgres` user when running as root. `setpriv` execs
@@ -43,7 +40,17 @@ impl TestPostgres {
     /// A fresh cluster (superuser `postgres`, trust auth, fsync off) with
     /// `APP_ROLE` and its database `todo` (see `app_url`).
     pub async fn start() -> LocalServer {
-        let server = Self::cluster().await;
+        Self::start_serving(None).await
+    }
+
+    /// Like `start`, accepting TLS with the certificate `tls` (and plain
+    /// connections too, as PostgreSQL does).
+    pub async fn start_tls(tls: &CertFiles) -> LocalServer {
+        Self::start_serving(Some((tls.cert.clone(), tls.key.clone()))).await
+    }
+
+    async fn start_serving(tls: Option<(PathBuf, PathBuf)>) -> LocalServer {
+        let server = Self::cluster(tls).await;
         // It listens before it accepts connections ("starting up").
         let mut admin = loop {
             match PgConnection::connect(&server.url()).await {
@@ -99,11 +106,11 @@ impl TestPostgres {
         server
     }
 
-    async fn cluster() -> LocalServer {
+    async fn cluster(tls: Option<(PathBuf, PathBuf)>) -> LocalServer {
         LocalServer::start(
             "postgres",
             |port| format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            |port, dir| {
+            move |port, dir| {
                 let data = dir.join("data");
                 if !data.exists() {
                     owned_by_postgres(dir);
@@ -115,8 +122,19 @@ impl TestPostgres {
                         .status()
                         .unwrap();
                     assert!(status.success(), "initdb failed");
+                    if let Some((cert, key)) = &tls {
+                        // PostgreSQL wants its key readable by itself alone.
+                        std::fs::copy(cert, data.join("server.crt")).unwrap();
+                        std::fs::copy(key, data.join("server.key")).unwrap();
+                        std::process::Command::new("chmod").arg("600").arg(data.join("server.key")).status().unwrap();
+                        owned_by_postgres(dir);
+                    }
                 }
-                postgres(&data, port, dir)
+                let mut command = postgres(&data, port, dir);
+                if tls.is_some() {
+                    command.args(["-c", "ssl=on"]);
+                }
+                command
             },
         )
         .await

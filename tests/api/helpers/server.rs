@@ -28,7 +28,17 @@ impl LocalServer {
         url: impl Fn(u16) -> String,
         spawn: impl Fn(u16, &Path) -> Command + Send + Sync + 'static,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(free_port(), name, url, spawn).await
+    }
+
+    /// Like `start`, on `port` (one `free_port` gave, when a peer started
+    /// first must know it).
+    pub async fn start_on(
+        port: u16,
+        name: &'static str,
+        url: impl Fn(u16) -> String,
+        spawn: impl Fn(u16, &Path) -> Command + Send + Sync + 'static,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("todo-host-{name}-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self { name, port, url: url(port), dir, spawn: Box::new(spawn), process: None };
@@ -69,6 +79,11 @@ impl LocalServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Drop for LocalServer {
