@@ -13,7 +13,8 @@
 # ---------------------------------------------------------------------------
 # Builder: Rust 1.95 (the workspace's rust-version) on Debian 12. The image
 # already carries what librdkafka's bundled build needs (gcc, make, perl,
-# pkg-config, zlib headers), so nothing is installed with apt here.
+# pkg-config, zlib headers) and what OpenSSL's build from source needs, so
+# nothing is installed with apt here.
 FROM rust:1.95.0-bookworm AS builder
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -34,11 +35,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     PLUGINS_TARGET_DIR=/cache/plugins-target scripts/build-plugins /out/plugins \
     && chmod 0644 /out/plugins/*
 
-# The host: release build of the todo-host package with the committed lock file.
+# The host: release build of the todo-host package with the committed lock
+# file, OpenSSL (librdkafka's TLS) linked in statically.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/cache/target,sharing=locked \
-    CARGO_TARGET_DIR=/cache/target cargo build --locked --release -p todo-host \
+    CARGO_TARGET_DIR=/cache/target cargo build --locked --release -p todo-host --features vendored-openssl \
     && install -D -m 0755 /cache/target/release/todo-host /out/todo-host
 
 # ---------------------------------------------------------------------------
