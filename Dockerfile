@@ -70,9 +70,12 @@ COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifi
 COPY --from=builder /out/todo-host /usr/local/bin/todo-host
 COPY --from=builder /out/plugins/ /var/lib/todo-host/plugins/
 
+# SSL_CERT_FILE: the statically linked OpenSSL (librdkafka's) looks for
+# its roots under its own build prefix otherwise, and would trust no broker.
 ENV TODO_LISTEN=0.0.0.0:8080 \
     PLUGIN_DIR=/var/lib/todo-host/plugins \
-    PLUGIN_CACHE_DIR=/var/cache/todo-host
+    PLUGIN_CACHE_DIR=/var/cache/todo-host \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
 USER 10001:10001
 EXPOSE 8080

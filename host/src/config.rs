@@ -32,13 +32,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TLS_RELOAD_SECS", default_value_t = 60)]
     pub tls_reload_secs: u64,
 
-    /// Proxies and load balancers whose forwarding headers are believed
+    /// Proxies and load balancers whose forwarding header is believed
     /// (comma-separated CIDRs or addresses, e.g. `10.0.0.0/8`): behind
-    /// them, the client's address (for rate limits and logs) and scheme
-    /// come from `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto`.
-    /// Unset: the TCP peer is the client.
+    /// them, the client's address (for rate limits and logs) comes from
+    /// TRUSTED_PROXY_HEADER. Unset: the TCP peer is the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    /// The forwarding header the trusted proxies write:
+    /// `x-forwarded-for`, or `forwarded` (RFC 7239). Only that one is
+    /// read; the other may come from the client.
+    #[arg(long, env = "TRUSTED_PROXY_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub trusted_proxy_header: ForwardedHeader,
 
     #[command(flatten)]
     pub database: DatabaseConfig,
@@ -78,6 +83,22 @@ pub struct ServeConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+/// A forwarding header (`TRUSTED_PROXY_HEADER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
 }
 
 /// What a `serve` process runs; API and worker processes scale apart.

@@ -57,7 +57,10 @@ impl Kafka {
     /// `None` when no broker is configured.
     pub fn new(config: &KafkaConfig) -> anyhow::Result<Option<Self>> {
         let Some(brokers) = config.kafka_brokers.clone() else { return Ok(None) };
-        let connection = connection_properties(config, std::env::vars())?.into();
+        // vars_os: a variable that is no UTF-8 is none of ours, and must not panic.
+        let env =
+            std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+        let connection = connection_properties(config, env)?.into();
         Ok(Some(Self { config: config.clone(), brokers, connection, watch: Arc::default() }))
     }
 
@@ -161,15 +164,7 @@ impl Kafka {
         let options = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(15)));
-        let results = match admin.create_topics(&new_topics, &options).await {
-            Ok(results) => results,
-            // A timeout alone would not say why: the broker refused the
-            // connection, its certificate, the SASL login…
-            Err(error) => match self.why_unreachable().await {
-                Some(reason) => return Err(error).context(format!("cannot create the Kafka topics ({reason})")),
-                None => return Err(error).context("cannot create the Kafka topics"),
-            },
-        };
+        let results = admin.create_topics(&new_topics, &options).await.context("cannot create the Kafka topics")?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -181,6 +176,16 @@ impl Kafka {
 }
 
 impl Kafka {
+    /// `error` of a failed start, with why the brokers cannot be reached
+    /// when librdkafka knows: a timeout alone would not say whether the
+    /// broker refused the connection, its certificate, the SASL login…
+    pub async fn explained(&self, error: anyhow::Error) -> anyhow::Error {
+        match self.why_unreachable().await {
+            Some(reason) => error.context(format!("the Kafka brokers cannot be reached: {reason}")),
+            None => error,
+        }
+    }
+
     /// Why the brokers cannot be reached, as librdkafka reports it (the
     /// admin client keeps its reports to itself): a probe asks for the
     /// cluster's metadata and collects what went wrong.
@@ -198,9 +203,6 @@ impl Kafka {
     }
 }
 
-/// What `ensure_topics` asks the broker for: each topic with the configured
-/// partitions and replication factor, and `min_insync` (the configured
-/// `min.insync.replicas` as text, which the topics borrow).
 /// The librdkafka properties of the connection, later ones winning: TLS
 /// and SASL from their settings, then every `name=value` line of
 /// KAFKA_PROPERTIES_FILE, then every `KAFKA_PROPERTY_<NAME>` of `env`
@@ -246,9 +248,34 @@ fn connection_properties(
         .collect();
     passed.sort();
     properties.extend(passed);
+    refuse_half_secured(&properties)?;
     Ok(properties)
 }
 
+/// Refuses TLS or SASL settings the connection would not use: a CA file
+/// with a plaintext protocol would let the host talk to the broker in the
+/// clear while its operator believes otherwise.
+fn refuse_half_secured(properties: &[(String, String)]) -> anyhow::Result<()> {
+    let last = |name: &str| properties.iter().rev().find(|(property, _)| property == name).map(|(_, value)| value);
+    let protocol = last("security.protocol").map_or("plaintext".into(), |value| value.to_ascii_lowercase());
+    let tls = protocol.ends_with("ssl");
+    let sasl = protocol.starts_with("sasl");
+    let needs_tls = properties.iter().any(|(property, _)| property.starts_with("ssl."));
+    let needs_sasl = properties.iter().any(|(property, _)| property.starts_with("sasl."));
+    anyhow::ensure!(
+        tls || !needs_tls,
+        "TLS settings are given (KAFKA_SSL_CA_FILE or ssl.*) but the protocol is `{protocol}`: set KAFKA_SECURITY_PROTOCOL=ssl or sasl_ssl"
+    );
+    anyhow::ensure!(
+        sasl || !needs_sasl,
+        "SASL settings are given but the protocol is `{protocol}`: set KAFKA_SECURITY_PROTOCOL=sasl_ssl (or sasl_plaintext)"
+    );
+    Ok(())
+}
+
+/// What `ensure_topics` asks the broker for: each topic with the configured
+/// partitions and replication factor, and `min_insync` (the configured
+/// `min.insync.replicas` as text, which the topics borrow).
 fn new_topics<'a>(names: &'a [String], config: &KafkaConfig, min_insync: Option<&'a str>) -> Vec<NewTopic<'a>> {
     let topic = |name: &'a String| {
         let replication = TopicReplication::Fixed(config.kafka_replication_factor);
@@ -610,6 +637,22 @@ mod tests {
         assert_eq!(last("ssl.endpoint.identification.algorithm"), Some("https"));
         assert_eq!(last("ssl.key.location"), Some("/etc/kafka/client.key"));
         assert_eq!(last("brokers"), None);
+    }
+
+    #[test]
+    fn tls_or_sasl_settings_the_protocol_would_not_use_are_refused() {
+        let none = std::iter::empty();
+        let ca_only = KafkaConfig { kafka_ssl_ca_file: Some("/etc/kafka/ca.pem".into()), ..cluster_config(1) };
+        let error = connection_properties(&ca_only, none).unwrap_err().to_string();
+        assert!(error.contains("KAFKA_SECURITY_PROTOCOL=ssl"), "{error}");
+        let sasl_over_tls = KafkaConfig {
+            kafka_security_protocol: Some(crate::config::KafkaSecurityProtocol::Ssl),
+            kafka_sasl_username: Some("todo".into()),
+            ..cluster_config(1)
+        };
+        assert!(connection_properties(&sasl_over_tls, std::iter::empty()).is_err());
+        let protocol_from_env = [("KAFKA_PROPERTY_SECURITY_PROTOCOL".to_string(), "SSL".to_string())];
+        assert!(connection_properties(&ca_only, protocol_from_env.into_iter()).is_ok());
     }
 
     #[test]

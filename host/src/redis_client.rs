@@ -78,7 +78,15 @@ impl RedisClient {
 fn client(url: &str, config: &RedisConfig) -> anyhow::Result<redis::Client> {
     let invalid = "REDIS_URL is not a valid Redis URL";
     let (ca, cert, key) = (&config.redis_ca_file, &config.redis_client_cert_file, &config.redis_client_key_file);
-    if ca.is_none() && cert.is_none() {
+    anyhow::ensure!(
+        !url.contains("#insecure"),
+        "REDIS_URL's `#insecure` would skip verifying the server's certificate: give its CA as REDIS_CA_FILE instead"
+    );
+    anyhow::ensure!(
+        url.starts_with("rediss://") || (ca.is_none() && cert.is_none() && key.is_none()),
+        "REDIS_CA_FILE and REDIS_CLIENT_CERT_FILE/KEY need a rediss:// REDIS_URL: with redis:// nothing would use them"
+    );
+    if ca.is_none() && cert.is_none() && key.is_none() {
         return redis::Client::open(url).context(invalid);
     }
     let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
@@ -141,4 +149,32 @@ async fn subscribed<F: Future<Output = ()>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Settings {
+        #[command(flatten)]
+        redis: RedisConfig,
+    }
+
+    fn settings(args: &[&str]) -> RedisConfig {
+        Settings::parse_from(std::iter::once("todo-host").chain(args.iter().copied())).redis
+    }
+
+    #[test]
+    fn tls_settings_a_plain_url_would_not_use_are_refused() {
+        let ca = ["--redis-ca-file", "/etc/redis/ca.pem"];
+        let error = client("redis://127.0.0.1/0", &settings(&ca)).unwrap_err().to_string();
+        assert!(error.contains("rediss://"), "{error}");
+        let key_only = settings(&["--redis-client-key-file", "/etc/redis/client.key"]);
+        assert!(client("redis://127.0.0.1/0", &key_only).is_err());
+        assert!(client("rediss://127.0.0.1/0#insecure", &settings(&[])).is_err(), "no unverified TLS");
+        assert!(client("redis://127.0.0.1/0", &settings(&[])).is_ok());
+    }
 }

@@ -196,6 +196,9 @@ impl Application {
             kafka: workers.producer.clone(),
             metrics,
         });
+        if let Some(external) = &state.external_tokens {
+            external.prefetch_keys();
+        }
         let limits = HttpLimits {
             api_quota: Quota::per_second(config.rate_limit.rate_limit_per_second, config.rate_limit.rate_limit_burst),
             auth_quota: Quota::per_minute(
@@ -205,8 +208,7 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             plugin_upload_max_bytes: config.plugins.plugin_upload_max_bytes,
             cors: http::cors::layer(&config.cors)?,
-            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)?,
-            https: https.is_some(),
+            trusted_proxies: TrustedProxies::parse(&config.trusted_proxies, config.trusted_proxy_header)?,
             background: workers.background.clone(),
         };
         let listener =
@@ -253,7 +255,11 @@ impl Application {
                     signalled.cancel();
                 });
                 let timeout = self.shutdown_timeout;
-                serve_until_stopped(server, stopping, timeout, || handle.graceful_shutdown(Some(timeout))).await
+                let stopped =
+                    serve_until_stopped(server, stopping, timeout, || handle.graceful_shutdown(Some(timeout))).await;
+                // Connections that outlived the timeout are cut, not left behind.
+                handle.shutdown();
+                stopped
             }
         };
         self.workers.stop(deadline).await;
@@ -337,7 +343,9 @@ impl Workers {
         pool: &PgPool,
         command_status: &CommandStatus,
     ) -> anyhow::Result<CommandBus> {
-        kafka.ensure_topics(&topics::ALL).await?;
+        if let Err(error) = kafka.ensure_topics(&topics::ALL).await {
+            return Err(kafka.explained(error).await);
+        }
         self.background.spawn(kafka.watch().clone().run(kafka.clone(), self.background.shutdown()));
         let producer = SharedProducer::new(&kafka)?;
         self.producer = Some(producer.clone());

@@ -3,7 +3,8 @@
 //! keys made with openssl); its tokens are accepted and their users created
 //! on first sight with the role the token carries, and every forgery —
 //! another issuer or audience, an unknown key, HS256 with the public key,
-//! `alg: none`, an expired token — is a 401.
+//! `alg: none`, an expired token, an ID token — is a 401; a provider whose
+//! keys cannot be fetched makes a 503.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +95,8 @@ impl Provider {
         let now = jsonwebtoken::get_current_timestamp();
         json!({
             "iss": self.issuer, "aud": AUDIENCE, "sub": subject, "iat": now, "nbf": now, "exp": now + 300,
-            "email": format!("{subject}@example.com"), "name": "Keycloak User", "realm_access": { "roles": roles },
+            "email": format!("{subject}@example.com"), "email_verified": true, "name": "Keycloak User",
+            "realm_access": { "roles": roles }, "typ": "Bearer",
         })
     }
 }
@@ -150,6 +152,19 @@ async fn a_providers_tokens_are_accepted_and_every_forgery_is_refused() {
     );
     assert_eq!(accounts[0].1, format!("{subject}@example.com"));
 
+    // An email the provider did not verify is not taken: the account gets
+    // an undeliverable one of its own.
+    let unverified = Uuid::new_v4().to_string();
+    let mut claims = provider.claims(&unverified, &[]);
+    claims["email_verified"] = json!(false);
+    assert_eq!(get_tasks(&app, &rsa.sign(&claims)).await.status(), 200);
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE external_subject = $1")
+        .bind(&unverified)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(email.ends_with("@external.invalid"), "{email}");
+
     // The role comes from the token (Keycloak's realm roles), EC keys too.
     let admin = ec.sign(&provider.claims(&Uuid::new_v4().to_string(), &["offline_access", "todo-admin"]));
     assert_eq!(app.request(Method::GET, "/admin/plugins").bearer_auth(&admin).send().await.unwrap().status(), 200);
@@ -181,6 +196,10 @@ async fn a_providers_tokens_are_accepted_and_every_forgery_is_refused() {
         format!("{}.{}.", encode(json!({ "alg": "none", "kid": "rsa-1" })), encode(provider.claims(&subject, &[])))
     };
     refused(&app, &unsigned, "malformed").await;
+    // The provider's ID token for this audience is no access token.
+    let mut claims = provider.claims(&subject, &[]);
+    claims["typ"] = json!("ID");
+    refused(&app, &rsa.sign(&claims), "not an access token").await;
 
     // A key the provider rotated in is fetched once a token names it; made-up
     // keys do not make the host fetch the set at every request.
@@ -202,4 +221,25 @@ async fn a_providers_tokens_are_accepted_and_every_forgery_is_refused() {
     assert_problem(logout, 400, "provider-session").await;
     let own = app.register_user().await;
     assert_eq!(get_tasks(&app, &own.token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_provider_whose_keys_cannot_be_fetched_makes_its_tokens_a_503_not_a_401() {
+    let dir = ScratchDir::new("oidc-down");
+    let (rsa, _) = SigningKey::new("rsa-1", Algorithm::RS256, &dir);
+    let provider = Provider::start(vec![rsa.jwk.clone()]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let app = TestApp::spawn_with(
+        HostOptions::default()
+            .env("OIDC_ISSUER", &provider.issuer)
+            .env("OIDC_AUDIENCE", AUDIENCE)
+            .env("OIDC_JWKS_URL", &format!("http://{closed}/certs")),
+    )
+    .await;
+    let token = rsa.sign(&provider.claims(&Uuid::new_v4().to_string(), &[]));
+    let response = get_tasks(&app, &token).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "identity-unavailable").await;
+    let own = app.register_user().await;
+    assert_eq!(get_tasks(&app, &own.token).await.status(), 200, "the host's own tokens do not depend on it");
 }

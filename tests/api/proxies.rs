@@ -36,7 +36,6 @@ async fn nginx(upstreams: &[&TestApp]) -> LocalServer {
                        proxy_pass http://todo;
                        proxy_set_header Host $host;
                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-                       proxy_set_header X-Forwarded-Proto $scheme;
                      }}
                    }}
                  }}"
@@ -57,12 +56,13 @@ fn client_from(address: &str) -> Client {
 }
 
 /// The status of a login with a wrong password, sent to `base`.
-async fn wrong_login(client: &Client, base: &str, forwarded_for: Option<&str>) -> u16 {
+/// `forged`: a forwarding header the client adds itself.
+async fn wrong_login(client: &Client, base: &str, forged: Option<(&str, &str)>) -> u16 {
     let mut request = client
         .post(format!("{base}/auth/login"))
         .json(&json!({ "email": "nobody@example.com", "password": "not the password" }));
-    if let Some(forged) = forwarded_for {
-        request = request.header("x-forwarded-for", forged);
+    if let Some((name, value)) = forged {
+        request = request.header(name, value);
     }
     request.send().await.unwrap().status().as_u16()
 }
@@ -89,7 +89,11 @@ async fn behind_nginx_each_client_keeps_its_own_limit_and_a_forged_forwarding_he
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     assert_eq!(wrong_login(&bob, &through, None).await, 401, "another client behind the proxy is not limited");
     // A client forging the header behind the proxy only adds to the left of the chain.
-    assert_eq!(wrong_login(&alice, &through, Some("198.51.100.7")).await, 429, "the forged address is not believed");
+    let forged = Some(("x-forwarded-for", "198.51.100.7"));
+    assert_eq!(wrong_login(&alice, &through, forged).await, 429, "the forged address is not believed");
+    // Nor does the header the proxy does not write (it passes it on untouched).
+    let other_header = Some(("forwarded", "for=198.51.100.8"));
+    assert_eq!(wrong_login(&alice, &through, other_header).await, 429, "a forged Forwarded is not believed");
     let logs = first.logs().join("\n") + &second.logs().join("\n");
     assert!(logs.contains("127.0.0.2"), "the logs name the client, not the proxy");
 
@@ -97,7 +101,7 @@ async fn behind_nginx_each_client_keeps_its_own_limit_and_a_forged_forwarding_he
     let mallory = client_from("127.0.0.4");
     let mut direct = Vec::new();
     for n in 0..5 {
-        direct.push(wrong_login(&mallory, &first.address, Some(&format!("203.0.113.{n}"))).await);
+        direct.push(wrong_login(&mallory, &first.address, Some(("x-forwarded-for", &format!("203.0.113.{n}")))).await);
     }
     assert_eq!(direct.last(), Some(&429), "every forged address counted as the peer's: {direct:?}");
 

@@ -15,16 +15,16 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::errors::ErrorKind;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::oidc::OidcProvider;
+use super::oidc::{OidcProvider, Refused};
 use super::sessions::Sessions;
-use super::tokens::Claims;
+use super::tokens::{Claims, refusal};
 use super::users::UserRepository;
 use super::{Actor, Role};
 use crate::problem::Problem;
@@ -36,6 +36,25 @@ const NO_TOKEN: &str = "this endpoint needs `Authorization: Bearer <access token
 pub enum Identity {
     Actor(Actor),
     Rejected(&'static str),
+    /// The token could not be checked now (its provider or the accounts
+    /// cannot be reached): a 503, so that the client retries rather than
+    /// signs in again.
+    Unavailable(&'static str),
+}
+
+/// Why a token does not name an actor.
+enum Refusal {
+    Rejected(&'static str),
+    Unavailable(&'static str),
+}
+
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Token(reason) => Self::Rejected(reason),
+            Refused::Unavailable(reason) => Self::Unavailable(reason),
+        }
+    }
 }
 
 /// What verifies bearer tokens: the host's own (`Sessions`) and, when
@@ -48,41 +67,59 @@ pub struct TokenVerifier {
 
 /// The external provider's tokens, and the accounts of their users.
 pub struct ExternalTokens {
-    provider: OidcProvider,
+    provider: Arc<OidcProvider>,
     users: UserRepository,
-    /// `sub` → the account and the role last recorded for it: a known user
-    /// costs no database round trip.
-    accounts: Mutex<HashMap<String, (Uuid, Role)>>,
+    /// `sub` → the account, the role last recorded for it and when: a
+    /// known user costs no database round trip for `REMEMBERED_FOR`.
+    accounts: Mutex<HashMap<String, (Uuid, Role, Instant)>>,
 }
 
-/// How many external users' accounts a process remembers.
+/// How many external users' accounts a process remembers, and how long.
 const REMEMBERED_ACCOUNTS: usize = 10_000;
+const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 impl ExternalTokens {
     pub fn new(provider: OidcProvider, users: UserRepository) -> Self {
-        Self { provider, users, accounts: Mutex::default() }
+        Self { provider: Arc::new(provider), users, accounts: Mutex::default() }
+    }
+
+    /// Fetches the provider's keys in the background, ahead of the first
+    /// token.
+    pub fn prefetch_keys(&self) {
+        let provider = self.provider.clone();
+        tokio::spawn(async move { provider.prefetch().await });
     }
 
     /// The caller of a token of the provider; its account created on first
     /// sight, its role the one the token carries.
-    async fn actor(&self, token: &str) -> Result<Actor, &'static str> {
+    async fn actor(&self, token: &str) -> Result<Actor, Refusal> {
         let identity = self.provider.verify(token).await?;
-        let known = self.accounts.lock().expect("poisoned").get(&identity.subject).copied();
-        if let Some((user_id, role)) = known
-            && role == identity.role
-        {
-            return Ok(Actor { user_id, role });
+        if let Some(user_id) = self.remembered(&identity.subject, identity.role) {
+            return Ok(Actor { user_id, role: identity.role });
         }
         let user_id = self.users.external(self.provider.issuer(), &identity).await.map_err(|error| {
             tracing::warn!(%error, "cannot record the account of an external token");
-            "the account of this token cannot be looked up now; retry"
+            Refusal::Unavailable("the account of this token cannot be looked up now; retry")
         })?;
+        self.remember(identity.subject, user_id, identity.role);
+        Ok(Actor { user_id, role: identity.role })
+    }
+
+    /// The account of `subject`, if it was recorded with `role` lately.
+    fn remembered(&self, subject: &str, role: Role) -> Option<Uuid> {
+        let accounts = self.accounts.lock().expect("poisoned");
+        let (user_id, recorded, at) = accounts.get(subject)?;
+        (*recorded == role && at.elapsed() < REMEMBERED_FOR).then_some(*user_id)
+    }
+
+    fn remember(&self, subject: String, user_id: Uuid, role: Role) {
         let mut accounts = self.accounts.lock().expect("poisoned");
         if accounts.len() >= REMEMBERED_ACCOUNTS {
-            accounts.clear();
+            accounts.retain(|_, (_, _, at)| at.elapsed() < REMEMBERED_FOR);
         }
-        accounts.insert(identity.subject, (user_id, identity.role));
-        Ok(Actor { user_id, role: identity.role })
+        if accounts.len() < REMEMBERED_ACCOUNTS {
+            accounts.insert(subject, (user_id, role, Instant::now()));
+        }
     }
 }
 
@@ -95,12 +132,12 @@ enum Verified {
 impl TokenVerifier {
     /// The external provider's when the token says it issued it (and its
     /// signature will tell), the host's own otherwise.
-    async fn verify(&self, token: &str) -> Result<Verified, &'static str> {
+    async fn verify(&self, token: &str) -> Result<Verified, Refusal> {
         match &self.external {
             Some(external) if unverified_issuer(token).as_deref() == Some(external.provider.issuer()) => {
                 external.actor(token).await.map(Verified::External)
             }
-            _ => verify(&self.sessions, token).map(Verified::Own),
+            _ => verify(&self.sessions, token).map(Verified::Own).map_err(Refusal::Rejected),
         }
     }
 }
@@ -121,7 +158,7 @@ pub async fn identify(State(tokens): State<TokenVerifier>, mut request: Request,
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let token = value.to_str().ok().and_then(bearer_token).map(str::to_string);
         let verified = match token {
-            None => Err("the Authorization header must be `Bearer <access token>`"),
+            None => Err(Refusal::Rejected("the Authorization header must be `Bearer <access token>`")),
             Some(token) => tokens.verify(&token).await,
         };
         let extensions = request.extensions_mut();
@@ -133,8 +170,11 @@ pub async fn identify(State(tokens): State<TokenVerifier>, mut request: Request,
             Ok(Verified::External(actor)) => {
                 extensions.insert(Identity::Actor(actor));
             }
-            Err(reason) => {
+            Err(Refusal::Rejected(reason)) => {
                 extensions.insert(Identity::Rejected(reason));
+            }
+            Err(Refusal::Unavailable(reason)) => {
+                extensions.insert(Identity::Unavailable(reason));
             }
         }
     }
@@ -149,14 +189,7 @@ pub fn revoked(request: &mut Request) {
 
 /// The token's claims, or why it is refused.
 fn verify(sessions: &Sessions, token: &str) -> Result<Claims, &'static str> {
-    sessions.keys().verify(token).map_err(|error| match error.kind() {
-        ErrorKind::ExpiredSignature => "the access token has expired",
-        ErrorKind::ImmatureSignature => "the access token is not valid yet",
-        ErrorKind::InvalidSignature => "the access token's signature is not valid",
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "the access token is not signed with HS256",
-        ErrorKind::InvalidIssuer => "the access token was not issued by this server",
-        _ => "the access token is malformed",
-    })
+    sessions.keys().verify(token).map_err(|error| refusal(&error))
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -173,6 +206,12 @@ pub async fn require_auth(mut request: Request, next: Next) -> Response {
             next.run(request).await
         }
         Some(Identity::Rejected(reason)) => unauthorized(reason).into_response(),
+        Some(Identity::Unavailable(reason)) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "identity-unavailable", "The identity cannot be checked now")
+                .detail(*reason)
+                .header(header::RETRY_AFTER, "5")
+                .into_response()
+        }
         None => unauthorized(NO_TOKEN).into_response(),
     }
 }

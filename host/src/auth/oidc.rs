@@ -5,34 +5,55 @@
 //! - Only the asymmetric algorithms of `OIDC_ALGORITHMS` are accepted,
 //!   whatever a token's header asks: never `none`, never HS*, so a public
 //!   key can never serve as an HMAC secret.
-//! - A key is trusted only as the provider's JWKS publishes it, for the
-//!   algorithm it names; an unknown `kid` fetches the set again, at most
-//!   once per `OIDC_JWKS_REFRESH_SECS`, so made-up kids cannot make the
-//!   host hammer the provider.
+//! - A key is trusted only as the provider's key set publishes it for
+//!   signatures, for the algorithm it names. The set is fetched at start,
+//!   again when it is older than `KEYS_MAX_AGE` (a key the provider
+//!   withdrew stops verifying), and when a token names a key it lacks; at
+//!   most once per `OIDC_JWKS_REFRESH_SECS`, so made-up kids cannot make
+//!   the host hammer the provider.
+//! - The provider is reached over HTTPS (plain HTTP only on loopback), and
+//!   its discovery document must name the configured issuer.
+//! - Only access tokens count: an ID or refresh token of the same provider
+//!   is refused even when its audience matches.
 //! - The issuer, the audience, `exp` and `nbf` are checked, with the
-//!   leeway of the host's own tokens.
+//!   leeway of the host's own tokens. An email counts only when the
+//!   provider says it verified it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::Role;
-use super::tokens::LEEWAY_SECS;
+use super::tokens::{LEEWAY_SECS, refusal};
 use crate::config::OidcConfig;
+
+/// How long a fetched key set is trusted before it is fetched again.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The caller an external token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalIdentity {
     /// `sub`: the provider's id of the user, stable.
     pub subject: String,
+    /// Only an address the provider verified.
     pub email: Option<String>,
     pub name: Option<String>,
     pub role: Role,
+}
+
+/// Why an external token is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The token is not good (a 401).
+    Token(&'static str),
+    /// Nothing can tell now: the provider's keys cannot be fetched (a 503).
+    Unavailable(&'static str),
 }
 
 /// A token's claims as far as the host reads them.
@@ -42,11 +63,32 @@ struct ExternalClaims {
     #[serde(default)]
     email: Option<String>,
     #[serde(default)]
+    email_verified: Option<bool>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     preferred_username: Option<String>,
+    /// Keycloak's token type: `Bearer` for access tokens, `ID`, `Refresh`.
+    #[serde(default)]
+    typ: Option<String>,
     #[serde(flatten)]
     rest: HashMap<String, Value>,
+}
+
+/// A published key, ready to verify.
+struct PublishedKey {
+    algorithm: Option<KeyAlgorithm>,
+    key: DecodingKey,
+}
+
+/// The provider's keys as last fetched.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, PublishedKey>,
+    /// When the set was last fetched successfully.
+    fetched_at: Option<Instant>,
+    /// Whether the last attempt failed.
+    unreachable: bool,
 }
 
 pub struct OidcProvider {
@@ -57,13 +99,13 @@ pub struct OidcProvider {
     role_claim: Vec<String>,
     /// Provider role → host role, first match wins.
     role_map: Vec<(String, Role)>,
-    jwks_url: Option<String>,
-    /// How soon an unknown `kid` may fetch the key set again.
+    jwks_url: Option<Url>,
+    /// How soon the key set may be fetched again.
     refresh_interval: Duration,
     http: reqwest::Client,
-    keys: tokio::sync::RwLock<HashMap<String, Jwk>>,
-    /// When the set was last fetched; one fetch at a time.
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    keys: tokio::sync::RwLock<KeySet>,
+    /// When the set was last asked for; one fetch at a time.
+    attempted: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl OidcProvider {
@@ -71,20 +113,9 @@ impl OidcProvider {
     pub fn new(config: &OidcConfig) -> anyhow::Result<Option<Self>> {
         let Some(issuer) = config.oidc_issuer.clone() else { return Ok(None) };
         anyhow::ensure!(!config.oidc_audience.is_empty(), "OIDC_ISSUER is set: set OIDC_AUDIENCE too");
-        let algorithms = config
-            .oidc_algorithms
-            .iter()
-            .map(|name| match name.trim() {
-                "RS256" => Ok(Algorithm::RS256),
-                "RS384" => Ok(Algorithm::RS384),
-                "RS512" => Ok(Algorithm::RS512),
-                "PS256" => Ok(Algorithm::PS256),
-                "ES256" => Ok(Algorithm::ES256),
-                "ES384" => Ok(Algorithm::ES384),
-                "EdDSA" => Ok(Algorithm::EdDSA),
-                other => anyhow::bail!("OIDC_ALGORITHMS: `{other}` is not an asymmetric algorithm this server accepts"),
-            })
-            .collect::<anyhow::Result<_>>()?;
+        secure_url(&issuer).context("OIDC_ISSUER")?;
+        let jwks_url = config.oidc_jwks_url.as_deref().map(secure_url).transpose().context("OIDC_JWKS_URL")?;
+        let algorithms = config.oidc_algorithms.iter().map(|name| algorithm(name.trim())).collect::<Result<_, _>>()?;
         let role_map = config
             .oidc_role_map
             .iter()
@@ -106,11 +137,11 @@ impl OidcProvider {
             algorithms,
             role_claim: config.oidc_role_claim.split('.').map(str::to_string).collect(),
             role_map,
-            jwks_url: config.oidc_jwks_url.clone(),
+            jwks_url,
             refresh_interval: Duration::from_secs(config.oidc_jwks_refresh_secs),
             http,
             keys: tokio::sync::RwLock::default(),
-            fetched: tokio::sync::Mutex::new(None),
+            attempted: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -118,33 +149,40 @@ impl OidcProvider {
         &self.issuer
     }
 
+    /// Fetches the key set ahead of the first token (at start).
+    pub async fn prefetch(&self) {
+        self.refresh().await;
+    }
+
     /// The caller `token` names, or why it is refused.
-    pub async fn verify(&self, token: &str) -> Result<ExternalIdentity, &'static str> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| "the access token is malformed")?;
+    pub async fn verify(&self, token: &str) -> Result<ExternalIdentity, Refused> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Token("the access token is malformed"))?;
         if !self.algorithms.contains(&header.alg) {
-            return Err("the access token is not signed with an algorithm this server accepts from its provider");
+            return Err(Refused::Token(
+                "the access token is not signed with an algorithm this server accepts from its provider",
+            ));
         }
-        let kid = header.kid.ok_or("the access token names no key (`kid`)")?;
-        let key = self.key(&kid, header.alg).await?;
+        if header.typ.as_deref().is_some_and(|typ| !is_access_token_type(typ)) {
+            return Err(Refused::Token("the token is not an access token"));
+        }
+        let kid = header.kid.ok_or(Refused::Token("the access token names no key (`kid`)"))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&self.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<ExternalClaims>(token, &key, &validation)
-            .map_err(|error| match error.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the access token has expired",
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => "the access token is not valid yet",
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => "the access token's signature is not valid",
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => "the access token's issuer is not trusted",
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => "the access token is not meant for this server",
-                _ => "the access token is malformed",
-            })?
-            .claims;
+        let claims = self.with_key(&kid, header.alg, |key| {
+            jsonwebtoken::decode::<ExternalClaims>(token, key, &validation).map_err(|error| refusal(&error))
+        });
+        let claims = claims.await?.claims;
+        if claims.typ.as_deref().is_some_and(|typ| !typ.eq_ignore_ascii_case("bearer")) {
+            return Err(Refused::Token("the token is not an access token"));
+        }
         let role = self.role(&claims.rest);
+        let email = claims.email.filter(|_| claims.email_verified == Some(true));
         let name = claims.name.or(claims.preferred_username);
-        Ok(ExternalIdentity { subject: claims.sub, email: claims.email, name, role })
+        Ok(ExternalIdentity { subject: claims.sub, email, name, role })
     }
 
     /// The host role of the provider roles the claim path lists: the first
@@ -163,35 +201,53 @@ impl OidcProvider {
             .map_or(Role::User, |(_, role)| *role)
     }
 
-    /// The decoding key `kid` of the provider's set, for `algorithm`.
-    async fn key(&self, kid: &str, algorithm: Algorithm) -> Result<DecodingKey, &'static str> {
-        if self.keys.read().await.get(kid).is_none() {
+    /// `verify` applied to the published key `kid`, which must serve
+    /// `algorithm`; the set fetched first when it lacks the key or is old.
+    async fn with_key<T>(
+        &self,
+        kid: &str,
+        algorithm: Algorithm,
+        verify: impl FnOnce(&DecodingKey) -> Result<T, &'static str>,
+    ) -> Result<T, Refused> {
+        let current = {
+            let set = self.keys.read().await;
+            set.keys.contains_key(kid) && set.fetched_at.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE)
+        };
+        if !current {
             self.refresh().await;
         }
-        let keys = self.keys.read().await;
-        let jwk = keys.get(kid).ok_or("the access token is signed with a key its provider does not publish")?;
-        if jwk.common.key_algorithm.is_some_and(|named| named.to_string() != format!("{algorithm:?}")) {
-            return Err("the access token's algorithm is not its key's");
+        let set = self.keys.read().await;
+        let Some(published) = set.keys.get(kid) else {
+            return Err(if set.unreachable {
+                Refused::Unavailable("the identity provider's keys cannot be fetched now; retry")
+            } else {
+                Refused::Token("the access token is signed with a key its provider does not publish")
+            });
+        };
+        if published.algorithm.is_some_and(|named| named.to_string() != format!("{algorithm:?}")) {
+            return Err(Refused::Token("the access token's algorithm is not its key's"));
         }
-        DecodingKey::from_jwk(jwk).map_err(|_| "the provider's key cannot verify this token")
+        verify(&published.key).map_err(Refused::Token)
     }
 
-    /// Fetches the key set again, unless it was fetched within the refresh
-    /// interval; a failure keeps the keys known.
+    /// Fetches the key set again, unless it was asked for within the
+    /// refresh interval; a failure keeps the keys known.
     async fn refresh(&self) {
-        let mut fetched = self.fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < self.refresh_interval) {
+        let mut attempted = self.attempted.lock().await;
+        if attempted.is_some_and(|at| at.elapsed() < self.refresh_interval) {
             return;
         }
-        *fetched = Some(Instant::now());
-        match self.fetch().await {
-            Ok(set) => {
-                let keys = set.keys.into_iter().filter_map(|jwk| Some((jwk.common.key_id.clone()?, jwk))).collect();
-                *self.keys.write().await = keys;
-                tracing::info!(issuer = %self.issuer, "fetched the OIDC provider's keys");
+        *attempted = Some(Instant::now());
+        let fetched = self.fetch().await;
+        let mut set = self.keys.write().await;
+        match fetched {
+            Ok(keys) => {
+                *set = KeySet { keys: published_keys(keys), fetched_at: Some(Instant::now()), unreachable: false };
+                tracing::info!(issuer = %self.issuer, keys = set.keys.len(), "fetched the OIDC provider's keys");
             }
             Err(error) => {
-                tracing::warn!(issuer = %self.issuer, error = %format!("{error:#}"), "cannot fetch the OIDC provider's keys")
+                set.unreachable = true;
+                tracing::warn!(issuer = %self.issuer, error = %format!("{error:#}"), "cannot fetch the OIDC provider's keys");
             }
         }
     }
@@ -201,19 +257,73 @@ impl OidcProvider {
             Some(url) => url.clone(),
             None => self.discover().await?,
         };
-        Ok(self.http.get(&url).send().await?.error_for_status()?.json().await?)
+        let response = self.http.get(url.clone()).send().await?.error_for_status()?;
+        response.json().await.with_context(|| format!("{url} is not a JSON Web Key Set"))
     }
 
-    /// The `jwks_uri` of the issuer's discovery document.
-    async fn discover(&self) -> anyhow::Result<String> {
+    /// The `jwks_uri` of the issuer's discovery document, which must name
+    /// the configured issuer.
+    async fn discover(&self) -> anyhow::Result<Url> {
         #[derive(Deserialize)]
         struct Discovery {
+            issuer: String,
             jwks_uri: String,
         }
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
         let discovery: Discovery = self.http.get(&url).send().await?.error_for_status()?.json().await?;
-        Ok(discovery.jwks_uri)
+        anyhow::ensure!(
+            discovery.issuer == self.issuer,
+            "{url} names the issuer `{}`, not OIDC_ISSUER `{}` (which must match it exactly, trailing slash included)",
+            discovery.issuer,
+            self.issuer
+        );
+        secure_url(&discovery.jwks_uri).with_context(|| format!("the jwks_uri of {url}"))
     }
+}
+
+/// The signature keys of `set` that have a `kid`, by kid.
+fn published_keys(set: JwkSet) -> HashMap<String, PublishedKey> {
+    set.keys
+        .into_iter()
+        .filter(|jwk| !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)))
+        .filter_map(|jwk: Jwk| {
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some((jwk.common.key_id?, PublishedKey { algorithm: jwk.common.key_algorithm, key }))
+        })
+        .collect()
+}
+
+/// A JWT header `typ` an access token may carry (RFC 9068: `at+jwt`).
+fn is_access_token_type(typ: &str) -> bool {
+    ["JWT", "at+jwt", "application/at+jwt"].iter().any(|allowed| typ.eq_ignore_ascii_case(allowed))
+}
+
+/// `text` as a URL the provider may be reached at: HTTPS, or HTTP on a
+/// loopback address (a provider on the same machine).
+fn secure_url(text: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(text).with_context(|| format!("`{text}` is not a URL"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        url.scheme() == "https" || (url.scheme() == "http" && loopback),
+        "`{text}` must be an https:// URL (plain http only on loopback)"
+    );
+    Ok(url)
+}
+
+/// An asymmetric algorithm by its JOSE name.
+fn algorithm(name: &str) -> anyhow::Result<Algorithm> {
+    Ok(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        other => anyhow::bail!("OIDC_ALGORITHMS: `{other}` is not an asymmetric algorithm this server accepts"),
+    })
 }
 
 #[cfg(test)]
@@ -270,5 +380,42 @@ mod tests {
         config.oidc_algorithms = vec!["RS256".into()];
         config.oidc_audience = Vec::new();
         assert!(OidcProvider::new(&config).is_err(), "an audience is required");
+    }
+
+    #[test]
+    fn the_provider_is_reached_over_https_or_on_loopback_only() {
+        for good in
+            ["https://id.example.com/realms/todo", "http://127.0.0.1:8080/x", "http://[::1]/", "http://localhost"]
+        {
+            assert!(secure_url(good).is_ok(), "{good}");
+        }
+        for bad in ["http://id.example.com/realms/todo", "http://10.0.0.1/", "ftp://id.example.com", "not a url"] {
+            assert!(secure_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_access_token_types_and_signature_keys_count() {
+        assert!(["JWT", "jwt", "at+jwt", "application/at+JWT"].into_iter().all(is_access_token_type));
+        assert!(!is_access_token_type("id_token+jwt") && !is_access_token_type("logout+jwt"));
+        let key = |kid: &str, usage: Option<PublicKeyUse>| {
+            let mut jwk: Jwk = serde_json::from_value(serde_json::json!({
+                "kty": "EC", "crv": "P-256", "kid": kid,
+                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+            }))
+            .unwrap();
+            jwk.common.public_key_use = usage;
+            jwk
+        };
+        let set = JwkSet {
+            keys: vec![
+                key("sig", Some(PublicKeyUse::Signature)),
+                key("any", None),
+                key("enc", Some(PublicKeyUse::Encryption)),
+            ],
+        };
+        let mut kids: Vec<String> = published_keys(set).into_keys().collect();
+        kids.sort();
+        assert_eq!(kids, ["any", "sig"]);
     }
 }

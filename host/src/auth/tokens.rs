@@ -77,8 +77,6 @@ impl TokenKeys {
             .map_err(|e| anyhow::anyhow!("cannot sign a token: {e}"))
     }
 
-    /// Checks signature, algorithm (HS256 only: `none` and every other
-    /// algorithm are refused), expiry and issuer.
     /// The claims of `token` if this server signed it (HS256 only), it is
     /// current (`exp`, and `nbf` when present) and it was not issued in the
     /// future: a token no clock here could have made is refused.
@@ -88,6 +86,23 @@ impl TokenKeys {
             return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
         }
         Ok(claims)
+    }
+}
+
+/// Why a token `jsonwebtoken` refused is refused, as a client reads it
+/// (the host's own tokens and the provider's alike).
+pub(super) fn refusal(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the access token has expired",
+        ErrorKind::ImmatureSignature => "the access token is not valid yet",
+        ErrorKind::InvalidSignature => "the access token's signature is not valid",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the access token is not signed with an algorithm this server accepts"
+        }
+        ErrorKind::InvalidIssuer => "the access token's issuer is not trusted",
+        ErrorKind::InvalidAudience => "the access token is not meant for this server",
+        _ => "the access token is malformed",
     }
 }
 

@@ -99,31 +99,56 @@ impl UserRepository {
     }
 
     /// The account of the external provider's user `identity` (of
-    /// `issuer`), created on first sight and given the role its token
-    /// carries. Its email is the provider's when no account has it yet:
-    /// an account is never taken over by a provider that claims its email.
+    /// `issuer`), created on first sight; its role recorded as the token
+    /// carries it (written only when it changed). Its email is the
+    /// provider's (verified) one when no account has it yet, else one made
+    /// up from the issuer and subject: an account is never taken over by a
+    /// provider that claims its email.
     pub async fn external(&self, issuer: &str, identity: &ExternalIdentity) -> Result<Uuid, sqlx::Error> {
         let email = identity
             .email
             .as_deref()
             .map(|email| email.trim().to_lowercase())
             .filter(|email| email.len() <= 254 && email.contains('@'));
-        sqlx::query_scalar(
-            "INSERT INTO users (id, email, display_name, role, external_issuer, external_subject) \
-             SELECT $1, CASE WHEN $2::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users WHERE email = $2) \
-                             THEN $2 ELSE lower(left($5 || '#' || $6, 254)) END, \
-                    left($3, 100), $4, $5, $6 \
-             ON CONFLICT (external_issuer, external_subject) DO UPDATE SET role = excluded.role \
-             RETURNING id",
-        )
-        .bind(Uuid::now_v7())
-        .bind(email)
-        .bind(&identity.name)
-        .bind(identity.role.as_str())
-        .bind(issuer)
-        .bind(&identity.subject)
-        .fetch_one(&self.pool)
-        .await
+        let (role, subject) = (identity.role.as_str(), identity.subject.as_str());
+        // The provider's email first; when another account has it (even one
+        // created a moment ago), the made-up one, which only this user has.
+        for email in email.into_iter().chain([external_email(issuer, subject)]) {
+            let known: Option<Uuid> = sqlx::query_scalar(
+                "WITH known AS (SELECT id, role FROM users WHERE external_issuer = $1 AND external_subject = $2), \
+                      changed AS (UPDATE users SET role = $3 FROM known WHERE users.id = known.id AND known.role <> $3) \
+                 SELECT id FROM known",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(id) = known {
+                return Ok(id);
+            }
+            let created: Option<Uuid> = sqlx::query_scalar(
+                "INSERT INTO users (id, email, display_name, role, external_issuer, external_subject) \
+                 VALUES ($1, $2, left($3, 100), $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(Uuid::now_v7())
+            .bind(&email)
+            .bind(&identity.name)
+            .bind(role)
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(id) = created {
+                return Ok(id);
+            }
+        }
+        // Both inserts met an account of this very user, made meanwhile.
+        sqlx::query_scalar("SELECT id FROM users WHERE external_issuer = $1 AND external_subject = $2")
+            .bind(issuer)
+            .bind(subject)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The account as it is now (a refresh takes the current role).
@@ -135,6 +160,15 @@ impl UserRepository {
                 .await?;
         Ok(row.map(UserRow::into_user).transpose()?.map(|(user, _)| user))
     }
+}
+
+/// The email of an external user whose provider gave none (or one another
+/// account has): unique to the issuer and subject, and undeliverable
+/// (`.invalid`, RFC 2606).
+fn external_email(issuer: &str, subject: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new().chain_update(issuer).chain_update([0]).chain_update(subject).finalize();
+    format!("{}@external.invalid", &hex::encode(digest)[..32])
 }
 
 impl UserRow {

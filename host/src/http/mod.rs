@@ -42,7 +42,7 @@ use tracing::Level;
 use crate::auth::middleware::{identify, require_auth};
 use crate::auth::{Accounts, ExternalTokens, LoginLockout, Sessions, TokenVerifier};
 use crate::background::Background;
-use crate::client_addr::{ClientAddr, ListenerTls, TrustedProxies, identify_client};
+use crate::client_addr::{ClientAddr, TrustedProxies, identify_client};
 use crate::commands::{CommandBus, CommandStatus};
 use crate::config::ProcessRole;
 use crate::db::replica::ReadReplica;
@@ -95,10 +95,8 @@ pub struct HttpLimits {
     pub plugin_upload_max_bytes: usize,
     /// `None`: no CORS headers.
     pub cors: Option<tower_http::cors::CorsLayer>,
-    /// Whose forwarding headers tell the client's address and scheme.
+    /// Whose forwarding header tells the client's address.
     pub trusted_proxies: TrustedProxies,
-    /// Whether the listener serves HTTPS.
-    pub https: bool,
     /// Where the limiters' pruning runs.
     pub background: Background,
 }
@@ -138,10 +136,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(middleware::from_fn_with_state(
-                    (Arc::new(limits.trusted_proxies), ListenerTls(limits.https)),
-                    identify_client,
-                ))
+                .layer(middleware::from_fn_with_state(Arc::new(limits.trusted_proxies), identify_client))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &Request<_>| {
@@ -150,7 +145,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                                 .get(REQUEST_ID)
                                 .and_then(|value| value.to_str().ok())
                                 .unwrap_or_default();
-                            let client = request.extensions().get::<ClientAddr>().map(|client| client.ip.to_string());
+                            let client = request.extensions().get::<ClientAddr>().map(|client| client.0.to_string());
                             tracing::info_span!(
                                 "request",
                                 method = %request.method(),

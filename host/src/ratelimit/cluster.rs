@@ -83,7 +83,7 @@ impl ClusterLimiter {
     /// nothing identifies its client.
     fn keys(&self, request: &Request) -> Option<Vec<String>> {
         let quota_key = self.quota_key(&client_key(request)?);
-        let client = request.extensions().get::<ClientAddr>().map(|client| client.ip);
+        let client = request.extensions().get::<ClientAddr>().map(|client| client.limit_key());
         let revoked_key = client.map_or_else(|| quota_key.clone(), |ip| self.quota_key(&ClientKey::Ip(ip)));
         let mut keys = vec![quota_key, revoked_key];
         if let Some(AccessToken(claims)) = request.extensions().get::<AccessToken>() {

@@ -67,7 +67,7 @@ pub fn client_key<T>(request: &Request<T>) -> Option<ClientKey> {
     if let Some(Identity::Actor(actor)) = request.extensions().get::<Identity>() {
         return Some(ClientKey::User(actor.user_id));
     }
-    request.extensions().get::<ClientAddr>().map(|client| ClientKey::Ip(client.ip))
+    request.extensions().get::<ClientAddr>().map(|client| ClientKey::Ip(client.limit_key()))
 }
 
 /// A limiter for one group of routes (`policy` names it in the headers).
