@@ -289,6 +289,11 @@ pub struct AuthConfig {
     /// failed attempt, in seconds.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900)]
     pub login_failure_window_secs: u64,
+
+    /// How long a password reset token (`POST /auth/password-reset`, sent
+    /// as a `notifications` record) may be used, in seconds.
+    #[arg(long, env = "PASSWORD_RESET_TTL_SECS", default_value_t = 900)]
+    pub password_reset_ttl_secs: u64,
 }
 
 /// Access tokens of an external OpenID Connect provider, accepted beside

@@ -14,14 +14,17 @@ use rdkafka::producer::Producer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Accounts, ExternalTokens, LoginLockout, OidcProvider, Sessions, TokenKeys, UserRepository};
+use crate::auth::{
+    AccountManager, Accounts, ExternalTokens, LoginLockout, OidcProvider, PasswordResets, Sessions, TokenKeys,
+    UserRepository,
+};
 use crate::background::Background;
 use crate::client_addr::TrustedProxies;
 use crate::commands::{CommandBus, CommandConsumer, CommandStatus};
 use crate::config::{AuthConfig, ProcessRole, ServeConfig};
 use crate::db::replica::ReadReplica;
 use crate::db::{self, HostKey};
-use crate::events::handlers::HandlerSupervisor;
+use crate::events::handlers::{DeadLetterRecorder, DeadLetters, HandlerSupervisor};
 use crate::events::relay::OutboxRelay;
 use crate::http::tls::Https;
 use crate::http::{self, HttpLimits, Services};
@@ -63,6 +66,8 @@ struct Workers {
     producer: Option<SharedProducer>,
     /// Wakes the relay after writes commit.
     outbox: OutboxWaker,
+    /// Where the event handlers put what they give up on.
+    dead_letters: DeadLetterRecorder,
 }
 
 impl Application {
@@ -130,7 +135,8 @@ impl Application {
         ));
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
-        let mut workers = Workers { background: Background::default(), producer: None, outbox };
+        let dead_letters = DeadLetterRecorder::new(pool.clone(), key.clone(), outbox.clone());
+        let mut workers = Workers { background: Background::default(), producer: None, outbox, dead_letters };
         workers.background.spawn_until_shutdown(http::metrics::upkeep(metrics.clone()));
         if let Some(replica) = &replica {
             let every = Duration::from_millis(config.database.replica_poll_ms.max(1));
@@ -171,6 +177,13 @@ impl Application {
             config.auth.login_failure_limit,
             Duration::from_secs(config.auth.login_failure_window_secs),
         );
+        let accounts = Accounts::new(UserRepository::new(pool.clone()));
+        let account_manager = AccountManager::new(
+            accounts.clone(),
+            UserRepository::new(pool.clone()),
+            sessions.clone(),
+            login_lockout.clone(),
+        );
         let state = Arc::new(Services {
             role: config.role,
             tasks: TaskService::new(
@@ -184,11 +197,21 @@ impl Application {
             command_status,
             idempotency: IdempotencyStore::new(redis.clone(), Duration::from_secs(config.redis.idempotency_ttl_secs)),
             redis,
-            accounts: Accounts::new(UserRepository::new(pool.clone())),
+            accounts: accounts.clone(),
+            account_manager: account_manager.clone(),
+            password_resets: PasswordResets::new(
+                pool.clone(),
+                key.clone(),
+                Duration::from_secs(config.auth.password_reset_ttl_secs),
+                accounts,
+                account_manager,
+                workers.outbox.clone(),
+            ),
             external_tokens: OidcProvider::new(&config.oidc)?
                 .map(|provider| Arc::new(ExternalTokens::new(provider, UserRepository::new(pool.clone())))),
             login_lockout,
             sessions,
+            dead_letters: DeadLetters::new(pool.clone(), plugins.clone()),
             plugins,
             delivery,
             pool,
@@ -362,7 +385,7 @@ impl Workers {
         plugins
             .run_handlers(Arc::new(HandlerSupervisor::new(
                 kafka.clone(),
-                producer.clone(),
+                self.dead_letters.clone(),
                 pool.clone(),
                 config.events.clone(),
                 self.background.clone(),

@@ -1,7 +1,7 @@
 //! The shape of a validation failure, shared by every request type.
 
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::problem::Problem;
 
@@ -11,6 +11,12 @@ pub const NO_NUL_RULE: &str = "must not contain the NUL character (U+0000)";
 
 pub fn contains_nul(text: &str) -> bool {
     text.contains('\0')
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`):
+/// `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// One rule a request broke, located by a JSON pointer into the body.

@@ -30,6 +30,7 @@ use super::{Actor, Role};
 use crate::problem::Problem;
 
 const NO_TOKEN: &str = "this endpoint needs `Authorization: Bearer <access token>`";
+const ACCOUNT_DISABLED: &str = "the account of this token is disabled";
 
 /// What the `Authorization` header said, if anything.
 #[derive(Debug, Clone)]
@@ -70,7 +71,9 @@ pub struct ExternalTokens {
     provider: Arc<OidcProvider>,
     users: UserRepository,
     /// `sub` → the account, the role last recorded for it and when: a
-    /// known user costs no database round trip for `REMEMBERED_FOR`.
+    /// known user costs no database round trip for `REMEMBERED_FOR` (an
+    /// account disabled meanwhile is refused by the admission check,
+    /// `auth::revocation`, whose record outlives it).
     accounts: Mutex<HashMap<String, (Uuid, Role, Instant)>>,
 }
 
@@ -97,10 +100,13 @@ impl ExternalTokens {
         if let Some(user_id) = self.remembered(&identity.subject, identity.role) {
             return Ok(Actor { user_id, role: identity.role });
         }
-        let user_id = self.users.external(self.provider.issuer(), &identity).await.map_err(|error| {
+        let (user_id, disabled) = self.users.external(self.provider.issuer(), &identity).await.map_err(|error| {
             tracing::warn!(%error, "cannot record the account of an external token");
             Refusal::Unavailable("the account of this token cannot be looked up now; retry")
         })?;
+        if disabled {
+            return Err(Refusal::Rejected(ACCOUNT_DISABLED));
+        }
         self.remember(identity.subject, user_id, identity.role);
         Ok(Actor { user_id, role: identity.role })
     }
@@ -231,6 +237,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         verified(parts)
+    }
+}
+
+/// The caller of an admins-only route behind `require_auth`; anyone else
+/// is refused with a 403.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated(actor) = verified(parts)?;
+        match actor.role {
+            Role::Admin => Ok(Admin(actor)),
+            _ => Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail("this route is for admins")),
+        }
     }
 }
 

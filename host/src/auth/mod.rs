@@ -1,12 +1,15 @@
 //! Accounts and tokens: argon2id passwords, HS256 access JWTs, rotating
-//! refresh tokens and revocation (in Redis), the users table, and the
-//! middleware that turns a bearer token into an `Actor`.
+//! refresh tokens and revocation (in Redis), the users table, the account
+//! management of owners and admins, password resets, and the middleware
+//! that turns a bearer token into an `Actor`.
 
 mod lockout;
+mod manage;
 pub mod middleware;
 mod oidc;
 mod password;
 mod refresh;
+mod reset;
 mod revocation;
 mod service;
 mod sessions;
@@ -14,13 +17,15 @@ mod tokens;
 mod users;
 
 pub use lockout::LoginLockout;
-pub use middleware::{AccessToken, Authenticated, ExternalTokens, TokenVerifier};
+pub use manage::{AccountManager, AdminChanges, MAX_USERS_PAGE, PasswordChange, ProfileChanges};
+pub use middleware::{AccessToken, Admin, Authenticated, ExternalTokens, TokenVerifier};
 pub use oidc::OidcProvider;
-pub use revocation::revocation_keys;
+pub use reset::{PasswordResets, ResetConfirmation, ResetNotification, ResetRequest};
+pub use revocation::{AdmissionCheck, UserRevocation};
 pub use service::{Accounts, AuthError, Credentials, Registration};
 pub use sessions::{RefreshRequest, Sessions, Tokens};
 pub use tokens::TokenKeys;
-pub use users::{User, UserRepository};
+pub use users::{User, UserPage, UserRepository};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -3,10 +3,12 @@
 //! was stolen or raced, so the whole family is revoked, the latest token
 //! included.
 //!
-//! Redis holds `todo:refresh:<sha256 of the token>` → {user, fam, used},
-//! expiring with the token: the token itself is never stored, so a Redis
-//! dump opens no session. A used record stays until it expires so that its
-//! reuse is recognised.
+//! Redis holds `todo:refresh:<sha256 of the token>` → {user, fam, used, at
+//! (when the family started, ms)}, expiring with the token: the token
+//! itself is never stored, so a Redis dump opens no session. A used record
+//! stays until it expires so that its reuse is recognised. A family started
+//! before its user's `sessions_before`, or of a disabled user, is refused
+//! (`revocation`).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::revocation::{FAMILY_KEY_PREFIX, Revocations};
+use super::revocation::{FAMILY_KEY_PREFIX, Revocations, USER_KEY_PREFIX};
 use crate::redis_client::{RedisClient, RedisUnavailable};
 
 /// Checks and rotates in one step, so two concurrent uses of a token
@@ -29,18 +31,23 @@ static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         -- KEYS[1]: the presented token's record, KEYS[2]: its successor's
-        -- ARGV[1]: revoked-family key prefix, ARGV[2]: token TTL, ARGV[3]: family revocation TTL
-        local record = redis.call('HMGET', KEYS[1], 'user', 'fam', 'used')
-        local user, fam, used = record[1], record[2], record[3]
+        -- ARGV[1]: revoked-family key prefix, ARGV[2]: token TTL,
+        -- ARGV[3]: family revocation TTL, ARGV[4]: user record prefix
+        local record = redis.call('HMGET', KEYS[1], 'user', 'fam', 'used', 'at')
+        local user, fam, used, at = record[1], record[2], record[3], record[4] or '0'
         if not user then return {'unknown'} end
         local revoked = ARGV[1] .. fam
         if redis.call('EXISTS', revoked) == 1 then return {'revoked', user, fam} end
+        local account = redis.call('HMGET', ARGV[4] .. user, 'disabled', 'sessions_before')
+        if account[1] or (account[2] and tonumber(at) < tonumber(account[2])) then
+            return {'revoked', user, fam}
+        end
         if used == '1' then
             redis.call('SET', revoked, '1', 'EX', ARGV[3])
             return {'reused', user, fam}
         end
         redis.call('HSET', KEYS[1], 'used', '1')
-        redis.call('HSET', KEYS[2], 'user', user, 'fam', fam, 'used', '0')
+        redis.call('HSET', KEYS[2], 'user', user, 'fam', fam, 'used', '0', 'at', at)
         redis.call('EXPIRE', KEYS[2], ARGV[2])
         return {'rotated', user, fam}
         ",
@@ -73,7 +80,12 @@ impl RefreshTokens {
     pub async fn start(&self, user_id: Uuid) -> Result<RefreshToken, RedisUnavailable> {
         let refresh = RefreshToken { token: random_token(), expires_in: self.ttl, user_id, family: Uuid::now_v7() };
         let key = record_key(&refresh.token);
-        let fields = [("user", refresh.user_id.to_string()), ("fam", refresh.family.to_string()), ("used", "0".into())];
+        let fields = [
+            ("user", refresh.user_id.to_string()),
+            ("fam", refresh.family.to_string()),
+            ("used", "0".into()),
+            ("at", chrono::Utc::now().timestamp_millis().to_string()),
+        ];
         let mut store = redis::pipe();
         store.atomic().hset_multiple(&key, &fields).ignore().expire(&key, self.ttl.as_secs() as i64).ignore();
         self.redis.pipeline::<()>(&store).await?;
@@ -90,7 +102,8 @@ impl RefreshTokens {
             .key(record_key(&successor))
             .arg(FAMILY_KEY_PREFIX)
             .arg(self.ttl.as_secs())
-            .arg(self.revocations.family_ttl().as_secs());
+            .arg(self.revocations.family_ttl().as_secs())
+            .arg(USER_KEY_PREFIX);
         let answer: Vec<String> = self.redis.script(&rotate).await?;
         // `{'unknown'}` has no ids; every other outcome names user and family.
         let [outcome, user, family] = answer.as_slice() else { return Ok(None) };
@@ -110,7 +123,8 @@ impl RefreshTokens {
     }
 }
 
-fn random_token() -> String {
+/// 256 random bits in base64url: a refresh or password reset token.
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

@@ -1,7 +1,20 @@
-//! The revocation list: access tokens (by `jti`) and refresh families (by
-//! `fam`) that must no longer be accepted, kept in Redis so that every
-//! replica refuses them at once. An entry only lives as long as what it
-//! revokes could still be presented, so the list never grows without bound.
+//! The revocation list, kept in Redis so that every replica refuses at once
+//! what it names: access tokens (by `jti`), refresh families (by `fam`) and
+//! users — a user's record (`todo:revoked:user:<id>`, a hash) refuses their
+//! access tokens issued before `tokens_before` (a role change, a password
+//! change), their refresh families started before `sessions_before` (a
+//! password change or reset), and, while `disabled` is set, every token of
+//! theirs, the external provider's included.
+//!
+//! Invariants:
+//! - An entry lives as long as what it revokes could still be presented,
+//!   so the list never grows without bound; a user's record as long as the
+//!   longest-lived token (`family_ttl`), past which their tokens from before
+//!   it have expired anyway and the database (login, refresh, the external
+//!   account's look-up) refuses a disabled account by itself.
+//! - Times are milliseconds of the host's clock: a token's issue time is
+//!   its `jti`'s (a UUIDv7), so a token issued in the same second but after
+//!   a revocation still works.
 
 use std::time::Duration;
 
@@ -14,6 +27,21 @@ use crate::redis_client::{RedisClient, RedisUnavailable};
 /// Prefix of a revoked family's key; `refresh`'s rotation script revokes a
 /// family itself and builds the key from it.
 pub(super) const FAMILY_KEY_PREFIX: &str = "todo:revoked:family:";
+/// Prefix of a user's record; `refresh`'s rotation script reads it.
+pub(super) const USER_KEY_PREFIX: &str = "todo:revoked:user:";
+
+/// What to end of a user's, from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserRevocation {
+    /// Their access tokens (a role change: a refresh gets the new role).
+    Tokens,
+    /// Their access tokens and refresh families (a new password).
+    Sessions,
+    /// Everything, until `Enable`.
+    Disable,
+    /// Lifts `Disable` (what it ended stays ended).
+    Enable,
+}
 
 #[derive(Clone)]
 pub struct Revocations {
@@ -43,15 +71,60 @@ impl Revocations {
         }
         self.redis.pipeline(&revoke).await
     }
+
+    /// Ends `what` of `user`'s on every replica.
+    pub async fn revoke_user(&self, user: Uuid, what: UserRevocation) -> Result<(), RedisUnavailable> {
+        let key = user_key(user);
+        let now = Utc::now().timestamp_millis();
+        let mut revoke = redis::pipe();
+        revoke.atomic();
+        match what {
+            UserRevocation::Tokens => revoke.hset(&key, "tokens_before", now).ignore(),
+            UserRevocation::Sessions => {
+                revoke.hset_multiple(&key, &[("tokens_before", now), ("sessions_before", now)]).ignore()
+            }
+            UserRevocation::Disable => revoke
+                .hset_multiple(&key, &[("tokens_before", now), ("sessions_before", now), ("disabled", 1)])
+                .ignore(),
+            UserRevocation::Enable => revoke.hdel(&key, "disabled").ignore(),
+        };
+        revoke.expire(&key, self.family_ttl.as_secs() as i64).ignore();
+        self.redis.pipeline(&revoke).await
+    }
 }
 
-/// The keys whose existence revokes a token: its `jti`'s and its family's.
-/// The cluster admission script (`ratelimit::cluster`) checks them in the
-/// round trip that also counts the request against the cluster quota.
-pub fn revocation_keys(claims: &Claims) -> Vec<String> {
-    let mut keys = vec![token_key(claims.jti)];
-    keys.extend(claims.fam.map(family_key));
-    keys
+/// What the cluster admission script (`ratelimit::cluster`) checks of a
+/// request's caller, in the round trip that also counts the request
+/// against the cluster quota.
+pub struct AdmissionCheck {
+    /// The user's record first, then the keys whose existence revokes the
+    /// token (its `jti`'s and its family's; none for an external token).
+    pub keys: Vec<String>,
+    /// When the token was issued (ms), to compare with `tokens_before`;
+    /// `None` for an external token, which only `disabled` refuses.
+    pub issued_at_ms: Option<i64>,
+}
+
+impl AdmissionCheck {
+    /// For one of the host's own access tokens.
+    pub fn own(claims: &Claims) -> Self {
+        let mut keys = vec![user_key(claims.sub), token_key(claims.jti)];
+        keys.extend(claims.fam.map(family_key));
+        Self { keys, issued_at_ms: Some(issued_at_ms(claims)) }
+    }
+
+    /// For the external provider's token of `user`.
+    pub fn external(user: Uuid) -> Self {
+        Self { keys: vec![user_key(user)], issued_at_ms: None }
+    }
+}
+
+/// When the host issued the token, to the millisecond: its `jti`'s time.
+pub(super) fn issued_at_ms(claims: &Claims) -> i64 {
+    claims.jti.get_timestamp().map_or(claims.iat * 1000, |stamp| {
+        let (secs, nanos) = stamp.to_unix();
+        secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+    })
 }
 
 fn token_key(jti: Uuid) -> String {
@@ -60,4 +133,34 @@ fn token_key(jti: Uuid) -> String {
 
 fn family_key(family: Uuid) -> String {
     format!("{FAMILY_KEY_PREFIX}{family}")
+}
+
+fn user_key(user: Uuid) -> String {
+    format!("{USER_KEY_PREFIX}{user}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn a_token_is_dated_by_its_jti_to_the_millisecond() {
+        let before = Utc::now().timestamp_millis();
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            role: Role::User,
+            iat: Utc::now().timestamp(),
+            exp: Utc::now().timestamp() + 60,
+            jti: Uuid::now_v7(),
+            iss: "todo-host".into(),
+            fam: None,
+        };
+        let issued = issued_at_ms(&claims);
+        assert!(issued >= before && issued <= Utc::now().timestamp_millis(), "{before} {issued}");
+        let random = Claims { jti: Uuid::new_v4(), ..claims.clone() };
+        assert_eq!(issued_at_ms(&random), claims.iat * 1000, "a jti without a time falls back to iat");
+        let check = AdmissionCheck::own(&claims);
+        assert_eq!(check.keys[0], format!("todo:revoked:user:{}", claims.sub), "the user's record comes first");
+    }
 }

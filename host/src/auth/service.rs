@@ -48,6 +48,22 @@ pub enum AuthError {
     InvalidRefreshToken,
     #[error("too many failed logins for this account; retry in {retry_after_secs} s")]
     LockedOut { retry_after_secs: u64 },
+    /// Only told to someone who knew the password.
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("this account signs in at the identity provider and has no password here")]
+    ProviderAccount,
+    #[error("an admin cannot disable, demote or delete their own account")]
+    SelfLockout,
+    #[error("no account has this id")]
+    UserNotFound,
+    #[error("{0}")]
+    InvalidQuery(&'static str),
+    /// Unknown, used or expired: deliberately one error.
+    #[error("the password reset token is not valid")]
+    InvalidResetToken,
     #[error("refresh tokens and logout need Redis, and REDIS_URL is not set")]
     RedisNotConfigured,
     #[error(transparent)]
@@ -92,19 +108,31 @@ impl Accounts {
         if let Err(PasswordPolicyError(broken)) = PasswordHasher::check_policy(&registration.password, &email) {
             errors.extend(broken.into_iter().map(|rule| FieldError::new("/password", rule)));
         }
-        let display_name =
-            registration.display_name.map(|name| name.trim().to_string()).filter(|name| !name.is_empty());
-        if display_name.as_ref().is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
-            errors
-                .push(FieldError::new("/display_name", format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
-        } else if display_name.as_deref().is_some_and(contains_nul) {
-            errors.push(FieldError::new("/display_name", NO_NUL_RULE));
-        }
+        let display_name = display_name(registration.display_name, "/display_name").unwrap_or_else(|error| {
+            errors.push(error);
+            None
+        });
         if !errors.is_empty() {
             return Err(AuthError::Invalid(errors));
         }
         let password_hash = self.hasher.hash(registration.password).await?;
         Ok(self.users.insert(NewUser { email, password_hash, display_name, role }).await?)
+    }
+
+    /// The hash of `password` as the new password of the account `email`,
+    /// or the rules it breaks.
+    pub async fn new_password_hash(&self, password: String, email: &str) -> Result<String, AuthError> {
+        if let Err(PasswordPolicyError(broken)) = PasswordHasher::check_policy(&password, email) {
+            let errors = broken.into_iter().map(|rule| FieldError::new("/new_password", rule)).collect();
+            return Err(AuthError::Invalid(errors));
+        }
+        Ok(self.hasher.hash(password).await?)
+    }
+
+    /// Whether `password` is the account's (never for an account without
+    /// one).
+    pub async fn password_matches(&self, password: String, hash: Option<String>) -> Result<bool, AuthError> {
+        Ok(self.hasher.verify(password, hash).await?)
     }
 
     /// The account these credentials open; the same error whether the
@@ -123,8 +151,24 @@ impl Accounts {
             None => (None, None),
         };
         let matches = self.hasher.verify(credentials.password, hash).await?;
-        user.filter(|_| matches).ok_or(AuthError::InvalidCredentials)
+        let user = user.filter(|_| matches).ok_or(AuthError::InvalidCredentials)?;
+        if user.disabled {
+            return Err(AuthError::AccountDisabled);
+        }
+        Ok(user)
     }
+}
+
+/// A display name as stored: trimmed, `None` when blank; or why not.
+pub(super) fn display_name(name: Option<String>, pointer: &str) -> Result<Option<String>, FieldError> {
+    let name = name.map(|name| name.trim().to_string()).filter(|name| !name.is_empty());
+    if name.as_ref().is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME_CHARS) {
+        return Err(FieldError::new(pointer, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
+    }
+    if name.as_deref().is_some_and(contains_nul) {
+        return Err(FieldError::new(pointer, NO_NUL_RULE));
+    }
+    Ok(name)
 }
 
 pub(super) fn normalize_email(email: &str) -> String {

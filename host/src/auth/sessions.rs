@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Role;
 use super::refresh::{RefreshToken, RefreshTokens};
-use super::revocation::Revocations;
+use super::revocation::{Revocations, UserRevocation};
 use super::service::AuthError;
 use super::tokens::{Claims, LEEWAY_SECS, TokenKeys};
 use super::users::{User, UserRepository};
@@ -88,6 +88,7 @@ impl Sessions {
             .find_by_id(refresh.user_id)
             .await
             .context("cannot read the account of a refresh token")?
+            .filter(|user| !user.disabled)
             .ok_or(AuthError::InvalidRefreshToken)?;
         self.tokens(user.id, user.role, Some(refresh))
     }
@@ -96,6 +97,15 @@ impl Sessions {
     /// replica.
     pub async fn end(&self, claims: &Claims) -> Result<(), AuthError> {
         Ok(self.store()?.revocations.revoke(claims).await?)
+    }
+
+    /// Ends `what` of the user's tokens on every replica. Without Redis
+    /// there is nothing to end but what each access token's lifetime ends.
+    pub async fn revoke_user(&self, user_id: Uuid, what: UserRevocation) -> Result<(), AuthError> {
+        match &self.store {
+            Some(store) => Ok(store.revocations.revoke_user(user_id, what).await?),
+            None => Ok(()),
+        }
     }
 
     fn store(&self) -> Result<&SessionStore, AuthError> {

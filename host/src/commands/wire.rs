@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use super::Command;
 use crate::auth::{Actor, Role};
-use crate::tasks::model::{Priority, TaskPatch, TaskStatus, present};
+use crate::tasks::model::{Priority, TaskPatch, TaskStatus};
 use crate::tasks::write::{Creation, PreparedWrite, ScopedOperation, StoreOperation};
 use crate::trace::RequestTrace;
+use crate::validation::present;
 
 /// The newest version this host writes and reads.
 pub const VERSION: u32 = 1;

@@ -10,19 +10,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::extract::{Path, Query};
 use super::openapi::params::ProblemDetails;
-use crate::auth::{Actor, Authenticated, Role};
+use crate::auth::Admin;
 use crate::plugins::{
     BundleFiles, PluginIdentity, PluginStatus, ReloadReport, ReplicaVersion, UnknownPlugin, UploadError,
 };
 use crate::problem::Problem;
-
-fn require_admin(Authenticated(actor): Authenticated) -> Result<Actor, Problem> {
-    if actor.role == Role::Admin {
-        Ok(actor)
-    } else {
-        Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail("plugin administration is for admins"))
-    }
-}
 
 impl From<UnknownPlugin> for Problem {
     fn from(error: UnknownPlugin) -> Self {
@@ -48,11 +40,7 @@ pub struct PluginOverview {
         (status = 403, description = "Not an admin", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Authenticated,
-) -> Result<axum::Json<Vec<PluginOverview>>, Problem> {
-    require_admin(caller)?;
+pub async fn list(State(state): State<AppState>, _: Admin) -> Result<axum::Json<Vec<PluginOverview>>, Problem> {
     let replicas = state.delivery.replicas().await.unwrap_or_else(|error| {
         tracing::warn!(%error, "cannot read what the other replicas serve");
         Vec::new()
@@ -92,10 +80,9 @@ pub struct ReloadParams {
 )]
 pub async fn reload(
     State(state): State<AppState>,
-    caller: Authenticated,
+    _: Admin,
     Query(params): Query<ReloadParams>,
 ) -> Result<axum::Json<ReloadReport>, Problem> {
-    require_admin(caller)?;
     Ok(axum::Json(state.delivery.reload(params.name.as_deref()).await?))
 }
 
@@ -112,10 +99,9 @@ pub async fn reload(
 )]
 pub async fn rollback(
     State(state): State<AppState>,
-    caller: Authenticated,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<axum::Json<PluginIdentity>, Problem> {
-    require_admin(caller)?;
     let restored = state.delivery.rollback(&name).await?.ok_or_else(|| {
         Problem::new(StatusCode::CONFLICT, "no-previous-version", "No previous version")
             .detail(format!("no earlier version of `{name}` is kept (it has not been reloaded since the start)"))
@@ -163,11 +149,10 @@ pub struct BundleForm {
 )]
 pub async fn upload(
     State(state): State<AppState>,
-    caller: Authenticated,
+    Admin(admin): Admin,
     Path(name): Path<String>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<axum::Json<ReloadReport>, Problem> {
-    let admin = require_admin(caller)?;
     let files = read_bundle(name, multipart.map_err(|rejection| invalid_bundle(rejection.body_text()))?).await?;
     // Carried to its end even if the client goes away: an upload half done
     // would be undone only by the next one.

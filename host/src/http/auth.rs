@@ -1,4 +1,4 @@
-//! `/auth`: registration, login, refresh and logout.
+//! `/auth`: registration, login, refresh, logout and password resets.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -9,8 +9,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::Json;
 use super::openapi::params::ProblemDetails;
-use crate::auth::{AccessToken, Credentials, RefreshRequest, Registration, Tokens, User};
+use crate::auth::{
+    AccessToken, Credentials, RefreshRequest, Registration, ResetConfirmation, ResetRequest, Tokens, User,
+};
 use crate::problem::Problem;
+use crate::trace::RequestTrace;
 
 /// Creates an account with the `user` role.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Registration, responses(
@@ -96,5 +99,44 @@ pub async fn logout(State(state): State<AppState>, token: Result<AccessToken, Pr
     })?;
     state.sessions.end(&claims).await?;
     tracing::info!(user_id = %claims.sub, "logged out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResetRequested {
+    /// The same whether or not an account has the email.
+    detail: &'static str,
+}
+
+/// Sends a password reset token to the account with this email, if there is
+/// one (a `password-reset` record on the `notifications` topic, for a mail
+/// handler to deliver). The answer is the same, as fast, either way; an
+/// account is sent at most one token a minute.
+#[utoipa::path(post, path = "/auth/password-reset", tag = "auth", request_body = ResetRequest, responses(
+    (status = 202, description = "Accepted, whether or not the email is an account's", body = ResetRequested),
+))]
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    trace: RequestTrace,
+    Json(request): Json<ResetRequest>,
+) -> (StatusCode, axum::Json<ResetRequested>) {
+    // After the answer: its timing tells nothing about the email.
+    tokio::spawn(state.password_resets.clone().request(request.email, trace));
+    let detail = "if an account has this email, a password reset token is on its way to it";
+    (StatusCode::ACCEPTED, axum::Json(ResetRequested { detail }))
+}
+
+/// Sets a new password with the token of a password reset; the token is
+/// used up, and every session of the account ends.
+#[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirmation, responses(
+    (status = 204, description = "The password is changed; log in with it"),
+    (status = 400, description = "The token is unknown, used or expired (`invalid-reset-token`)", body = ProblemDetails, content_type = "application/problem+json"),
+    (status = 503, description = "Redis did not answer: the sessions could not be ended, nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+))]
+pub async fn confirm_password_reset(
+    State(state): State<AppState>,
+    Json(confirmation): Json<ResetConfirmation>,
+) -> Result<StatusCode, Problem> {
+    state.password_resets.confirm(confirmation).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,6 +24,26 @@ impl From<AuthError> for Problem {
                     ))
                     .header(axum::http::header::RETRY_AFTER, retry_after_secs)
             }
+            AuthError::AccountDisabled => Problem::new(StatusCode::FORBIDDEN, "account-disabled", "Account disabled")
+                .detail("this account is disabled; ask an administrator"),
+            AuthError::WrongPassword => Problem::new(StatusCode::FORBIDDEN, "wrong-password", "Wrong password")
+                .detail("the current password is wrong"),
+            AuthError::ProviderAccount => {
+                Problem::new(StatusCode::CONFLICT, "provider-account", "Account of the identity provider")
+                    .detail("this account signs in at the identity provider (OIDC_ISSUER): change its password there")
+            }
+            AuthError::SelfLockout => Problem::new(StatusCode::CONFLICT, "self-lockout", "Own account")
+                .detail("an admin cannot disable, demote or delete their own account; another admin can"),
+            AuthError::UserNotFound => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail("no account has this id")
+            }
+            AuthError::InvalidQuery(detail) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter").detail(detail)
+            }
+            AuthError::InvalidResetToken => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-reset-token", "Invalid password reset token")
+                    .detail("the password reset token is unknown, used or expired; ask for a new one")
+            }
             AuthError::InvalidRefreshToken => {
                 Problem::new(StatusCode::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token")
                     .detail("the refresh token is unknown, expired or revoked; log in again")

@@ -14,6 +14,7 @@ mod admin;
 mod auth;
 mod commands;
 pub mod cors;
+mod dead_letters;
 mod errors;
 pub mod extract;
 mod health;
@@ -23,6 +24,7 @@ pub mod metrics;
 mod openapi;
 mod tasks;
 pub mod tls;
+mod users;
 
 use std::sync::Arc;
 
@@ -40,12 +42,13 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::middleware::{identify, require_auth};
-use crate::auth::{Accounts, ExternalTokens, LoginLockout, Sessions, TokenVerifier};
+use crate::auth::{AccountManager, Accounts, ExternalTokens, LoginLockout, PasswordResets, Sessions, TokenVerifier};
 use crate::background::Background;
 use crate::client_addr::{ClientAddr, TrustedProxies, identify_client};
 use crate::commands::{CommandBus, CommandStatus};
 use crate::config::ProcessRole;
 use crate::db::replica::ReadReplica;
+use crate::events::handlers::DeadLetters;
 use crate::idempotency::IdempotencyStore;
 use crate::kafka::SharedProducer;
 use crate::plugins::{PluginDelivery, PluginRegistry};
@@ -73,6 +76,11 @@ pub struct Services {
     pub idempotency: Option<IdempotencyStore>,
     pub accounts: Accounts,
     pub sessions: Sessions,
+    /// Profiles, passwords and admins' changes of accounts.
+    pub account_manager: AccountManager,
+    pub password_resets: PasswordResets,
+    /// What the event handlers gave up on, and its replay.
+    pub dead_letters: DeadLetters,
     /// `None` without OIDC_ISSUER.
     pub external_tokens: Option<Arc<ExternalTokens>>,
     pub plugins: Arc<PluginRegistry>,
@@ -177,6 +185,8 @@ fn api_routes(state: &AppState, limits: &HttpLimits) -> (Router<AppState>, Route
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout).route_layer(middleware::from_fn(require_auth)))
+        .route("/auth/password-reset", post(auth::request_password_reset))
+        .route("/auth/password-reset/confirm", post(auth::confirm_password_reset))
         // The cluster-wide limit runs inside the cheap per-process one.
         .layer(middleware::from_fn_with_state(cluster_limiter("auth", limits.auth_quota), ratelimit::cluster::limit))
         .layer(ratelimit::layer("auth", limits.auth_quota, &limits.background));
@@ -192,6 +202,13 @@ fn api_routes(state: &AppState, limits: &HttpLimits) -> (Router<AppState>, Route
         .route("/admin/plugins/reload", post(admin::reload))
         .route("/admin/plugins/{name}", put(admin::upload.layer(DefaultBodyLimit::max(limits.plugin_upload_max_bytes))))
         .route("/admin/plugins/{name}/rollback", post(admin::rollback))
+        .route("/admin/dead-letters", get(dead_letters::list))
+        .route("/admin/dead-letters/replay", post(dead_letters::replay_all))
+        .route("/admin/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/users/me", get(users::me).patch(users::update_me))
+        .route("/users/me/password", post(users::change_password))
+        .route("/users", get(users::list))
+        .route("/users/{id}", get(users::get).patch(users::update).delete(users::delete))
         .route_layer(middleware::from_fn(require_auth));
     (auth_routes, task_routes)
 }

@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as OpenApiDocument,
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{admin, auth, commands, health, history, metrics, tasks};
+use super::{admin, auth, commands, dead_letters, health, history, metrics, tasks, users};
 use crate::problem;
 
 #[derive(OpenApi)]
@@ -33,6 +33,15 @@ use crate::problem;
         auth::login,
         auth::refresh,
         auth::logout,
+        auth::request_password_reset,
+        auth::confirm_password_reset,
+        users::me,
+        users::update_me,
+        users::change_password,
+        users::list,
+        users::get,
+        users::update,
+        users::delete,
         tasks::list,
         tasks::create,
         tasks::get,
@@ -49,14 +58,18 @@ use crate::problem;
         admin::reload,
         admin::rollback,
         admin::upload,
+        dead_letters::list,
+        dead_letters::replay,
+        dead_letters::replay_all,
     ),
     components(schemas(params::ProblemDetails, tasks::CommandAccepted)),
     modifiers(&SharedResponses),
     tags(
-        (name = "auth", description = "Accounts and tokens"),
+        (name = "auth", description = "Sign-up, tokens and password resets"),
+        (name = "users", description = "Accounts: one's own, and every one for admins"),
         (name = "tasks", description = "Tasks, served by the storage plugin"),
         (name = "operations", description = "Health and metrics"),
-        (name = "admin", description = "Plugin administration (admins only)"),
+        (name = "admin", description = "Plugins and dead letters (admins only)"),
     ),
 )]
 pub struct ApiDoc;

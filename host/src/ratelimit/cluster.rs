@@ -1,7 +1,8 @@
 //! Cluster admission: the cluster-wide limit — the same GCRA as the
 //! per-process limiter, with its state in Redis so every replica counts a
 //! client's requests against one quota — and the revocation check of the
-//! request's access token, in ONE Lua script, so a request costs one Redis
+//! request's caller (`auth::revocation`: the token, its family, its user),
+//! in ONE Lua script, so a request costs one Redis
 //! round trip before its handler. When Redis is unavailable the request
 //! passes here: only the per-process limit applies and revocations are not
 //! checked (see `auth::middleware`).
@@ -18,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use redis::Script;
 
 use super::{ClientKey, Quota, client_key, rate_limited};
-use crate::auth::middleware::revoked;
-use crate::auth::{AccessToken, revocation_keys};
+use crate::auth::middleware::{Identity, revoked};
+use crate::auth::{AccessToken, AdmissionCheck};
 use crate::client_addr::ClientAddr;
 use crate::redis_client::RedisClient;
 
@@ -42,8 +43,10 @@ struct Admission {
 impl ClusterLimiter {
     pub fn new(redis: Option<RedisClient>, policy: &'static str, quota: Quota) -> Self {
         // KEYS: the client's quota key, the quota key to count against
-        // instead when the token is revoked, then the token's revocation
-        // keys (none without a token).
+        // instead when the token is revoked, then (with a token) the user's
+        // revocation record and the keys whose existence revokes the token.
+        // ARGV: emission interval (us), burst, the token's issue time (ms;
+        // '' for an external token).
         // GCRA: the theoretical arrival time (TAT) advances one emission
         // interval per request; a request is allowed while the TAT stays
         // within `burst` intervals of now. Microseconds throughout.
@@ -51,8 +54,15 @@ impl ClusterLimiter {
         let script = Script::new(
             r"
             local revoked = 0
-            if #KEYS > 2 and redis.call('EXISTS', unpack(KEYS, 3)) > 0 then
-                revoked = 1
+            if #KEYS > 2 then
+                local user = redis.call('HMGET', KEYS[3], 'disabled', 'tokens_before')
+                if user[1] then
+                    revoked = 1
+                elseif user[2] and ARGV[3] ~= '' and tonumber(ARGV[3]) < tonumber(user[2]) then
+                    revoked = 1
+                elseif #KEYS > 3 and redis.call('EXISTS', unpack(KEYS, 4)) > 0 then
+                    revoked = 1
+                end
             end
             local key = KEYS[1 + revoked]
             local time = redis.call('TIME')
@@ -79,26 +89,35 @@ impl ClusterLimiter {
         }
     }
 
-    /// The admission script's keys for `request` (see `new`); `None` when
-    /// nothing identifies its client.
-    fn keys(&self, request: &Request) -> Option<Vec<String>> {
+    /// The admission script's keys for `request` and its token's issue
+    /// time (see `new`); `None` when nothing identifies its client.
+    fn keys(&self, request: &Request) -> Option<(Vec<String>, Option<i64>)> {
         let quota_key = self.quota_key(&client_key(request)?);
         let client = request.extensions().get::<ClientAddr>().map(|client| client.limit_key());
         let revoked_key = client.map_or_else(|| quota_key.clone(), |ip| self.quota_key(&ClientKey::Ip(ip)));
         let mut keys = vec![quota_key, revoked_key];
-        if let Some(AccessToken(claims)) = request.extensions().get::<AccessToken>() {
-            keys.extend(revocation_keys(claims));
-        }
-        Some(keys)
+        let check = match (request.extensions().get::<AccessToken>(), request.extensions().get::<Identity>()) {
+            (Some(AccessToken(claims)), _) => Some(AdmissionCheck::own(claims)),
+            (None, Some(Identity::Actor(actor))) => Some(AdmissionCheck::external(actor.user_id)),
+            _ => None,
+        };
+        let issued_at_ms = check.and_then(|check| {
+            keys.extend(check.keys);
+            check.issued_at_ms
+        });
+        Some((keys, issued_at_ms))
     }
 
-    async fn admit(&self, keys: Option<Vec<String>>) -> Admission {
-        let (Some(redis), Some(keys)) = (self.redis.as_ref(), keys) else {
+    async fn admit(&self, keys: Option<(Vec<String>, Option<i64>)>) -> Admission {
+        let (Some(redis), Some((keys, issued_at_ms))) = (self.redis.as_ref(), keys) else {
             return Admission::default();
         };
         let mut invocation = self.script.key(keys);
         let interval_us = self.quota.period.as_micros().max(1) as u64;
-        invocation.arg(interval_us).arg(self.quota.burst);
+        invocation
+            .arg(interval_us)
+            .arg(self.quota.burst)
+            .arg(issued_at_ms.map(|ms| ms.to_string()).unwrap_or_default());
         match redis.script::<(i64, i64, i64, i64)>(&invocation).await {
             Ok((allowed, wait_us, _, revoked)) => Admission {
                 wait: (allowed == 0).then(|| Duration::from_micros(wait_us.max(0) as u64)),

@@ -2,12 +2,12 @@
 //! I/O, no knowledge of plugins or HTTP.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use crate::validation::FieldError;
-use crate::validation::{NO_NUL_RULE, contains_nul};
+use crate::validation::{NO_NUL_RULE, contains_nul, present};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
@@ -169,13 +169,6 @@ pub struct TaskChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Uuid)]
     pub owner_id: Option<Option<Uuid>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
-pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A validated patch, ready for the store: `None` leaves a field alone,

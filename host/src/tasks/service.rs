@@ -206,6 +206,41 @@ impl TaskService {
         Ok(write.outcome(changes))
     }
 
+    /// Deletes every task of `owner` (an account being deleted), a batch
+    /// at a time, each with its `task.deleted` event; answers how many.
+    /// Read from the primary: a replica could still list what was deleted.
+    pub async fn delete_all_of(&self, ctx: &RequestContext, owner: Uuid) -> Result<usize, TaskError> {
+        ctx.require_admin("only admins may delete another user's tasks")?;
+        let filter = TaskFilter { owner_id: Some(owner), ..TaskFilter::default() };
+        let mut deleted = 0;
+        loop {
+            let page = PageRequest {
+                sort: SortField::CreatedAt,
+                order: SortOrder::Asc,
+                limit: MAX_BATCH_OPERATIONS as u32,
+                cursor: None,
+            };
+            let (tasks, _) = self.store.list(&ctx.call(), Freshness::Latest, None, &filter, page).await?;
+            if tasks.is_empty() {
+                return Ok(deleted);
+            }
+            let operations = tasks
+                .iter()
+                .map(|task| ScopedOperation {
+                    scope: None,
+                    operation: StoreOperation::Delete { id: task.id, expected_version: None },
+                })
+                .collect();
+            match self.execute(ctx, PreparedWrite::Batch { operations }).await {
+                Ok(_) => deleted += tasks.len(),
+                // Deleted meanwhile by someone else: list again.
+                Err(TaskError::BatchFailed(failures))
+                    if failures.iter().all(|failure| matches!(failure.error, TaskError::NotFound)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// One task, from the cache when it holds it.
     pub async fn get(&self, ctx: &RequestContext, id: Uuid) -> Result<(TaskJson, CacheOutcome), TaskError> {
         let scope = ctx.read_scope();

@@ -5,21 +5,31 @@
 //! handler succeeded or the event was dead-lettered. A retryable error (or
 //! a trap) is retried with exponential backoff up to the configured
 //! attempts (infrastructure trouble waits without using up attempts); then,
-//! or at once for a permanent error, the event goes to `task-events.dlq`
-//! with headers saying why. The processed-event ledger commits in the
-//! handler's own transaction, so a redelivered event is recognised and
+//! or at once for a permanent error, the event is dead-lettered: recorded
+//! for admins to list and replay, and put on `task-events.dlq` with headers
+//! saying why. The processed-event ledger commits in the handler's own
+//! transaction, so a redelivered or replayed event is recognised and
 //! skipped.
 //!
 //! - `supervisor` (here): one stoppable runner per handler.
 //! - `runner`: the consumer, its partitions side by side, one event's path.
+//! - `attempt`: one ledger-guarded attempt at events (runner and replay).
 //! - `delivery`: whether an attempt's outcome retries, waits or gives up.
 //! - `ledger`: the processed-event ledger.
-//! - `dead_letter`: the dead-letter record and its headers.
+//! - `dead_letter`: recording a dead letter (table + topic) and its view.
+//! - `replay`: listing and replaying dead letters.
 
+mod attempt;
 mod dead_letter;
 mod delivery;
 mod ledger;
+mod replay;
 mod runner;
+
+pub use dead_letter::{DeadLetterRecorder, DeadLetterView, OriginalPosition};
+pub use replay::{
+    BulkReplay, DeadLetterPage, DeadLetterQuery, DeadLetters, ReplayError, ReplayOutcome, ReplayResult, ReplayStatus,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::Background;
 use crate::config::EventConfig;
-use crate::kafka::{Kafka, SharedProducer};
+use crate::kafka::Kafka;
 use crate::plugins::{HandlerPlugin, HandlerRunners, PluginSlot};
 
 use runner::HandlerRunner;
@@ -40,7 +50,7 @@ use runner::HandlerRunner;
 /// (a handler removed by a reload) and all stopped at shutdown.
 pub struct HandlerSupervisor {
     kafka: Kafka,
-    producer: SharedProducer,
+    dead_letters: DeadLetterRecorder,
     pool: PgPool,
     settings: EventConfig,
     background: Background,
@@ -50,12 +60,12 @@ pub struct HandlerSupervisor {
 impl HandlerSupervisor {
     pub fn new(
         kafka: Kafka,
-        producer: SharedProducer,
+        dead_letters: DeadLetterRecorder,
         pool: PgPool,
         settings: EventConfig,
         background: Background,
     ) -> Self {
-        Self { kafka, producer, pool, settings, background, running: Mutex::default() }
+        Self { kafka, dead_letters, pool, settings, background, running: Mutex::default() }
     }
 }
 
@@ -73,7 +83,7 @@ impl HandlerRunners for HandlerSupervisor {
             let runner = HandlerRunner::new(
                 handler,
                 self.kafka.clone(),
-                self.producer.clone(),
+                self.dead_letters.clone(),
                 self.pool.clone(),
                 &self.settings,
             )?;

@@ -27,13 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
-use super::dead_letter::{self, DeadLetter};
+use super::attempt::{Handed, Handler, Short, wit_event};
+use super::dead_letter::{DeadLetter, DeadLetterRecorder};
 use super::delivery::{Attempt, Delivery, Step};
-use super::ledger;
 use crate::config::EventConfig;
-use crate::kafka::{GroupConsumer, Kafka, SharedProducer, topics};
-use crate::plugins::event_handler::{Event, HandlerError};
-use crate::plugins::{HandlerPlugin, PluginFailure, PluginSlot};
+use crate::kafka::{GroupConsumer, Kafka, topics};
+use crate::plugins::event_handler::Event;
+use crate::plugins::{HandlerPlugin, PluginSlot};
 use crate::tasks::event::TaskEvent;
 use crate::tasks::gather;
 use crate::trace::{REQUEST_ID_HEADER, RequestTrace, TRACEPARENT_HEADER};
@@ -45,9 +45,8 @@ pub struct HandlerRunner {
     /// Each batch is handled by the version serving when it begins.
     plugin: Arc<PluginSlot<HandlerPlugin>>,
     name: String,
-    kafka: Kafka,
     consumer: GroupConsumer,
-    producer: SharedProducer,
+    dead_letters: DeadLetterRecorder,
     pool: PgPool,
     max_attempts: u32,
     backoff: Duration,
@@ -59,7 +58,7 @@ impl HandlerRunner {
     pub fn new(
         plugin: Arc<PluginSlot<HandlerPlugin>>,
         kafka: Kafka,
-        producer: SharedProducer,
+        dead_letters: DeadLetterRecorder,
         pool: PgPool,
         settings: &EventConfig,
     ) -> anyhow::Result<Self> {
@@ -69,9 +68,8 @@ impl HandlerRunner {
         Ok(Self {
             plugin,
             name,
-            kafka,
             consumer,
-            producer,
+            dead_letters,
             pool,
             max_attempts: settings.handler_max_attempts,
             backoff: Duration::from_millis(settings.handler_retry_backoff_ms),
@@ -159,7 +157,7 @@ impl HandlerRunner {
             let at = batch.iter().position(|received| received.event.is_err()).expect("one is malformed");
             return self.split(batch, at, None, shutdown).await;
         };
-        let tried = self.attempt(&events, 1, shutdown).await;
+        let tried = self.handler().attempt(&events, 1, shutdown).await;
         drop(events);
         match tried {
             Ok(()) => {
@@ -200,6 +198,11 @@ impl HandlerRunner {
         }
     }
 
+    /// The handler as its serving version, for one attempt.
+    fn handler(&self) -> Handler<'_> {
+        Handler { name: &self.name, plugin: self.plugin.current(), pool: &self.pool }
+    }
+
     fn batch_size(&self) -> usize {
         match self.plugin.current().batches_events() {
             true => self.batch_max,
@@ -222,7 +225,8 @@ impl HandlerRunner {
                 None => false,
                 Some(Ok(())) => true,
                 Some(Err(dead)) => {
-                    dead_letter::send(&self.kafka, &self.producer, &self.name, &message, headers, dead, shutdown).await
+                    let event = event.as_ref().ok();
+                    self.dead_letters.record(&self.name, &message, headers, event, dead, shutdown).await
                 }
             };
             if !handled {
@@ -271,52 +275,11 @@ impl HandlerRunner {
     }
 
     async fn attempt_alone(&self, event: &Handed<'_>, attempt: u32, shutdown: &CancellationToken) -> Attempt {
-        match self.attempt(std::slice::from_ref(event), attempt, shutdown).await {
+        match self.handler().attempt(std::slice::from_ref(event), attempt, shutdown).await {
             Ok(()) => Attempt::Handled,
             Err(Short::Event { outcome, .. } | Short::Batch(outcome)) => outcome,
             Err(Short::Interrupted) => Attempt::Infrastructure("the server is shutting down".into()),
         }
-    }
-
-    /// One attempt at `events`, in order: those the ledger has are skipped,
-    /// the others handed to the handler, one call each, in one transaction
-    /// that records them in the ledger and commits only if every call
-    /// succeeded.
-    async fn attempt(&self, events: &[Handed<'_>], attempt: u32, shutdown: &CancellationToken) -> Result<(), Short> {
-        let ids: Vec<&str> = events.iter().map(|handed| handed.event.id.as_str()).collect();
-        let processed = ledger::processed(&self.pool, &self.name, &ids).await.map_err(|error| {
-            Short::Batch(Attempt::Infrastructure(format!("cannot read the processed-event ledger: {error}")))
-        })?;
-        let plugin = self.plugin.current();
-        let mut batch = plugin.begin_batch();
-        let mut handled = Vec::with_capacity(events.len());
-        for (at, Handed { trace, event, span }) in events.iter().enumerate() {
-            if processed.contains(&event.id) {
-                span.in_scope(|| tracing::debug!("event already processed; skipped"));
-                continue;
-            }
-            if shutdown.is_cancelled() {
-                batch.rollback().await;
-                return Err(Short::Interrupted);
-            }
-            match outcome(plugin.handle(&mut batch, trace, event, attempt).instrument((*span).clone()).await) {
-                Attempt::Handled => handled.push(event.id.as_str()),
-                failed => {
-                    batch.rollback().await;
-                    return Err(Short::Event { at, outcome: failed });
-                }
-            }
-        }
-        if handled.is_empty() {
-            batch.rollback().await;
-            return Ok(());
-        }
-        let committed = handled.len();
-        batch.commit(ledger::Record { handler: &self.name, event_ids: handled }).await.map_err(|error| {
-            Short::Batch(Attempt::Infrastructure(format!("the handler's transaction did not commit: {error}")))
-        })?;
-        metrics::histogram!("event_handler_batch_size", "handler" => self.name.clone()).record(committed as f64);
-        Ok(())
     }
 
     /// Fails for a partition taken away by a rebalance meanwhile: its new
@@ -325,22 +288,6 @@ impl HandlerRunner {
         if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
             tracing::debug!(handler = %self.name, %error, "cannot store the offset of a handled event");
         }
-    }
-}
-
-/// What one call came to, as the retry rule sees it.
-fn outcome(answer: Result<Result<(), HandlerError>, PluginFailure>) -> Attempt {
-    match answer {
-        Ok(Ok(())) => Attempt::Handled,
-        Ok(Err(HandlerError::Permanent(error))) => Attempt::Permanent(error),
-        Ok(Err(HandlerError::Retryable(error))) => Attempt::Failed(error),
-        // An open circuit waits for a reload or its cool-down.
-        Err(
-            failure @ (PluginFailure::CommitFailed { .. }
-            | PluginFailure::Unavailable { .. }
-            | PluginFailure::CircuitOpen { .. }),
-        ) => Attempt::Infrastructure(failure.to_string()),
-        Err(failure) => Attempt::Failed(failure.to_string()),
     }
 }
 
@@ -383,41 +330,10 @@ impl Received {
     }
 }
 
-/// An event as handed to the handler.
-struct Handed<'a> {
-    trace: &'a RequestTrace,
-    event: &'a Event,
-    span: &'a Span,
-}
-
-/// How an attempt at a batch ended short of committing.
-enum Short {
-    /// The event at position `at` came to `outcome`.
-    Event {
-        at: usize,
-        outcome: Attempt,
-    },
-    /// The batch as a whole: the ledger unreadable, the commit refused.
-    Batch(Attempt),
-    Interrupted,
-}
-
 /// Shutdown stopped the partition: the offsets of what it had not handled
 /// are not stored.
 #[derive(Debug)]
 struct Interrupted;
-
-/// The event as the `event-handler` world hands it over.
-fn wit_event(event: &TaskEvent) -> Event {
-    Event {
-        id: event.id.to_string(),
-        type_: event.kind.as_str().to_string(),
-        source: event.source.clone(),
-        subject: Some(event.subject.to_string()),
-        time: event.time.timestamp_micros(),
-        data: serde_json::to_string(&event.data).unwrap_or_default(),
-    }
-}
 
 fn record_headers(message: &OwnedMessage) -> BTreeMap<String, String> {
     message
