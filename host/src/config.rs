@@ -513,6 +513,13 @@ pub struct CommandConfig {
     /// How long a batch waits for more commands once it has one, in milliseconds.
     #[arg(long, env = "COMMAND_BATCH_LINGER_MS", default_value_t = 5)]
     pub command_batch_linger_ms: u64,
+
+    /// How often a command may fail for a reason that is neither its own
+    /// nor an outage (a deadline, a refused commit) before it is failed and
+    /// moved to `task-commands.dlq`. Keep it below the storage plugin's
+    /// `circuit_traps`: each deadline counts towards its circuit.
+    #[arg(long, env = "COMMAND_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub command_max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,9 +37,10 @@ pub mod topics {
     pub const TASK_EVENTS: &str = "task-events";
     pub const DEAD_LETTERS: &str = "task-events.dlq";
     pub const TASK_COMMANDS: &str = "task-commands";
+    pub const COMMAND_DEAD_LETTERS: &str = "task-commands.dlq";
     pub const NOTIFICATIONS: &str = "notifications";
 
-    pub const ALL: [&str; 4] = [TASK_EVENTS, DEAD_LETTERS, TASK_COMMANDS, NOTIFICATIONS];
+    pub const ALL: [&str; 5] = [TASK_EVENTS, DEAD_LETTERS, TASK_COMMANDS, COMMAND_DEAD_LETTERS, NOTIFICATIONS];
 }
 
 #[derive(Debug, Clone)]

@@ -66,8 +66,8 @@ struct Workers {
     producer: Option<SharedProducer>,
     /// Wakes the relay after writes commit.
     outbox: OutboxWaker,
-    /// Where the event handlers put what they give up on.
-    dead_letters: DeadLetterRecorder,
+    /// Signs what the workers write into the outbox themselves.
+    key: HostKey,
 }
 
 impl Application {
@@ -135,8 +135,7 @@ impl Application {
         ));
         let command_status = CommandStatus::new(pool.clone(), redis.clone());
 
-        let dead_letters = DeadLetterRecorder::new(pool.clone(), key.clone(), outbox.clone());
-        let mut workers = Workers { background: Background::default(), producer: None, outbox, dead_letters };
+        let mut workers = Workers { background: Background::default(), producer: None, outbox, key: key.clone() };
         workers.background.spawn_until_shutdown(http::metrics::upkeep(metrics.clone()));
         if let Some(replica) = &replica {
             let every = Duration::from_millis(config.database.replica_poll_ms.max(1));
@@ -158,7 +157,7 @@ impl Application {
         workers.carry_outbox_wakes(&config, redis.as_ref());
         if config.role.runs_workers() {
             match &redis {
-                Some(redis) => workers.schedule(&config, redis, &store, &pool, &key),
+                Some(redis) => workers.schedule(&config, redis, &store, &pool),
                 None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
             }
         }
@@ -336,11 +335,11 @@ impl Workers {
     }
 
     /// Starts the scheduled jobs (each once per slot across replicas).
-    fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool, key: &HostKey) {
+    fn schedule(&mut self, config: &ServeConfig, redis: &RedisClient, store: &TaskStore, pool: &PgPool) {
         let settings = &config.redis;
         let lock_ttl = Duration::from_millis(settings.job_lock_ttl_ms);
         if settings.overdue_job_enabled {
-            let job = OverdueJob::new(store.clone(), pool.clone(), key.clone(), self.outbox.clone());
+            let job = OverdueJob::new(store.clone(), pool.clone(), self.key.clone(), self.outbox.clone());
             let interval = Duration::from_secs(settings.overdue_interval_secs);
             self.background
                 .spawn(Scheduler::new(job, redis.clone(), interval, lock_ttl).run(self.background.shutdown()));
@@ -385,14 +384,21 @@ impl Workers {
         plugins
             .run_handlers(Arc::new(HandlerSupervisor::new(
                 kafka.clone(),
-                self.dead_letters.clone(),
+                DeadLetterRecorder::new(pool.clone(), self.key.clone(), self.outbox.clone()),
                 pool.clone(),
                 config.events.clone(),
                 self.background.clone(),
             )))
             .await?;
         if config.commands.command_consumer_enabled {
-            let consumer = CommandConsumer::new(&kafka, store.clone(), pool.clone(), &config.commands)?;
+            let consumer = CommandConsumer::new(
+                &kafka,
+                store.clone(),
+                pool.clone(),
+                self.key.clone(),
+                self.outbox.clone(),
+                &config.commands,
+            )?;
             self.background.spawn(consumer.run(self.background.shutdown()));
         }
         Ok(bus)

@@ -213,3 +213,46 @@ async fn an_async_write_the_broker_cannot_take_is_applied_at_once() {
         .unwrap();
     assert_eq!(withdrawn, 1, "the command is withdrawn before the write is applied");
 }
+
+#[tokio::test]
+async fn a_command_that_can_never_apply_is_failed_and_set_aside_and_the_commands_behind_it_go_on() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(HostOptions::default().kafka(&prefix, &[]).env("COMMAND_MAX_ATTEMPTS", "3")).await;
+    let user = app.register_user().await;
+    let (task, _) = crate::helpers::create_titled(&app, &user, "locked away").await;
+    let id = task["id"].as_str().unwrap().to_string();
+
+    // Someone holds the task's row: every try to change it outlasts the
+    // storage plugin's deadline.
+    let mut holder = app.db().await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM plugin_postgres_store.tasks WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let path = format!("/tasks/{id}");
+    let stuck = send_async(&app, &user, Method::PATCH, &path, Some(json!({ "title": "never" }))).await;
+    let behind = send_async(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "behind it" }))).await;
+
+    let done = finished(&app, &user, &behind).await;
+    assert_eq!(done["status"], "applied", "the poison no longer blocks the commands behind it: {done}");
+    let failed = finished(&app, &user, &stuck).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["problem"]["status"], 504, "{failed}");
+    assert_eq!(failed["problem"]["attempts"], 3, "{failed}");
+    assert!(failed["problem"]["detail"].as_str().unwrap().contains("task-commands.dlq"), "{failed}");
+
+    let mut dead = crate::helpers::events::TopicReader::new(&format!("{prefix}task-commands.dlq"));
+    let records = dead.read_until(WAIT, |records| !records.is_empty()).await.to_vec();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].headers["dlq-attempts"], "3");
+    assert_eq!(records[0].headers["dlq-original-topic"], format!("{prefix}task-commands"));
+    assert!(records[0].headers["dlq-error"].contains("deadline"), "{:?}", records[0].headers);
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let (_, current) =
+        status_and_json(app.request(Method::GET, &path).header("authorization", user.bearer()).send().await.unwrap())
+            .await;
+    assert_eq!((&current["title"], &current["version"]), (&json!("locked away"), &json!(1)), "nothing of it applied");
+}

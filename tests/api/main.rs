@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod accounts;
 mod auth;
 mod bad_input;
 mod batch;
@@ -13,6 +14,7 @@ mod cache;
 mod commands;
 mod concurrency;
 mod database_sandbox;
+mod dead_letters;
 mod events;
 mod handlers;
 mod health;

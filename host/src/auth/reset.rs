@@ -12,8 +12,9 @@
 //!   confirmations race) and expires after `PASSWORD_RESET_TTL_SECS`.
 //! - The token row and its notification commit together (the outbox), so a
 //!   token is never issued without being sent, nor sent without existing.
-//! - One token per account per `REISSUE_AFTER` at most: nobody can flood
-//!   someone's mailbox through this endpoint.
+//! - One token per account per `REISSUE_AFTER` at most, however many
+//!   requests race: nobody can flood someone's mailbox through this
+//!   endpoint.
 //! - A reset ends every session of the account (`AccountManager`).
 
 use std::time::Duration;
@@ -97,15 +98,18 @@ impl PasswordResets {
     }
 
     async fn issue(&self, email: &str, trace: &RequestTrace) -> Result<bool, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        // Requests for one account take turns on its row, so the second
+        // sees the first's token and issues none.
         let account: Option<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, email FROM users WHERE email = $1 AND password_hash IS NOT NULL AND disabled_at IS NULL",
+            "SELECT id, email FROM users WHERE email = $1 AND password_hash IS NOT NULL AND disabled_at IS NULL \
+             FOR NO KEY UPDATE",
         )
         .bind(email)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
         let Some((user_id, email)) = account else { return Ok(false) };
         let token = random_token();
-        let mut transaction = self.pool.begin().await?;
         let issued: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "INSERT INTO password_reset_tokens (token_hash, user_id, expires_at) \
              SELECT $1, $2, now() + make_interval(secs => $3) \

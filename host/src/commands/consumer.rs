@@ -3,17 +3,25 @@
 //! transaction through the storage plugin's `apply-batch`. So the busier
 //! the API, the fewer transactions per write.
 //!
-//! Exactly once per command: its outcome row (`command_results`) commits
-//! with its changes, offsets are stored only after that commit, and a
-//! command that already has an outcome (redelivered after a crash) is
-//! skipped.
-//!
-//! One failing command must not sink the others: when the batch fails on a
-//! command's own error, each command is applied again on its own, and the
-//! failing ones get a `failed` outcome. Failures of the infrastructure
-//! (database down) retry the whole batch with backoff — commands are never
-//! dropped.
+//! Invariants:
+//! - Exactly once per command: its outcome row (`command_results`) commits
+//!   with its changes, offsets are stored only after that commit, and a
+//!   command that already has an outcome (redelivered after a crash) is
+//!   skipped.
+//! - One failing command does not sink the others: when the batch fails on
+//!   anything but an outage, each command is applied again on its own, and
+//!   one that fails on its own merits gets a `failed` outcome.
+//! - An outage (database unreachable, the plugin's circuit open) retries
+//!   the batch with backoff, as long as it lasts — never counted against a
+//!   command, never dropping one.
+//! - A command that fails alone for a reason that is neither its own nor
+//!   an outage (a deadline, a refused commit) is retried up to
+//!   `COMMAND_MAX_ATTEMPTS` times, then failed with a problem and put on
+//!   `task-commands.dlq` — both in one transaction — so it cannot hold up
+//!   the commands behind it forever.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -21,7 +29,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers, OwnedMessage};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -30,8 +38,9 @@ use uuid::Uuid;
 
 use super::{Command, wire};
 use crate::config::CommandConfig;
-use crate::db::HostConnection;
+use crate::db::{HostConnection, HostKey};
 use crate::kafka::{GroupConsumer, Kafka, topics};
+use crate::outbox::{self, OutboxRecord, OutboxWaker};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
 use crate::tasks::model::TaskChange;
@@ -46,19 +55,33 @@ pub struct CommandConsumer {
     consumer: GroupConsumer,
     store: TaskStore,
     pool: PgPool,
+    /// Dead-lettered commands leave through the outbox.
+    key: HostKey,
+    outbox: OutboxWaker,
     batch_max: usize,
     linger: Duration,
+    max_attempts: u32,
 }
 
 impl CommandConsumer {
-    pub fn new(kafka: &Kafka, store: TaskStore, pool: PgPool, settings: &CommandConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        kafka: &Kafka,
+        store: TaskStore,
+        pool: PgPool,
+        key: HostKey,
+        outbox: OutboxWaker,
+        settings: &CommandConfig,
+    ) -> anyhow::Result<Self> {
         let consumer = kafka.consumer(&kafka.group("commands"), topics::TASK_COMMANDS)?;
         Ok(Self {
             consumer,
             store,
             pool,
+            key,
+            outbox,
             batch_max: settings.command_batch_max.max(1),
             linger: Duration::from_millis(settings.command_batch_linger_ms),
+            max_attempts: settings.command_max_attempts.max(1),
         })
     }
 
@@ -70,17 +93,19 @@ impl CommandConsumer {
                 batch = self.next_batch() => batch,
             };
             metrics::counter!("kafka_consumed_total", "consumer" => "commands").increment(batch.len() as u64);
-            let mut commands: Vec<Command> = batch.iter().filter_map(parse_command).collect();
+            let mut commands: Vec<(Command, &OwnedMessage)> =
+                batch.iter().filter_map(|message| Some((parse_command(message)?, message))).collect();
             // A record produced twice must not collide with itself on its
             // result row and stall the batch forever.
             let mut seen = std::collections::HashSet::new();
-            commands.retain(|command| seen.insert(command.id));
+            commands.retain(|(command, _)| seen.insert(command.id));
+            let received = Received { consumer: &self, records: commands, attempts: Mutex::default() };
             let mut backoff = Duration::from_millis(100);
             loop {
-                match self.apply(&commands).await {
+                match received.apply().await {
                     Ok(()) => break,
                     Err(error) => {
-                        tracing::warn!(%error, commands = commands.len(), retry_in_ms = backoff.as_millis(), "cannot apply commands; retrying");
+                        tracing::warn!(%error, commands = received.records.len(), retry_in_ms = backoff.as_millis(), "cannot apply commands; retrying");
                         tokio::select! {
                             // Offsets stay unstored: the batch is redelivered.
                             _ = shutdown.cancelled() => return self.close().await,
@@ -122,22 +147,6 @@ impl CommandConsumer {
         gather(first, &mut more, self.batch_max, self.linger).await
     }
 
-    /// Applies the commands without an outcome yet. `Err` only for
-    /// failures worth retrying the batch for.
-    async fn apply(&self, commands: &[Command]) -> Result<(), TaskError> {
-        let ids: Vec<Uuid> = commands.iter().map(|command| command.id).collect();
-        let finished: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM command_results WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| TaskError::Unavailable(error.to_string()))?;
-        let pending: Vec<&Command> = commands.iter().filter(|command| !finished.contains(&command.id)).collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        together_else_each_alone(&Commands(self), pending).await
-    }
-
     async fn apply_together(&self, commands: &[&Command]) -> Result<(), TaskError> {
         let mut operations: Vec<ScopedOperation> = Vec::new();
         let mut traces: Vec<RequestTrace> = Vec::new();
@@ -155,80 +164,204 @@ impl CommandConsumer {
         Ok(())
     }
 
-    /// Applies `command` in a transaction of its own, recording its
-    /// failure when it fails on its own merits.
-    async fn apply_alone(&self, command: &Command) -> Result<(), TaskError> {
-        match self.apply_together(&[command]).await {
-            Ok(()) => Ok(()),
-            Err(error) if is_transient(&error) => Err(error),
-            Err(error) => self.record_failure(command, error).await,
-        }
-    }
-
     /// Records that `command` failed with `error`, as the problem the
     /// synchronous request would have answered.
     async fn record_failure(&self, command: &Command, error: TaskError) -> Result<(), TaskError> {
-        // A single write ran as a batch of one: report its own error, as
-        // the synchronous request would have.
-        let error = match (&command.write, error) {
-            (PreparedWrite::Single { .. }, TaskError::BatchFailed(mut failures)) if failures.len() == 1 => {
-                failures.remove(0).error
-            }
-            (_, error) => error,
-        };
         tracing::info!(command_id = %command.id, %error, "command failed");
-        let problem = serde_json::to_value(Problem::from(error)).unwrap_or(Value::Null);
-        sqlx::query(
-            "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
-             VALUES ($1, $2, 'failed', $3, $4) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(command.id)
-        .bind(command.issuer.user_id)
-        .bind(Json(problem))
-        .bind(&command.trace.request_id)
-        .execute(&self.pool)
-        .await
-        .map_err(|error| TaskError::Unavailable(error.to_string()))?;
+        let problem = Problem::from(own_error(command, error));
+        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
+        insert_failure(&mut connection, command, problem).await.map_err(unavailable)
+    }
+
+    /// Fails `command` for good after `attempts` failures that were not its
+    /// own, and puts its record on `task-commands.dlq`: in one transaction.
+    async fn dead_letter(
+        &self,
+        command: &Command,
+        message: &OwnedMessage,
+        error: TaskError,
+        attempts: u32,
+    ) -> Result<(), TaskError> {
+        tracing::warn!(command_id = %command.id, %error, attempts, "command dead-lettered");
+        let why = error.to_string();
+        let problem = Problem::from(error)
+            .detail(format!(
+                "the command could not be applied in {attempts} attempts, the last failing so: {why}; \
+                 it was set aside (task-commands.dlq) and nothing of it was changed"
+            ))
+            .with("attempts", attempts);
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        insert_failure(&mut transaction, command, problem).await.map_err(unavailable)?;
+        let record = dead_letter_record(message, &why, attempts);
+        outbox::append(&mut HostConnection { connection: &mut transaction, key: &self.key }, &[record])
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)?;
+        self.outbox.wake();
+        metrics::counter!("kafka_dead_lettered_total", "handler" => "commands").increment(1);
         Ok(())
     }
 }
 
-/// A batch of commands from many requests.
-struct Commands<'a>(&'a CommandConsumer);
+/// The commands of one batch received, with their records, and how often
+/// each failed alone for reasons not its own (`COMMAND_MAX_ATTEMPTS`).
+struct Received<'a> {
+    consumer: &'a CommandConsumer,
+    records: Vec<(Command, &'a OwnedMessage)>,
+    attempts: Mutex<HashMap<Uuid, u32>>,
+}
 
-impl<'a> Group for Commands<'a> {
-    type Member = &'a Command;
-    type Error = TaskError;
-
-    async fn together(&self, commands: Vec<&'a Command>) -> Result<(), (Vec<&'a Command>, TaskError)> {
-        self.0.apply_together(&commands).await.map_err(|error| (commands, error))
+impl Received<'_> {
+    /// Applies the commands without an outcome yet. `Err` only for
+    /// failures worth retrying the batch for.
+    async fn apply(&self) -> Result<(), TaskError> {
+        let ids: Vec<Uuid> = self.records.iter().map(|(command, _)| command.id).collect();
+        let finished: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM command_results WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.consumer.pool)
+            .await
+            .map_err(unavailable)?;
+        let pending: Vec<&(Command, &OwnedMessage)> =
+            self.records.iter().filter(|(command, _)| !finished.contains(&command.id)).collect();
+        if !pending.iter().any(|(command, _)| self.failed_before(command)) {
+            return together_else_each_alone(self, pending).await;
+        }
+        // Together they would run into the same failure again, and each
+        // deadline counts towards the plugin's circuit: alone, in order.
+        for member in pending {
+            self.alone(member).await?;
+        }
+        Ok(())
     }
 
-    async fn alone(&self, command: &'a Command) -> Result<(), TaskError> {
-        self.0.apply_alone(command).await
+    fn failed_before(&self, command: &Command) -> bool {
+        self.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(&command.id)
     }
 
-    /// A command's own failure (or a conflict with a duplicate): applying
-    /// each alone finds it. Infrastructure failures retry the batch.
-    fn splits(&self, error: &TaskError) -> bool {
-        !is_transient(error)
+    /// Counts one more failure of `command` that was not its own.
+    fn attempts(&self, command: &Command) -> u32 {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = attempts.entry(command.id).or_default();
+        *count += 1;
+        *count
     }
 }
 
-/// Failures of the infrastructure rather than of the command: a database
-/// that is down or slow (a call can outlast its deadline waiting for a row
-/// lock) says nothing about the command, which must be retried, not failed.
-fn is_transient(error: &TaskError) -> bool {
-    matches!(
-        error,
+impl<'a> Group for Received<'a> {
+    type Member = &'a (Command, &'a OwnedMessage);
+    type Error = TaskError;
+
+    async fn together(
+        &self,
+        members: Vec<&'a (Command, &'a OwnedMessage)>,
+    ) -> Result<(), (Vec<&'a (Command, &'a OwnedMessage)>, TaskError)> {
+        let commands: Vec<&Command> = members.iter().map(|(command, _)| command).collect();
+        self.consumer.apply_together(&commands).await.map_err(|error| (members, error))
+    }
+
+    /// Applies the command in a transaction of its own; a failure not its
+    /// own is retried with the batch until its attempts are used up.
+    async fn alone(&self, (command, message): &'a (Command, &'a OwnedMessage)) -> Result<(), TaskError> {
+        let error = match self.consumer.apply_together(&[command]).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        match failure_of(&error) {
+            Failure::Outage => Err(error),
+            Failure::NotItsOwn => match self.attempts(command) {
+                attempts if attempts < self.consumer.max_attempts => Err(error),
+                attempts => self.consumer.dead_letter(command, message, error, attempts).await,
+            },
+            Failure::ItsOwn => self.consumer.record_failure(command, error).await,
+        }
+    }
+
+    /// Only an outage says nothing about which command failed.
+    fn splits(&self, error: &TaskError) -> bool {
+        failure_of(error) != Failure::Outage
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The database is unreachable, or the plugin's circuit is open: wait.
+    Outage,
+    /// A deadline or a refused commit: maybe passing, maybe the command.
+    NotItsOwn,
+    /// The command's own: its outcome is this failure.
+    ItsOwn,
+}
+
+/// Whose failure `error` is. A database that is down says nothing about
+/// the command; one that is slow (a call can outlast its deadline waiting
+/// for a row lock) or refuses a commit may be passing or may be the
+/// command's doing, so it is retried a bounded number of times.
+fn failure_of(error: &TaskError) -> Failure {
+    match error {
         TaskError::Unavailable(_)
-            | TaskError::Plugin(
-                PluginFailure::CommitFailed { .. }
-                    | PluginFailure::Unavailable { .. }
-                    | PluginFailure::DeadlineExceeded { .. }
-                    | PluginFailure::CircuitOpen { .. }
-            )
+        | TaskError::Plugin(PluginFailure::Unavailable { .. } | PluginFailure::CircuitOpen { .. }) => Failure::Outage,
+        TaskError::Plugin(PluginFailure::CommitFailed { .. } | PluginFailure::DeadlineExceeded { .. }) => {
+            Failure::NotItsOwn
+        }
+        _ => Failure::ItsOwn,
+    }
+}
+
+/// A single write ran as a batch of one: its own error is the one the
+/// synchronous request would have answered.
+fn own_error(command: &Command, error: TaskError) -> TaskError {
+    match (&command.write, error) {
+        (PreparedWrite::Single { .. }, TaskError::BatchFailed(mut failures)) if failures.len() == 1 => {
+            failures.remove(0).error
+        }
+        (_, error) => error,
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> TaskError {
+    TaskError::Unavailable(error.to_string())
+}
+
+/// The `failed` outcome of `command`, unless it has one.
+async fn insert_failure(
+    connection: &mut sqlx::PgConnection,
+    command: &Command,
+    problem: Problem,
+) -> Result<(), sqlx::Error> {
+    let problem = serde_json::to_value(problem).unwrap_or(Value::Null);
+    sqlx::query(
+        "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
+         VALUES ($1, $2, 'failed', $3, $4) ON CONFLICT (id) DO NOTHING",
     )
+    .bind(command.id)
+    .bind(command.issuer.user_id)
+    .bind(Json(problem))
+    .bind(&command.trace.request_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// `message` as it was, with headers saying why it was set aside.
+fn dead_letter_record(message: &OwnedMessage, error: &str, attempts: u32) -> OutboxRecord {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            let value = header.value.map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default();
+            headers.insert(header.key.to_string(), value);
+        }
+    }
+    headers.insert("dlq-error".into(), error.to_string());
+    headers.insert("dlq-attempts".into(), attempts.to_string());
+    headers.insert("dlq-original-topic".into(), message.topic().to_string());
+    headers.insert("dlq-original-partition".into(), message.partition().to_string());
+    headers.insert("dlq-original-offset".into(), message.offset().to_string());
+    OutboxRecord {
+        topic: topics::COMMAND_DEAD_LETTERS.to_string(),
+        key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers,
+    }
 }
 
 fn parse_command(message: &OwnedMessage) -> Option<Command> {

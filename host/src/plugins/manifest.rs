@@ -142,7 +142,8 @@ impl Default for Limits {
 
 /// Topics only the host writes: a plugin publishing there could forge
 /// task events or inject commands that run with any issuer's rights.
-const RESERVED_TOPICS: [&str; 3] = [topics::TASK_EVENTS, topics::DEAD_LETTERS, topics::TASK_COMMANDS];
+const RESERVED_TOPICS: [&str; 4] =
+    [topics::TASK_EVENTS, topics::DEAD_LETTERS, topics::TASK_COMMANDS, topics::COMMAND_DEAD_LETTERS];
 
 impl Manifest {
     fn default_enabled() -> bool {
