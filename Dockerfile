@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 #
 # The production image of todo-host: the release binary plus the built-in
-# plugins (postgres-store, audit-log, notifier) in /var/lib/todo-host/plugins.
+# plugins (postgres-store, audit-log, notifier) in /var/lib/todo-host/plugins
+# and the browser app in /usr/share/todo-host/web.
 #
 #   DOCKER_BUILDKIT=1 docker build -t todo-host:latest .
 #
@@ -44,6 +45,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && install -D -m 0755 /cache/target/release/todo-host /out/todo-host
 
 # ---------------------------------------------------------------------------
+# The browser app (web/): its locked dependencies, then the Vite build. Node
+# is only needed here; the host serves the result (WEB_DIR). No browser is
+# downloaded (Playwright is for the tests).
+FROM node:20.20.2-bookworm-slim AS web
+
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run check && npm run build
+
+# ---------------------------------------------------------------------------
 # Runtime: Debian 12 slim (same glibc as the builder). The binary needs
 # only glibc, libgcc and zlib, which the slim image has; nothing is installed
 # with apt (so no unpinned packages). The CA bundle is copied from the
@@ -69,12 +82,14 @@ RUN groupadd --system --gid 10001 todo-host \
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=builder /out/todo-host /usr/local/bin/todo-host
 COPY --from=builder /out/plugins/ /var/lib/todo-host/plugins/
+COPY --from=web /web/dist/ /usr/share/todo-host/web/
 
 # SSL_CERT_FILE: the statically linked OpenSSL (librdkafka's) looks for
 # its roots under its own build prefix otherwise, and would trust no broker.
 ENV TODO_LISTEN=0.0.0.0:8080 \
     PLUGIN_DIR=/var/lib/todo-host/plugins \
     PLUGIN_CACHE_DIR=/var/cache/todo-host \
+    WEB_DIR=/usr/share/todo-host/web \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
 USER 10001:10001

@@ -83,6 +83,11 @@ pub struct ServeConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// The built browser app (`web/dist`, made by `npm run build` in web/)
+    /// to serve at `/`: the task app and the operator console. Unset: no app.
+    #[arg(long, env = "WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 /// A forwarding header (`TRUSTED_PROXY_HEADER`).
@@ -489,6 +494,11 @@ pub struct EventConfig {
     /// How long a handler's batch waits for more events once it has one, in milliseconds.
     #[arg(long, env = "HANDLER_BATCH_LINGER_MS", default_value_t = 5)]
     pub handler_batch_linger_ms: u64,
+
+    /// Live event streams (`GET /tasks/events`) one user may hold open on
+    /// one API process at once; more are refused with a 429.
+    #[arg(long, env = "LIVE_STREAMS_PER_USER", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub live_streams_per_user: u32,
 }
 
 impl EventConfig {

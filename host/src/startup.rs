@@ -25,6 +25,7 @@ use crate::config::{AuthConfig, ProcessRole, ServeConfig};
 use crate::db::replica::ReadReplica;
 use crate::db::{self, HostKey};
 use crate::events::handlers::{DeadLetterRecorder, DeadLetters, HandlerSupervisor};
+use crate::events::live::LiveEvents;
 use crate::events::relay::OutboxRelay;
 use crate::http::tls::Https;
 use crate::http::{self, HttpLimits, Services};
@@ -57,6 +58,9 @@ pub struct Application {
     role: ProcessRole,
     workers: Workers,
     shutdown_timeout: Duration,
+    /// Ends the live event streams, which would otherwise hold the
+    /// graceful shutdown for as long as their tokens live.
+    closing_streams: CancellationToken,
 }
 
 /// The background work of a process — outbox relay, event handlers,
@@ -161,7 +165,16 @@ impl Application {
                 None => tracing::warn!("REDIS_URL is not set: the scheduled jobs (which need their lock) do not run"),
             }
         }
-        let commands = match Kafka::new(&config.kafka)? {
+        let kafka = Kafka::new(&config.kafka)?;
+        let live_events = match (&kafka, config.role.serves_api()) {
+            (Some(kafka), true) => {
+                let live = LiveEvents::new(config.events.live_streams_per_user as usize);
+                workers.background.spawn(live.clone().follow(kafka.clone(), workers.background.shutdown()));
+                Some(live)
+            }
+            _ => None,
+        };
+        let commands = match kafka {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
             None => {
                 tracing::warn!("KAFKA_BROKERS is not set: task events stay in the outbox, no event handler runs");
@@ -211,6 +224,7 @@ impl Application {
             login_lockout,
             sessions,
             dead_letters: DeadLetters::new(pool.clone(), plugins.clone()),
+            live_events: live_events.clone(),
             plugins,
             delivery,
             pool,
@@ -232,12 +246,14 @@ impl Application {
             cors: http::cors::layer(&config.cors)?,
             trusted_proxies: TrustedProxies::parse(&config.trusted_proxies, config.trusted_proxy_header)?,
             background: workers.background.clone(),
+            web_dir: config.web_dir.clone(),
         };
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
-        let router = http::router(state, limits);
-        Ok(Self { listener, https, router, role: config.role, workers, shutdown_timeout })
+        let router = http::router(state, limits)?;
+        let closing_streams = live_events.as_ref().map_or_else(CancellationToken::new, LiveEvents::closing);
+        Ok(Self { listener, https, router, role: config.role, workers, shutdown_timeout, closing_streams })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -261,7 +277,9 @@ impl Application {
                     shutdown_signal().await;
                     signalled.cancel();
                 });
-                serve_until_stopped(server.into_future(), stopping, self.shutdown_timeout, || {}).await
+                let closing_streams = self.closing_streams;
+                serve_until_stopped(server.into_future(), stopping, self.shutdown_timeout, || closing_streams.cancel())
+                    .await
             }
             Some(https) => {
                 let handle = axum_server::Handle::new();
@@ -277,8 +295,12 @@ impl Application {
                     signalled.cancel();
                 });
                 let timeout = self.shutdown_timeout;
-                let stopped =
-                    serve_until_stopped(server, stopping, timeout, || handle.graceful_shutdown(Some(timeout))).await;
+                let closing_streams = self.closing_streams;
+                let stopped = serve_until_stopped(server, stopping, timeout, || {
+                    closing_streams.cancel();
+                    handle.graceful_shutdown(Some(timeout))
+                })
+                .await;
                 // Connections that outlived the timeout are cut, not left behind.
                 handle.shutdown();
                 stopped

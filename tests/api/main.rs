@@ -22,6 +22,7 @@ mod hostile;
 mod idempotency;
 mod jobs;
 mod listing;
+mod live;
 mod oidc;
 mod operations;
 mod plugin_failure;

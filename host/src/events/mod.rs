@@ -4,6 +4,8 @@
 //!
 //! - `relay`: publishes the outbox to Kafka, safely on many replicas.
 //! - `handlers`: runs each event-handler plugin as a Kafka consumer.
+//! - `live`: follows `task-events` for the browsers' live streams.
 
 pub mod handlers;
+pub mod live;
 pub mod relay;

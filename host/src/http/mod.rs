@@ -22,9 +22,11 @@ mod history;
 mod idempotency;
 pub mod metrics;
 mod openapi;
+mod task_events;
 mod tasks;
 pub mod tls;
 mod users;
+mod web;
 
 use std::sync::Arc;
 
@@ -49,6 +51,7 @@ use crate::commands::{CommandBus, CommandStatus};
 use crate::config::ProcessRole;
 use crate::db::replica::ReadReplica;
 use crate::events::handlers::DeadLetters;
+use crate::events::live::LiveEvents;
 use crate::idempotency::IdempotencyStore;
 use crate::kafka::SharedProducer;
 use crate::plugins::{PluginDelivery, PluginRegistry};
@@ -81,6 +84,8 @@ pub struct Services {
     pub password_resets: PasswordResets,
     /// What the event handlers gave up on, and its replay.
     pub dead_letters: DeadLetters,
+    /// `None` without a broker, and in a worker.
+    pub live_events: Option<LiveEvents>,
     /// `None` without OIDC_ISSUER.
     pub external_tokens: Option<Arc<ExternalTokens>>,
     pub plugins: Arc<PluginRegistry>,
@@ -107,11 +112,13 @@ pub struct HttpLimits {
     pub trusted_proxies: TrustedProxies,
     /// Where the limiters' pruning runs.
     pub background: Background,
+    /// The built browser app served at `/` (`WEB_DIR`), if any.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState, limits: HttpLimits) -> Router {
+pub fn router(state: AppState, limits: HttpLimits) -> anyhow::Result<Router> {
     let operations = Router::new()
         .route("/health", get(health::detail))
         .route("/health/live", get(health::live))
@@ -130,9 +137,14 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(middleware::from_fn_with_state(cluster_limiter("api", limits.api_quota), ratelimit::cluster::limit))
         .layer(ratelimit::layer("api", limits.api_quota, &limits.background));
 
-    Router::new()
+    let web = match (&limits.web_dir, state.role.serves_api()) {
+        (Some(dir), true) => web::routes(dir)?,
+        _ => Router::new(),
+    };
+    Ok(Router::new()
         .merge(auth_routes)
         .merge(api)
+        .merge(web)
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -172,7 +184,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         )
         // Outermost: a preflight is answered before auth and rate limits.
         .layer(tower::util::option_layer(limits.cors))
-        .with_state(state)
+        .with_state(state))
 }
 
 /// The API's own routes: /auth/* behind their own limits, and the routes
@@ -195,6 +207,7 @@ fn api_routes(state: &AppState, limits: &HttpLimits) -> (Router<AppState>, Route
     let task_routes = Router::new()
         .route("/tasks", get(tasks::list).post(tasks::create.layer(idempotent.clone())))
         .route("/tasks/batch", post(tasks::batch.layer(idempotent)))
+        .route("/tasks/events", get(task_events::stream))
         .route("/tasks/{id}", get(tasks::get).patch(tasks::update).delete(tasks::delete))
         .route("/tasks/{id}/history", get(history::get))
         .route("/commands/{id}", get(commands::get))

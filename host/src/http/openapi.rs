@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as OpenApiDocument,
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{admin, auth, commands, dead_letters, health, history, metrics, tasks, users};
+use super::{admin, auth, commands, dead_letters, health, history, metrics, task_events, tasks, users};
 use crate::problem;
 
 #[derive(OpenApi)]
@@ -48,6 +48,7 @@ use crate::problem;
         tasks::update,
         tasks::delete,
         tasks::batch,
+        task_events::stream,
         history::get,
         commands::get,
         health::live,
