@@ -9,6 +9,7 @@ mod accounts;
 mod auth;
 mod bad_input;
 mod batch;
+mod browser;
 mod bundles;
 mod cache;
 mod commands;
