@@ -166,20 +166,21 @@ impl Application {
             }
         }
         let kafka = Kafka::new(&config.kafka)?;
-        let live_events = match (&kafka, config.role.serves_api()) {
-            (Some(kafka), true) => {
-                let live = LiveEvents::new(config.events.live_streams_per_user as usize);
-                workers.background.spawn(live.clone().follow(kafka.clone(), workers.background.shutdown()));
-                Some(live)
-            }
-            _ => None,
-        };
-        let commands = match kafka {
+        let commands = match kafka.clone() {
             Some(kafka) => Some(workers.start(&config, kafka, &plugins, &store, &pool, &command_status).await?),
             None => {
                 tracing::warn!("KAFKA_BROKERS is not set: task events stay in the outbox, no event handler runs");
                 None
             }
+        };
+        // After `start`, which makes sure the topics exist.
+        let live_events = match (kafka, config.role.serves_api()) {
+            (Some(kafka), true) => {
+                let live = LiveEvents::new(config.events.live_streams_per_user as usize);
+                workers.background.spawn(live.clone().follow(kafka, workers.background.shutdown()));
+                Some(live)
+            }
+            _ => None,
         };
 
         let refresh_ttl = Duration::from_secs(config.auth.refresh_token_ttl_secs);
