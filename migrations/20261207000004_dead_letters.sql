@@ -26,5 +26,7 @@ CREATE TABLE dead_letters (
     last_replay_error  text,
     UNIQUE (handler, original_topic, original_partition, original_offset)
 );
-CREATE INDEX dead_letters_pending_idx ON dead_letters (handler, dead_lettered_at) WHERE replayed_at IS NULL;
-CREATE INDEX dead_letters_listing_idx ON dead_letters (dead_lettered_at DESC, id DESC);
+-- The listings (by id, UUIDv7: newest first) of one handler, and the
+-- pending ones a bulk replay takes oldest first; all handlers' use the key.
+CREATE INDEX dead_letters_handler_idx ON dead_letters (handler, id);
+CREATE INDEX dead_letters_pending_idx ON dead_letters (handler, id) WHERE replayed_at IS NULL;

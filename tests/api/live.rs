@@ -171,3 +171,22 @@ async fn a_user_holds_a_bounded_number_of_streams_and_anonymous_callers_none() {
     let someone = without_broker.register_user().await;
     assert_problem(Stream::open(&without_broker, &someone, None).await, 503, "live-events-unavailable").await;
 }
+
+#[tokio::test]
+async fn a_stream_ends_soon_after_its_account_is_disabled() {
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(live_app(&prefix)).await;
+    let admin = app.create_user("admin").await;
+    let user = app.register_user().await;
+    let mut stream = Stream::new(&app, &user, None).await;
+    let path = format!("/users/{}", user.id);
+    assert_eq!(send(&app, &admin, Method::PATCH, &path, Some(json!({ "disabled": true }))).await.status(), 200);
+
+    // The stream re-checks its token every 15 s; then it ends.
+    let ended = tokio::time::timeout(Duration::from_secs(40), async {
+        while stream.response.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the disabled account's stream went on");
+    assert_problem(Stream::open(&app, &user, None).await, 401, "unauthorized").await;
+}

@@ -1,5 +1,6 @@
 // Small hooks the views share: running an action with its pending state and
-// its failure, and loading data when its inputs change.
+// its failure, loading data when its inputs change, and a list paged by
+// cursor.
 
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { ProblemError } from './api/problem';
@@ -84,4 +85,64 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
   }, [...deps, generation]);
   const reload = useCallback(() => setGeneration((value) => value + 1), []);
   return { data, problem, loading, reload };
+}
+
+/** A list the API pages by cursor (`{items, next_cursor}`). */
+export interface Pages<T> {
+  items: T[];
+  setItems(update: (items: T[]) => T[]): void;
+  cursor: string | null;
+  loading: boolean;
+  problem: ProblemError | null;
+  /** The first page again. */
+  reload(): void;
+  /** The next page, after the items listed. */
+  loadMore(): void;
+}
+
+/**
+ * The first page of `fetchPage` now and whenever `deps` change, the next on
+ * `loadMore`. A late answer of an older load is dropped, and an item already
+ * listed (moved up by a change meanwhile) is not listed twice.
+ */
+export function usePages<T extends { id: string }>(
+  fetchPage: (cursor?: string) => Promise<{ items: T[]; next_cursor?: string | null }>,
+  deps: unknown[],
+): Pages<T> {
+  const [items, setItems] = useState<T[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [problem, setProblem] = useState<ProblemError | null>(null);
+  const [generation, setGeneration] = useState(0);
+  const latest = useRef(0);
+  // The newest `fetchPage` (it closes over the current query), without reloading.
+  const fetchRef = useRef(fetchPage);
+  fetchRef.current = fetchPage;
+
+  const load = useCallback((after: string | null) => {
+    const mine = ++latest.current;
+    setLoading(true);
+    fetchRef.current(after ?? undefined).then(
+      (page) => {
+        if (mine !== latest.current) return;
+        setItems((current) =>
+          after === null ? page.items : [...current, ...page.items.filter((item) => !current.some((known) => known.id === item.id))],
+        );
+        setCursor(page.next_cursor ?? null);
+        setProblem(null);
+        setLoading(false);
+      },
+      (error) => {
+        if (mine !== latest.current) return;
+        setProblem(toProblem(error));
+        setLoading(false);
+      },
+    );
+  }, []);
+  useEffect(() => load(null), [...deps, generation]);
+  const reload = useCallback(() => setGeneration((value) => value + 1), []);
+  const loadMore = useCallback(() => {
+    if (cursor) load(cursor);
+  }, [cursor, load]);
+  return { items, setItems, cursor, loading, problem, reload, loadMore };
 }

@@ -2,10 +2,14 @@
 //! admin's changes (role, disabled) and its end.
 //!
 //! Invariants:
-//! - What ends tokens ends them in Redis (`revocation`) BEFORE the database
-//!   changes: a failure between the two leaves sessions ended and the
-//!   account as it was, never a changed account with its old sessions.
-//!   Lifting `disabled` goes the other way round, for the same reason.
+//! - What ends tokens ends them in Redis (`revocation`) before the database
+//!   changes — a failure between the two leaves sessions ended and the
+//!   account as it was, never a changed account with its old sessions — and
+//!   again after: tokens are dated by when their account row was read
+//!   (`AsOf`), so a login or refresh that read the row before the change,
+//!   however long it took, made tokens older than the second revocation.
+//!   Lifting `disabled` comes after the database change, for the same
+//!   reason.
 //! - A password change or reset ends every session of the user, the one
 //!   asking included; a password change answers a new one.
 //! - An admin cannot disable, demote or delete their own account, so the
@@ -20,6 +24,7 @@ use super::lockout::LoginLockout;
 use super::revocation::UserRevocation;
 use super::service::{Accounts, AuthError, display_name};
 use super::sessions::{Sessions, Tokens};
+use super::tokens::AsOf;
 use super::users::{AccountChanges, User, UserPage, UserRepository};
 use super::{Actor, Role};
 use crate::validation::present;
@@ -108,17 +113,17 @@ impl AccountManager {
         let user = self.lockout.attempt(&user.email, proven).await?;
         let new_hash = self.accounts.new_password_hash(change.new_password, &user.email).await?;
         self.set_password(user.id, &new_hash).await?;
-        self.sessions.start(&user).await
+        self.sessions.start(&user, AsOf::now()).await
     }
 
-    /// Ends every session of `user_id`, then sets the password hash (see
-    /// the module's invariants).
+    /// Sets the password hash of `user_id`, ending every session of the
+    /// account around it (see the module's invariants).
     pub(super) async fn set_password(&self, user_id: Uuid, hash: &str) -> Result<(), AuthError> {
         self.sessions.revoke_user(user_id, UserRevocation::Sessions).await?;
-        match self.users.set_password(user_id, hash).await.map_err(internal)? {
-            true => Ok(()),
-            false => Err(AuthError::UserNotFound),
+        if !self.users.set_password(user_id, hash).await.map_err(internal)? {
+            return Err(AuthError::UserNotFound);
         }
+        self.sessions.revoke_user(user_id, UserRevocation::Sessions).await
     }
 
     /// `GET /users`: accounts by email, `search` a substring of the email
@@ -146,6 +151,10 @@ impl AccountManager {
             .transpose()
             .map_err(|error| AuthError::Invalid(vec![error]))?;
         let current = self.get(id).await?;
+        // The provider's token says an external account's role, every time.
+        if current.external && changes.role.is_some_and(|role| role != current.role) {
+            return Err(AuthError::ProviderAccount);
+        }
         let ends = match (changes.disabled, changes.role) {
             (Some(true), _) if !current.disabled => Some(UserRevocation::Disable),
             (_, Some(role)) if role != current.role => Some(UserRevocation::Tokens),
@@ -156,7 +165,12 @@ impl AccountManager {
         }
         let account = AccountChanges { role: changes.role, disabled: changes.disabled, display_name };
         let user = self.users.update(id, &account).await.map_err(internal)?.ok_or(AuthError::UserNotFound)?;
-        if changes.disabled == Some(false) && current.disabled {
+        if let Some(what) = ends {
+            self.sessions.revoke_user(id, what).await?;
+        }
+        // Whatever the account was a moment ago: an enable racing a
+        // disable must not leave the flag behind an enabled account.
+        if changes.disabled == Some(false) {
             self.sessions.revoke_user(id, UserRevocation::Enable).await?;
         }
         tracing::info!(admin = %admin.user_id, user_id = %id, ?ends, "account changed by an admin");

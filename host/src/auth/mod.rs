@@ -21,10 +21,10 @@ pub use manage::{AccountManager, AdminChanges, MAX_USERS_PAGE, PasswordChange, P
 pub use middleware::{AccessToken, Admin, Authenticated, ExternalTokens, TokenVerifier};
 pub use oidc::OidcProvider;
 pub use reset::{PasswordResets, ResetConfirmation, ResetNotification, ResetRequest};
-pub use revocation::{AdmissionCheck, UserRevocation};
+pub use revocation::{AdmissionCheck, REVOKED_BY_LUA, UserRevocation};
 pub use service::{Accounts, AuthError, Credentials, Registration};
 pub use sessions::{RefreshRequest, Sessions, Tokens};
-pub use tokens::TokenKeys;
+pub use tokens::{AsOf, TokenKeys};
 pub use users::{User, UserPage, UserRepository};
 
 use serde::{Deserialize, Serialize};

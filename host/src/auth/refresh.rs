@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::revocation::{FAMILY_KEY_PREFIX, Revocations, USER_KEY_PREFIX};
+use super::tokens::AsOf;
 use crate::redis_client::{RedisClient, RedisUnavailable};
 
 /// Checks and rotates in one step, so two concurrent uses of a token
@@ -76,15 +77,15 @@ impl RefreshTokens {
         Self { redis, revocations, ttl }
     }
 
-    /// The first token of a new family (a login).
-    pub async fn start(&self, user_id: Uuid) -> Result<RefreshToken, RedisUnavailable> {
+    /// The first token of a new family (a login), the family dated `as_of`.
+    pub async fn start(&self, user_id: Uuid, as_of: AsOf) -> Result<RefreshToken, RedisUnavailable> {
         let refresh = RefreshToken { token: random_token(), expires_in: self.ttl, user_id, family: Uuid::now_v7() };
         let key = record_key(&refresh.token);
         let fields = [
             ("user", refresh.user_id.to_string()),
             ("fam", refresh.family.to_string()),
             ("used", "0".into()),
-            ("at", chrono::Utc::now().timestamp_millis().to_string()),
+            ("at", as_of.millis().to_string()),
         ];
         let mut store = redis::pipe();
         store.atomic().hset_multiple(&key, &fields).ignore().expire(&key, self.ttl.as_secs() as i64).ignore();

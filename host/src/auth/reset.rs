@@ -7,9 +7,12 @@
 //! - A request answers the same, as fast, whether or not an account has
 //!   the email: the work runs after the answer (`PasswordResets::request`
 //!   is spawned by the handler).
-//! - A token is 256 random bits; the database keeps its SHA-256 only; it
-//!   is used up by the statement that checks it (single use, even when two
-//!   confirmations race) and expires after `PASSWORD_RESET_TTL_SECS`.
+//! - A token is 256 random bits; the database keeps its SHA-256 only (the
+//!   outbox holds the notification until it is published and pruned); it
+//!   is used up in the transaction that checks it, row-locked while the
+//!   password changes (single use, even when two confirmations race; usable
+//!   again if the change fails) and expires after
+//!   `PASSWORD_RESET_TTL_SECS`.
 //! - The token row and its notification commit together (the outbox), so a
 //!   token is never issued without being sent, nor sent without existing.
 //! - One token per account per `REISSUE_AFTER` at most, however many
@@ -155,22 +158,27 @@ impl PasswordResets {
         let (user_id, email) = account.ok_or(AuthError::InvalidResetToken)?;
         // The policy first: a refused password leaves the token usable.
         let new_hash = self.accounts.new_password_hash(confirmation.new_password, &email).await?;
-        let used: Option<Uuid> = sqlx::query_scalar(
-            "DELETE FROM password_reset_tokens WHERE token_hash = $1 AND expires_at > now() RETURNING user_id",
+        // The token's row stays locked while the password changes: a racing
+        // confirmation waits, then finds it gone; a failure (Redis down)
+        // rolls back and leaves it usable.
+        let mut transaction = self.pool.begin().await.map_err(internal)?;
+        let locked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM password_reset_tokens WHERE token_hash = $1 AND expires_at > now() FOR UPDATE",
         )
         .bind(&hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await
         .map_err(internal)?;
-        if used != Some(user_id) {
+        if locked != Some(user_id) {
             return Err(AuthError::InvalidResetToken);
         }
         self.manager.set_password(user_id, &new_hash).await?;
         sqlx::query("DELETE FROM password_reset_tokens WHERE user_id = $1")
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await
             .map_err(internal)?;
+        transaction.commit().await.map_err(internal)?;
         tracing::info!(%user_id, "password reset");
         Ok(())
     }

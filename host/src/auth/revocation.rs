@@ -16,9 +16,11 @@
 //!   its `jti`'s (a UUIDv7), so a token issued in the same second but after
 //!   a revocation still works.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::Utc;
+use redis::Script;
 use uuid::Uuid;
 
 use super::tokens::{Claims, LEEWAY_SECS};
@@ -29,6 +31,24 @@ use crate::redis_client::{RedisClient, RedisUnavailable};
 pub(super) const FAMILY_KEY_PREFIX: &str = "todo:revoked:family:";
 /// Prefix of a user's record; `refresh`'s rotation script reads it.
 pub(super) const USER_KEY_PREFIX: &str = "todo:revoked:user:";
+
+/// The check itself, in Lua, for the scripts that make it (the cluster
+/// admission, `Revocations::is_revoked`): whether the token is refused by
+/// its user's record (`user_key`; `issued_at` in ms, '' for an external
+/// token) or by one of `KEYS[first_token_key..]` existing.
+pub const REVOKED_BY_LUA: &str = r"
+    local function revoked_by(user_key, first_token_key, issued_at)
+        local user = redis.call('HMGET', user_key, 'disabled', 'tokens_before')
+        if user[1] then
+            return 1
+        elseif user[2] and issued_at ~= '' and tonumber(issued_at) < tonumber(user[2]) then
+            return 1
+        elseif #KEYS >= first_token_key and redis.call('EXISTS', unpack(KEYS, first_token_key)) > 0 then
+            return 1
+        end
+        return 0
+    end
+";
 
 /// What to end of a user's, from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +90,16 @@ impl Revocations {
             revoke.set_ex(family_key(family), 1, self.family_ttl.as_secs()).ignore();
         }
         self.redis.pipeline(&revoke).await
+    }
+
+    /// Whether `check`'s token is revoked now (for a request already
+    /// admitted that goes on: a live stream).
+    pub async fn is_revoked(&self, check: &AdmissionCheck) -> Result<bool, RedisUnavailable> {
+        static SCRIPT: LazyLock<Script> =
+            LazyLock::new(|| Script::new(&format!("{REVOKED_BY_LUA} return revoked_by(KEYS[1], 2, ARGV[1])")));
+        let mut invocation = SCRIPT.key(&check.keys);
+        invocation.arg(check.issued_at_ms.map(|ms| ms.to_string()).unwrap_or_default());
+        Ok(self.redis.script::<i64>(&invocation).await? == 1)
     }
 
     /// Ends `what` of `user`'s on every replica.

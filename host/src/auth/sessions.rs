@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::Role;
 use super::refresh::{RefreshToken, RefreshTokens};
-use super::revocation::{Revocations, UserRevocation};
+use super::revocation::{AdmissionCheck, Revocations, UserRevocation};
 use super::service::AuthError;
-use super::tokens::{Claims, LEEWAY_SECS, TokenKeys};
+use super::tokens::{AsOf, Claims, LEEWAY_SECS, TokenKeys};
 use super::users::{User, UserRepository};
 use crate::redis_client::RedisClient;
 
@@ -63,19 +63,20 @@ impl Sessions {
         &self.keys
     }
 
-    /// Tokens for a user who just proved their password. A Redis outage
-    /// costs the refresh token, not the login.
-    pub async fn start(&self, user: &User) -> Result<Tokens, AuthError> {
+    /// Tokens for a user who just proved their password, dated when their
+    /// account was read (`as_of`). A Redis outage costs the refresh token,
+    /// not the login.
+    pub async fn start(&self, user: &User, as_of: AsOf) -> Result<Tokens, AuthError> {
         let refresh = match &self.store {
             None => None,
             Some(store) => store
                 .refresh
-                .start(user.id)
+                .start(user.id, as_of)
                 .await
                 .inspect_err(|error| tracing::warn!(user_id = %user.id, %error, "login without a refresh token"))
                 .ok(),
         };
-        self.tokens(user.id, user.role, refresh)
+        self.tokens(user.id, user.role, refresh, as_of)
     }
 
     /// Rotates the refresh token; the new access token carries the
@@ -83,6 +84,7 @@ impl Sessions {
     pub async fn refresh(&self, request: RefreshRequest) -> Result<Tokens, AuthError> {
         let store = self.store()?;
         let refresh = store.refresh.rotate(&request.refresh_token).await?.ok_or(AuthError::InvalidRefreshToken)?;
+        let as_of = AsOf::now();
         let user = self
             .users
             .find_by_id(refresh.user_id)
@@ -90,7 +92,7 @@ impl Sessions {
             .context("cannot read the account of a refresh token")?
             .filter(|user| !user.disabled)
             .ok_or(AuthError::InvalidRefreshToken)?;
-        self.tokens(user.id, user.role, Some(refresh))
+        self.tokens(user.id, user.role, Some(refresh), as_of)
     }
 
     /// Logout: the access token and its whole family stop working on every
@@ -108,12 +110,25 @@ impl Sessions {
         }
     }
 
+    /// Whether `check`'s token was revoked since it was admitted; `false`
+    /// when Redis is not there to say (as the admission check decides).
+    pub async fn is_revoked(&self, check: &AdmissionCheck) -> bool {
+        let Some(store) = &self.store else { return false };
+        store.revocations.is_revoked(check).await.unwrap_or(false)
+    }
+
     fn store(&self) -> Result<&SessionStore, AuthError> {
         self.store.as_ref().ok_or(AuthError::RedisNotConfigured)
     }
 
-    fn tokens(&self, user_id: Uuid, role: Role, refresh: Option<RefreshToken>) -> Result<Tokens, AuthError> {
-        let access_token = self.keys.issue(user_id, role, refresh.as_ref().map(|refresh| refresh.family))?;
+    fn tokens(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        refresh: Option<RefreshToken>,
+        as_of: AsOf,
+    ) -> Result<Tokens, AuthError> {
+        let access_token = self.keys.issue(user_id, role, refresh.as_ref().map(|refresh| refresh.family), as_of)?;
         Ok(Tokens { access_token, expires_in: self.keys.ttl(), refresh })
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -29,6 +29,30 @@ pub struct Claims {
     /// when no refresh token was issued (no Redis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<Uuid>,
+}
+
+/// When the account row a token or session is made from was read: its
+/// date for the revocation checks, so that one made from a row read before
+/// a change is older than the revocation written after it
+/// (`auth::manage`), however long the login took in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AsOf(DateTime<Utc>);
+
+impl AsOf {
+    /// Now: take it before reading the row.
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    /// A UUIDv7 whose time is this one (a token's `jti`).
+    fn stamped_id(self) -> Uuid {
+        let (secs, nanos) = (self.0.timestamp().max(0) as u64, self.0.timestamp_subsec_nanos());
+        Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
+    }
 }
 
 /// The signing and verification keys, and the rules a token must meet.
@@ -62,14 +86,14 @@ impl TokenKeys {
         self.0.ttl
     }
 
-    pub fn issue(&self, user_id: Uuid, role: Role, family: Option<Uuid>) -> anyhow::Result<String> {
+    pub fn issue(&self, user_id: Uuid, role: Role, family: Option<Uuid>, as_of: AsOf) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
             role,
             iat: now,
             exp: now + self.0.ttl.as_secs() as i64,
-            jti: Uuid::now_v7(),
+            jti: as_of.stamped_id(),
             iss: ISSUER.to_string(),
             fam: family,
         };
@@ -118,14 +142,19 @@ mod tests {
     fn issued_tokens_verify() {
         let keys = keys("a secret of at least thirty-two bytes");
         let (user, family) = (Uuid::now_v7(), Uuid::now_v7());
-        let claims = keys.verify(&keys.issue(user, Role::Viewer, Some(family)).unwrap()).unwrap();
+        let as_of = AsOf(Utc::now() - chrono::Duration::seconds(3));
+        let claims = keys.verify(&keys.issue(user, Role::Viewer, Some(family), as_of).unwrap()).unwrap();
         assert_eq!((claims.sub, claims.role, claims.fam), (user, Role::Viewer, Some(family)));
         assert_eq!(claims.exp - claims.iat, 60);
+        let (secs, _) = claims.jti.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs as i64, as_of.0.timestamp(), "dated when its account was read");
     }
 
     #[test]
     fn another_key_is_refused() {
-        let token = keys("a secret of at least thirty-two bytes").issue(Uuid::now_v7(), Role::Admin, None).unwrap();
+        let token = keys("a secret of at least thirty-two bytes")
+            .issue(Uuid::now_v7(), Role::Admin, None, AsOf::now())
+            .unwrap();
         assert!(keys("another secret of thirty-two bytes!!").verify(&token).is_err());
     }
 }

@@ -170,7 +170,8 @@ impl CommandConsumer {
         tracing::info!(command_id = %command.id, %error, "command failed");
         let problem = Problem::from(own_error(command, error));
         let mut connection = self.pool.acquire().await.map_err(unavailable)?;
-        insert_failure(&mut connection, command, problem).await.map_err(unavailable)
+        insert_failure(&mut connection, command, problem).await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// Fails `command` for good after `attempts` failures that were not its
@@ -191,7 +192,11 @@ impl CommandConsumer {
             ))
             .with("attempts", attempts);
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        insert_failure(&mut transaction, command, problem).await.map_err(unavailable)?;
+        if !insert_failure(&mut transaction, command, problem).await.map_err(unavailable)? {
+            // It has an outcome already (applied by another consumer, or
+            // by a commit that did succeed): nothing to set aside.
+            return Ok(());
+        }
         let record = dead_letter_record(message, &why, attempts);
         outbox::append(&mut HostConnection { connection: &mut transaction, key: &self.key }, &[record])
             .await
@@ -322,14 +327,14 @@ fn unavailable(error: sqlx::Error) -> TaskError {
     TaskError::Unavailable(error.to_string())
 }
 
-/// The `failed` outcome of `command`, unless it has one.
+/// The `failed` outcome of `command`, unless it has one; whether it is new.
 async fn insert_failure(
     connection: &mut sqlx::PgConnection,
     command: &Command,
     problem: Problem,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let problem = serde_json::to_value(problem).unwrap_or(Value::Null);
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO command_results (id, issuer_id, status, result, request_id) \
          VALUES ($1, $2, 'failed', $3, $4) ON CONFLICT (id) DO NOTHING",
     )
@@ -339,7 +344,7 @@ async fn insert_failure(
     .bind(&command.trace.request_id)
     .execute(connection)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// `message` as it was, with headers saying why it was set aside.

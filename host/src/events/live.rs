@@ -130,9 +130,14 @@ impl Rings {
         Position(self.0.iter().map(|(partition, ring)| (*partition, ring.next)).collect())
     }
 
-    /// The events after `from`, oldest first, or `None` when `from` is
-    /// older than a ring reaches back or newer than the topic.
+    /// The events after `from`, each partition's in offset order, or
+    /// `None` when `from` is older than a ring reaches back, newer than the
+    /// topic, or names a partition not followed (yet: before the first
+    /// assignment no position can be told good).
     fn since(&self, from: &Position) -> Option<Vec<Arc<LiveEvent>>> {
+        if self.0.is_empty() || from.0.keys().any(|partition| !self.0.contains_key(partition)) {
+            return None;
+        }
         let mut events = Vec::new();
         for (partition, ring) in &self.0 {
             let next = from.0.get(partition).copied().unwrap_or(0);
@@ -141,7 +146,6 @@ impl Rings {
             }
             events.extend(ring.events.iter().filter(|event| event.offset >= next).cloned());
         }
-        events.sort_by_key(|event| event.event.time);
         Some(events)
     }
 }
@@ -321,23 +325,11 @@ fn partition_ends(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::model::{Priority, Task, TaskChange, TaskStatus};
+    use crate::tasks::model::{Task, TaskChange};
 
     fn event(partition: i32, offset: i64, owner: Uuid) -> LiveEvent {
-        let now = chrono::Utc::now();
-        let task = Task {
-            id: Uuid::now_v7(),
-            owner_id: owner,
-            title: "Live".into(),
-            description: None,
-            status: TaskStatus::Todo,
-            priority: Priority::Medium,
-            due_at: None,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
-        let event = TaskEvent::for_change(&TaskChange::Created(task), now);
+        let task = Task::example(owner, "Live");
+        let event = TaskEvent::for_change(&TaskChange::Created(task), chrono::Utc::now());
         LiveEvent { partition, offset, json: serde_json::to_string(&event).unwrap(), event }
     }
 
@@ -365,7 +357,7 @@ mod tests {
         let resumed = live.subscribe(Some(&seen));
         assert!(!resumed.reset);
         let offsets: Vec<(i32, i64)> = resumed.backlog.iter().map(|event| (event.partition, event.offset)).collect();
-        assert_eq!(offsets, [(1, 0), (0, 11)]);
+        assert_eq!(offsets, [(0, 11), (1, 0)]);
 
         let from_now = live.subscribe(None);
         assert_eq!((from_now.reset, from_now.backlog.len()), (false, 0));
@@ -374,6 +366,8 @@ mod tests {
         assert!(live.subscribe(Some("0:9,1:0")).reset, "older than the ring");
         assert!(live.subscribe(Some("0:99,1:0")).reset, "newer than the topic");
         assert!(live.subscribe(Some("no position")).reset);
+        assert!(live.subscribe(Some("0:11,1:0,7:3")).reset, "a partition not followed");
+        assert!(LiveEvents::new(5).subscribe(Some("0:11")).reset, "nothing followed yet");
         for offset in 12..12 + RING_CAPACITY as i64 {
             live.publish(event(0, offset, owner));
         }

@@ -10,7 +10,7 @@ use super::AppState;
 use super::extract::Json;
 use super::openapi::params::ProblemDetails;
 use crate::auth::{
-    AccessToken, Credentials, RefreshRequest, Registration, ResetConfirmation, ResetRequest, Tokens, User,
+    AccessToken, AsOf, Credentials, RefreshRequest, Registration, ResetConfirmation, ResetRequest, Tokens, User,
 };
 use crate::problem::Problem;
 use crate::trace::RequestTrace;
@@ -69,8 +69,9 @@ impl IntoResponse for Tokens {
 ))]
 pub async fn login(State(state): State<AppState>, Json(credentials): Json<Credentials>) -> Result<Tokens, Problem> {
     let email = credentials.email.clone();
+    let as_of = AsOf::now();
     let user = state.login_lockout.attempt(&email, state.accounts.authenticate(credentials)).await?;
-    Ok(state.sessions.start(&user).await?)
+    Ok(state.sessions.start(&user, as_of).await?)
 }
 
 /// Rotates a refresh token: a new access token and a new refresh token.

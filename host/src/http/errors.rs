@@ -28,10 +28,14 @@ impl From<AuthError> for Problem {
                 .detail("this account is disabled; ask an administrator"),
             AuthError::WrongPassword => Problem::new(StatusCode::FORBIDDEN, "wrong-password", "Wrong password")
                 .detail("the current password is wrong"),
-            AuthError::ProviderAccount => {
-                Problem::new(StatusCode::CONFLICT, "provider-account", "Account of the identity provider")
-                    .detail("this account signs in at the identity provider (OIDC_ISSUER): change its password there")
-            }
+            AuthError::ProviderAccount => Problem::new(
+                StatusCode::CONFLICT,
+                "provider-account",
+                "Account of the identity provider",
+            )
+            .detail(
+                "this account signs in at the identity provider (OIDC_ISSUER): its password and role are managed there",
+            ),
             AuthError::SelfLockout => Problem::new(StatusCode::CONFLICT, "self-lockout", "Own account")
                 .detail("an admin cannot disable, demote or delete their own account; another admin can"),
             AuthError::UserNotFound => {

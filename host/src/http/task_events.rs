@@ -17,20 +17,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::auth::{AccessToken, Actor, Authenticated};
+use crate::auth::{AccessToken, Actor, AdmissionCheck, Authenticated, Sessions};
 use crate::events::live::{LiveEvent, LiveEvents, Position, StreamSlot};
 use crate::problem::Problem;
 
 /// How often an idle stream says it is alive (proxies close silent ones).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often a stream asks whether its token was revoked since it began (a
+/// logout, a disabled account, a role or password change end it).
+const RECHECK: Duration = Duration::from_secs(15);
 /// Longest a stream lives without a token expiry to end it (external tokens).
 const MAX_STREAM: Duration = Duration::from_secs(3600);
 
 /// The task events the caller may see, as they happen: `event: task`
 /// with the CloudEvent as its data and a position as its id; `event: reset`
 /// when the position asked for is too old (reload, then go on). The stream
-/// ends when the access token expires: reconnect with a new one and the
-/// last id seen as `Last-Event-ID`.
+/// ends when the access token expires or is revoked: reconnect with a new
+/// one and the last id seen as `Last-Event-ID`.
 #[utoipa::path(get, path = "/tasks/events", tag = "tasks", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event seen, to resume after it")),
     responses(
@@ -56,13 +59,21 @@ pub async fn stream(
     })?;
     let last_event_id = headers.get("last-event-id").and_then(|value| value.to_str().ok());
     let subscription = live.subscribe(last_event_id);
+    let token = token.map(|Extension(token)| token);
+    let admission = match &token {
+        Some(AccessToken(claims)) => AdmissionCheck::own(claims),
+        None => AdmissionCheck::external(actor.user_id),
+    };
     let feed = Feed {
         actor,
         reset: subscription.reset,
         backlog: subscription.backlog.into(),
         position: subscription.position,
         receiver: subscription.live,
-        ends_at: ends_at(token.as_ref().map(|Extension(token)| token)),
+        ends_at: ends_at(token.as_ref()),
+        recheck: tokio::time::interval_at(Instant::now() + RECHECK, RECHECK),
+        admission,
+        sessions: state.sessions.clone(),
         closing: live.closing(),
         live: live.clone(),
         _slot: slot,
@@ -92,6 +103,9 @@ struct Feed {
     position: Position,
     receiver: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
     ends_at: Instant,
+    recheck: tokio::time::Interval,
+    admission: AdmissionCheck,
+    sessions: Sessions,
     closing: CancellationToken,
     live: LiveEvents,
     _slot: StreamSlot,
@@ -112,6 +126,10 @@ impl Feed {
                 None => tokio::select! {
                     _ = tokio::time::sleep_until(self.ends_at) => return None,
                     _ = self.closing.cancelled() => return None,
+                    _ = self.recheck.tick() => match self.sessions.is_revoked(&self.admission).await {
+                        true => return None,
+                        false => continue,
+                    },
                     received = self.receiver.recv() => match received {
                         Ok(event) => event,
                         Err(RecvError::Lagged(_)) => {

@@ -111,7 +111,7 @@ pub async fn get(State(state): State<AppState>, _: Admin, Path(id): Path<Uuid>) 
         (status = 200, description = "The account as changed", body = User),
         (status = 403, description = "Not an admin", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "No account has this id", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "An admin's own account cannot be disabled or demoted by them (`self-lockout`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "An admin's own account cannot be disabled or demoted by them (`self-lockout`); an external account's role is the identity provider's (`provider-account`)", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "Redis did not answer: the tokens could not be refused, nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
     ),
 )]

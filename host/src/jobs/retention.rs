@@ -7,7 +7,9 @@
 //!   /commands/{id} answers 404 afterwards, as documented);
 //! - `processed_events` after `LEDGER_RETENTION_SECS` (Kafka must not
 //!   redeliver older events: keep it above the topic's retention);
-//! - `job_runs` and `overdue_notices` after `LEDGER_RETENTION_SECS`.
+//! - `job_runs` and `overdue_notices` after `LEDGER_RETENTION_SECS`;
+//! - `dead_letters` replayed more than `LEDGER_RETENTION_SECS` ago (pending
+//!   ones stay until an admin replays them).
 
 use std::time::Duration;
 
@@ -29,11 +31,13 @@ impl RetentionJob {
 }
 
 /// Each table with the column that ages its rows and how long they live.
-const TABLES: [(&str, &str); 4] = [
+const TABLES: [(&str, &str); 5] = [
     ("command_results", "finished_at"),
     ("processed_events", "processed_at"),
     ("job_runs", "finished_at"),
     ("overdue_notices", "notified_at"),
+    // A pending dead letter's `replayed_at` is NULL: never older than anything.
+    ("dead_letters", "replayed_at"),
 ];
 
 impl SlotJob for RetentionJob {

@@ -266,12 +266,14 @@ async fn execute<R, E>(
             };
             return (result, memory_peak);
         }
-        Ok(Ok(Err(error))) => match state.sql.outage() {
-            None => {
+        Ok(Ok(Err(error))) => match (state.sql.outage(), state.sql.timed_out()) {
+            (Some(reason), _) => PluginFailure::Unavailable { plugin: name(), reason },
+            // Whatever the plugin made of it: the server noticed the deadline first.
+            (None, true) => PluginFailure::DeadlineExceeded { plugin: name(), deadline_ms: limits.deadline_ms },
+            (None, false) => {
                 end.failed(state).await;
                 return (Ok(Err(error)), memory_peak);
             }
-            Some(reason) => PluginFailure::Unavailable { plugin: name(), reason },
         },
         Ok(Err(error)) => classify(error, identity, limits, &state.memory),
         Err(_) => PluginFailure::DeadlineExceeded { plugin: name(), deadline_ms: limits.deadline_ms },

@@ -20,7 +20,7 @@ use redis::Script;
 
 use super::{ClientKey, Quota, client_key, rate_limited};
 use crate::auth::middleware::{Identity, revoked};
-use crate::auth::{AccessToken, AdmissionCheck};
+use crate::auth::{AccessToken, AdmissionCheck, REVOKED_BY_LUA};
 use crate::client_addr::ClientAddr;
 use crate::redis_client::RedisClient;
 
@@ -51,18 +51,10 @@ impl ClusterLimiter {
         // interval per request; a request is allowed while the TAT stays
         // within `burst` intervals of now. Microseconds throughout.
         // Answers {allowed, wait_us, remaining, revoked}.
-        let script = Script::new(
-            r"
+        let gcra = r"
             local revoked = 0
             if #KEYS > 2 then
-                local user = redis.call('HMGET', KEYS[3], 'disabled', 'tokens_before')
-                if user[1] then
-                    revoked = 1
-                elseif user[2] and ARGV[3] ~= '' and tonumber(ARGV[3]) < tonumber(user[2]) then
-                    revoked = 1
-                elseif #KEYS > 3 and redis.call('EXISTS', unpack(KEYS, 4)) > 0 then
-                    revoked = 1
-                end
+                revoked = revoked_by(KEYS[3], 4, ARGV[3])
             end
             local key = KEYS[1 + revoked]
             local time = redis.call('TIME')
@@ -77,8 +69,8 @@ impl ClusterLimiter {
             -- %d: Lua would print a 16-digit number in exponent form.
             redis.call('SET', key, string.format('%d', tat + interval), 'PX', math.ceil(burst * interval / 1000) + 1000)
             return {1, 0, math.floor((now - allow_at) / interval), revoked}
-            ",
-        );
+            ";
+        let script = Script::new(&format!("{REVOKED_BY_LUA}{gcra}"));
         Self { redis, policy, quota, script: Arc::new(script) }
     }
 

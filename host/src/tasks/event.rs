@@ -148,22 +148,10 @@ fn micros<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::model::{Priority, TaskStatus};
+    use crate::tasks::model::TaskStatus;
 
     fn task() -> Task {
-        let now = Utc::now();
-        Task {
-            id: Uuid::now_v7(),
-            owner_id: Uuid::now_v7(),
-            title: "Write the report".into(),
-            description: None,
-            status: TaskStatus::Todo,
-            priority: Priority::Medium,
-            due_at: None,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        }
+        Task::example(Uuid::now_v7(), "Write the report")
     }
 
     fn as_json(event: &TaskEvent) -> Value {

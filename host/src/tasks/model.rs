@@ -44,6 +44,26 @@ pub struct Task {
     pub version: i64,
 }
 
+#[cfg(test)]
+impl Task {
+    /// A new task of `owner_id`, for tests.
+    pub fn example(owner_id: Uuid, title: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            id: Uuid::now_v7(),
+            owner_id,
+            title: title.into(),
+            description: None,
+            status: TaskStatus::Todo,
+            priority: Priority::Medium,
+            due_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+}
+
 /// A task as the JSON a read answers, with the fields the read decides
 /// on. A cache hit is served as stored, without a round trip through
 /// `Task`: the bytes are `serde_json`'s of the `Task`, as `axum::Json`

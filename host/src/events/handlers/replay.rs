@@ -6,7 +6,9 @@
 //! - One replay of a dead letter at a time: a replay holds the row's lock
 //!   until its outcome is recorded.
 //! - A dead letter is `replayed` once a replay handled it or found it
-//!   handled; a failed replay leaves it pending with its error.
+//!   handled, and a replayed one is never handed over again (its ledger
+//!   row may be pruned since); a failed replay leaves it pending with its
+//!   error.
 
 use std::sync::Arc;
 
@@ -138,6 +140,10 @@ impl DeadLetters {
                 .fetch_optional(&mut *lock)
                 .await?
                 .ok_or(ReplayError::NotFound)?;
+        // Replayed before: the ledger that proved it may be pruned since.
+        if row.replayed_at.is_some() {
+            return Ok(ReplayResult { id, outcome: ReplayOutcome::AlreadyHandled, error: None });
+        }
         let (outcome, error) = self.hand_over(&row, trace).await?;
         let recorded = match outcome {
             ReplayOutcome::Failed => {
@@ -177,7 +183,7 @@ impl DeadLetters {
                     ReplayOutcome::AlreadyHandled => summary.already_handled += 1,
                     ReplayOutcome::Failed => summary.failed += 1,
                 },
-                // Removed meanwhile (its handler's retention).
+                // Removed meanwhile (the retention of replayed ones).
                 Err(ReplayError::NotFound) => {}
                 Err(error) => return Err(error),
             }

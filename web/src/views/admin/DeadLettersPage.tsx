@@ -2,14 +2,13 @@
 // status, paged by cursor, each replayable; and the bulk replay of one
 // handler's pending letters.
 
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import { listDeadLetters, listPlugins, replayHandler, type DeadLetterQuery } from '../../api/admin';
-import type { ProblemError } from '../../api/problem';
 import type { BulkReplayResult, DeadLetter } from '../../api/types';
 import { SelectField } from '../../components/Field';
 import { LoadMore } from '../../components/LoadMore';
 import { ProblemAlert } from '../../components/ProblemAlert';
-import { toProblem, useAction, useLoad } from '../../hooks';
+import { useAction, useLoad, usePages } from '../../hooks';
 import { announce } from '../../status';
 import { DeadLetterItem } from './DeadLetterItem';
 
@@ -21,35 +20,15 @@ const STATUS_OPTIONS = [
 
 export function DeadLettersPage() {
   const [query, setQuery] = useState<DeadLetterQuery>({ handler: '', status: 'pending' });
-  const [items, setItems] = useState<DeadLetter[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-  const [problem, setProblem] = useState<ProblemError | null>(null);
-  const [generation, setGeneration] = useState(0);
   const [bulk, setBulk] = useState<{ handler: string; result: BulkReplayResult } | null>(null);
-  const loadToken = useRef(0);
   const plugins = useLoad(listPlugins, []);
   const bulkAction = useAction();
 
-  const load = (more: boolean) => {
-    const token = ++loadToken.current;
-    setLoading(true);
-    listDeadLetters({ ...query, handler: query.handler || undefined }, more ? (cursor ?? undefined) : undefined).then(
-      (page) => {
-        if (token !== loadToken.current) return;
-        setItems((current) => (more ? [...current, ...page.items] : page.items));
-        setCursor(page.next_cursor ?? null);
-        setProblem(null);
-        setLoading(false);
-      },
-      (error) => {
-        if (token !== loadToken.current) return;
-        setProblem(toProblem(error));
-        setLoading(false);
-      },
-    );
-  };
-  useEffect(() => load(false), [query.handler, query.status, generation]);
+  const pages = usePages<DeadLetter>(
+    (cursor) => listDeadLetters({ ...query, handler: query.handler || undefined }, cursor),
+    [query.handler, query.status],
+  );
+  const { items, cursor, loading, problem } = pages;
 
   const handlers = new Set<string>();
   plugins.data?.filter((plugin) => plugin.kind !== 'storage').forEach((plugin) => handlers.add(plugin.name));
@@ -66,7 +45,7 @@ export function DeadLettersPage() {
         `Replayed the pending dead letters of ${handler}: ${result.handled} handled, ${result.already_handled} already handled, ${result.failed} failed.`,
         result.failed ? 'error' : 'success',
       );
-      setGeneration((value) => value + 1);
+      pages.reload();
     }
   };
 
@@ -74,7 +53,7 @@ export function DeadLettersPage() {
     <section aria-labelledby="dead-letters-heading">
       <div class="page-head">
         <h2 id="dead-letters-heading">Dead letters</h2>
-        <button type="button" onClick={() => setGeneration((value) => value + 1)}>
+        <button type="button" onClick={pages.reload}>
           Refresh
         </button>
       </div>
@@ -109,7 +88,7 @@ export function DeadLettersPage() {
       ) : (
         <p class="empty">No {query.status === 'all' ? '' : `${query.status} `}dead letters.</p>
       )}
-      <LoadMore cursor={cursor} loading={loading} onMore={() => load(true)} />
+      <LoadMore cursor={cursor} loading={loading} onMore={pages.loadMore} />
     </section>
   );
 }

@@ -1,49 +1,26 @@
 // Accounts: search by email or name, change a role, disable or enable,
 // delete (with their tasks). Locking oneself out answers 409 `self-lockout`.
 
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { listUsers } from '../../api/admin';
-import type { ProblemError } from '../../api/problem';
 import type { User } from '../../api/types';
 import { TextField } from '../../components/Field';
 import { LoadMore } from '../../components/LoadMore';
 import { ProblemAlert } from '../../components/ProblemAlert';
-import { toProblem } from '../../hooks';
+import { usePages } from '../../hooks';
 import { UserItem } from './UserItem';
 
 export function UsersPage() {
   const [searchText, setSearchText] = useState('');
   const [search, setSearch] = useState('');
-  const [users, setUsers] = useState<User[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-  const [problem, setProblem] = useState<ProblemError | null>(null);
-  const loadToken = useRef(0);
 
   useEffect(() => {
     const timer = window.setTimeout(() => setSearch(searchText.trim()), 250);
     return () => window.clearTimeout(timer);
   }, [searchText]);
 
-  const load = (more: boolean) => {
-    const token = ++loadToken.current;
-    setLoading(true);
-    listUsers(search, more ? (cursor ?? undefined) : undefined).then(
-      (page) => {
-        if (token !== loadToken.current) return;
-        setUsers((current) => (more ? [...current, ...page.items] : page.items));
-        setCursor(page.next_cursor ?? null);
-        setProblem(null);
-        setLoading(false);
-      },
-      (error) => {
-        if (token !== loadToken.current) return;
-        setProblem(toProblem(error));
-        setLoading(false);
-      },
-    );
-  };
-  useEffect(() => load(false), [search]);
+  const pages = usePages<User>((cursor) => listUsers(search, cursor), [search]);
+  const { items: users, setItems: setUsers, cursor, loading, problem } = pages;
 
   return (
     <section aria-labelledby="users-heading">
@@ -68,7 +45,7 @@ export function UsersPage() {
       ) : (
         <p class="empty">No accounts match.</p>
       )}
-      <LoadMore cursor={cursor} loading={loading} onMore={() => load(true)} />
+      <LoadMore cursor={cursor} loading={loading} onMore={pages.loadMore} />
     </section>
   );
 }

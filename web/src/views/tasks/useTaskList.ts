@@ -7,7 +7,7 @@ import type { ProblemError } from '../../api/problem';
 import { followTaskEvents, type LiveState } from '../../api/taskEvents';
 import { listTasks, type TaskQuery } from '../../api/tasks';
 import type { Task, TaskEvent } from '../../api/types';
-import { toProblem } from '../../hooks';
+import { usePages } from '../../hooks';
 import { matches } from './filters';
 
 export interface TaskList {
@@ -24,62 +24,18 @@ export interface TaskList {
 }
 
 export function useTaskList(query: TaskQuery): TaskList {
-  const [tasks, setTasks] = useState<Task[]>([]);
-  const [nextCursor, setNextCursor] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-  const [problem, setProblem] = useState<ProblemError | null>(null);
+  const pages = usePages<Task>((cursor) => listTasks(query, cursor), [JSON.stringify(query)]);
+  const { setItems: setTasks, reload } = pages;
   const [live, setLive] = useState<LiveState>('connecting');
-  const [generation, setGeneration] = useState(0);
-  const queryKey = JSON.stringify(query);
   // The query the event handler compares against, without re-subscribing.
   const queryRef = useRef(query);
   queryRef.current = query;
-  const loadToken = useRef(0);
   const reloadTimer = useRef<number | undefined>(undefined);
 
-  const reload = useCallback(() => setGeneration((value) => value + 1), []);
   const reloadSoon = useCallback(() => {
     window.clearTimeout(reloadTimer.current);
     reloadTimer.current = window.setTimeout(reload, 250);
   }, [reload]);
-
-  useEffect(() => {
-    const token = ++loadToken.current;
-    setLoading(true);
-    listTasks(query).then(
-      (page) => {
-        if (token !== loadToken.current) return;
-        setTasks(page.items);
-        setNextCursor(page.next_cursor ?? null);
-        setProblem(null);
-        setLoading(false);
-      },
-      (error) => {
-        if (token !== loadToken.current) return;
-        setProblem(toProblem(error));
-        setLoading(false);
-      },
-    );
-  }, [queryKey, generation]);
-
-  const loadMore = useCallback(() => {
-    if (!nextCursor) return;
-    const token = ++loadToken.current;
-    setLoading(true);
-    listTasks(queryRef.current, nextCursor).then(
-      (page) => {
-        if (token !== loadToken.current) return;
-        setTasks((current) => [...current, ...page.items.filter((task) => !current.some((known) => known.id === task.id))]);
-        setNextCursor(page.next_cursor ?? null);
-        setLoading(false);
-      },
-      (error) => {
-        if (token !== loadToken.current) return;
-        setProblem(toProblem(error));
-        setLoading(false);
-      },
-    );
-  }, [nextCursor]);
 
   const upsert = useCallback(
     (task: Task) => {
@@ -123,7 +79,17 @@ export function useTaskList(query: TaskQuery): TaskList {
     };
   }, []);
 
-  return { tasks, nextCursor, loading, problem, live, reload, loadMore, upsert, remove };
+  return {
+    tasks: pages.items,
+    nextCursor: pages.cursor,
+    loading: pages.loading,
+    problem: pages.problem,
+    live,
+    reload,
+    loadMore: pages.loadMore,
+    upsert,
+    remove,
+  };
 }
 
 function sortKeyChanged(before: Task, after: Task, query: TaskQuery): boolean {

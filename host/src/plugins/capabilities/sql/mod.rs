@@ -16,7 +16,10 @@
 //! The session also keeps what the call saw of the database itself failing
 //! (`Outage`): a call that failed because no connection could be had, or
 //! its connection was lost, failed because of the infrastructure, whatever
-//! the plugin made of the error it was handed.
+//! the plugin made of the error it was handed. And whether a statement ran
+//! into the call's deadline on the server (`statement_timeout` and
+//! `lock_timeout` are the deadline): such a call ran out of its deadline,
+//! whichever of the server and the host noticed first.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +84,8 @@ pub struct SqlSession {
     kind: CallKind,
     held: Option<Held>,
     outage: Outage,
+    /// A statement was cancelled by `statement_timeout` or `lock_timeout`.
+    timed_out: bool,
 }
 
 /// What a call saw of the database failing rather than its statements.
@@ -100,7 +105,7 @@ enum Held {
 
 impl SqlSession {
     pub fn new(pool: PgPool, key: HostKey, kind: CallKind) -> Self {
-        Self { pool, replica: None, key, kind, held: None, outage: Outage::default() }
+        Self { pool, replica: None, key, kind, held: None, outage: Outage::default(), timed_out: false }
     }
 
     /// Lets its reads go to the read replica's `pool`.
@@ -123,6 +128,11 @@ impl SqlSession {
         }
     }
 
+    /// Whether a statement of the call ran into its deadline on the server.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
     /// How long the call waited for its connection.
     pub fn waited_for_connection(&self) -> Duration {
         self.outage.waited
@@ -133,6 +143,7 @@ impl SqlSession {
         if is_outage(&error) && self.outage.failure.is_none() {
             self.outage.failure = Some(error.to_string());
         }
+        self.timed_out |= is_timeout(&error);
         error
     }
 
@@ -371,6 +382,11 @@ fn is_outage(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// `statement_timeout` (57014) or `lock_timeout` (55P03) ended the statement.
+fn is_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if matches!(error.code().as_deref(), Some("57014" | "55P03")))
 }
 
 #[cfg(test)]
