@@ -129,15 +129,17 @@ impl Kafka {
         Ok(GroupConsumer(Some(consumer)))
     }
 
-    /// A consumer that reads topics for a person (`todo-host topic tail`):
-    /// a group of its own, from the earliest record or from now on,
-    /// committing nothing.
-    pub fn reader(&self, from_beginning: bool) -> anyhow::Result<StreamConsumer> {
-        self.consumer_config(&self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
+    /// A consumer that reads topics for a person (`todo-host topic tail`)
+    /// or for the live streams: a group of its own, from the earliest
+    /// record or from now on, committing nothing.
+    pub fn reader(&self, from_beginning: bool) -> anyhow::Result<Reader> {
+        let consumer = self
+            .consumer_config(&self.group(&format!("tail.{}", uuid::Uuid::new_v4().simple())))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
             .create()
-            .context("cannot create a Kafka consumer")
+            .context("cannot create a Kafka consumer")?;
+        Ok(Reader(Some(Arc::new(consumer))))
     }
 
     /// What every consumer of `group` is configured with.
@@ -394,10 +396,41 @@ impl Drop for GroupConsumer {
     }
 }
 
+/// A consumer of `Kafka::reader`, closed off the runtime's threads when
+/// dropped (closing may wait for a broker that is gone).
+pub struct Reader(Option<Arc<StreamConsumer>>);
+
+impl Reader {
+    /// Runs `call`, which waits for the broker, on the blocking pool.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let consumer = self.0.clone().expect("present until dropped");
+        Ok(tokio::task::spawn_blocking(move || call(&consumer)).await?)
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            close_elsewhere(consumer, |_| {});
+        }
+    }
+}
+
 /// Runs `first` and then drops `consumer` on a new thread.
-fn close_elsewhere(
-    consumer: Arc<StreamConsumer<LagReporter>>,
-    first: impl FnOnce(&StreamConsumer<LagReporter>) + Send + 'static,
+fn close_elsewhere<C: ConsumerContext + 'static>(
+    consumer: Arc<StreamConsumer<C>>,
+    first: impl FnOnce(&StreamConsumer<C>) + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
         first(&consumer);

@@ -9,8 +9,9 @@
 //!   the process's, so a client resumes exactly after what it saw, on any
 //!   replica that holds the events since.
 //! - A stream never misses an event silently: when its position is older
-//!   than a ring reaches back (or is not this topic's at all), it is told to
-//!   `reset` — reload — before the events go on.
+//!   than a ring reaches back (or is not this topic's at all), or the topic
+//!   started again from lower offsets (a broker that came back empty), it
+//!   is told to `reset` — reload — before the events go on.
 //! - The ring is filled and a stream subscribes under one lock: a stream
 //!   gets each event once, from the ring or live.
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role};
-use crate::kafka::{Kafka, topics};
+use crate::kafka::{Kafka, Reader, topics};
 use crate::tasks::event::TaskEvent;
 
 /// Events kept per partition for streams that resume.
@@ -43,6 +44,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub struct LiveEvent {
     pub partition: i32,
     pub offset: i64,
+    /// Grows when a partition's offsets went backwards: positions of an
+    /// older epoch mean nothing any more.
+    pub epoch: u64,
     pub event: TaskEvent,
     /// The record as published (a CloudEvent).
     pub json: String,
@@ -107,27 +111,39 @@ struct Ring {
 }
 
 #[derive(Debug, Default)]
-struct Rings(BTreeMap<i32, Ring>);
+struct Rings {
+    partitions: BTreeMap<i32, Ring>,
+    epoch: u64,
+}
 
 impl Rings {
     /// Starts following `partition` at `next` (its end), unless it is followed.
     fn follow(&mut self, partition: i32, next: i64) {
-        self.0.entry(partition).or_insert(Ring { events: VecDeque::new(), floor: next, next });
+        self.partitions.entry(partition).or_insert(Ring { events: VecDeque::new(), floor: next, next });
     }
 
-    fn push(&mut self, event: Arc<LiveEvent>) {
-        let ring = self.0.entry(event.partition).or_default();
+    /// Places `event` (its `epoch` set here), starting a new epoch when its
+    /// partition's offsets went backwards.
+    fn push(&mut self, mut event: LiveEvent) -> Arc<LiveEvent> {
+        let ring = self.partitions.entry(event.partition).or_default();
+        if event.offset < ring.next {
+            *ring = Ring { events: VecDeque::new(), floor: event.offset, next: event.offset };
+            self.epoch += 1;
+        }
+        event.epoch = self.epoch;
+        let event = Arc::new(event);
         ring.next = event.offset + 1;
-        ring.events.push_back(event);
+        ring.events.push_back(event.clone());
         if ring.events.len() > RING_CAPACITY
             && let Some(evicted) = ring.events.pop_front()
         {
             ring.floor = evicted.offset + 1;
         }
+        event
     }
 
     fn end(&self) -> Position {
-        Position(self.0.iter().map(|(partition, ring)| (*partition, ring.next)).collect())
+        Position(self.partitions.iter().map(|(partition, ring)| (*partition, ring.next)).collect())
     }
 
     /// The events after `from`, each partition's in offset order, or
@@ -135,11 +151,11 @@ impl Rings {
     /// topic, or names a partition not followed (yet: before the first
     /// assignment no position can be told good).
     fn since(&self, from: &Position) -> Option<Vec<Arc<LiveEvent>>> {
-        if self.0.is_empty() || from.0.keys().any(|partition| !self.0.contains_key(partition)) {
+        if self.partitions.is_empty() || from.0.keys().any(|partition| !self.partitions.contains_key(partition)) {
             return None;
         }
         let mut events = Vec::new();
-        for (partition, ring) in &self.0 {
+        for (partition, ring) in &self.partitions {
             let next = from.0.get(partition).copied().unwrap_or(0);
             if next < ring.floor || next > ring.next {
                 return None;
@@ -157,6 +173,8 @@ pub struct Subscription {
     /// The events it missed, oldest first.
     pub backlog: Vec<Arc<LiveEvent>>,
     pub position: Position,
+    /// The epoch `position` belongs to.
+    pub epoch: u64,
     pub live: broadcast::Receiver<Arc<LiveEvent>>,
 }
 
@@ -221,19 +239,21 @@ impl LiveEvents {
     pub fn subscribe(&self, last_event_id: Option<&str>) -> Subscription {
         let rings = self.rings();
         let live = self.sender.subscribe();
-        let end = rings.end();
+        let (end, epoch) = (rings.end(), rings.epoch);
         let Some(id) = last_event_id else {
-            return Subscription { reset: false, backlog: Vec::new(), position: end, live };
+            return Subscription { reset: false, backlog: Vec::new(), position: end, epoch, live };
         };
         match Position::parse(id).and_then(|from| Some((rings.since(&from)?, from))) {
-            Some((backlog, from)) => Subscription { reset: false, backlog, position: from, live },
-            None => Subscription { reset: true, backlog: Vec::new(), position: end, live },
+            Some((backlog, from)) => Subscription { reset: false, backlog, position: from, epoch, live },
+            None => Subscription { reset: true, backlog: Vec::new(), position: end, epoch, live },
         }
     }
 
-    /// Where the rings end now: a stream that fell behind goes on from here.
-    pub fn end(&self) -> Position {
-        self.rings().end()
+    /// Where the rings end now, and their epoch: a stream that fell behind
+    /// or outlived its epoch goes on from here.
+    pub fn end(&self) -> (Position, u64) {
+        let rings = self.rings();
+        (rings.end(), rings.epoch)
     }
 
     fn rings(&self) -> MutexGuard<'_, Rings> {
@@ -241,9 +261,8 @@ impl LiveEvents {
     }
 
     fn publish(&self, event: LiveEvent) {
-        let event = Arc::new(event);
         let mut rings = self.rings();
-        rings.push(event.clone());
+        let event = rings.push(event);
         // No stream listening is no failure.
         let _ = self.sender.send(event);
     }
@@ -276,6 +295,7 @@ impl LiveEvents {
                     Ok(event) => self.publish(LiveEvent {
                         partition: message.partition(),
                         offset: message.offset(),
+                        epoch: 0,
                         event,
                         json: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
                     }),
@@ -289,24 +309,24 @@ impl LiveEvents {
         }
     }
 
-    async fn assign(&self, kafka: &Kafka) -> anyhow::Result<StreamConsumer> {
-        let consumer = Arc::new(kafka.reader(false)?);
+    async fn assign(&self, kafka: &Kafka) -> anyhow::Result<Reader> {
+        let consumer = kafka.reader(false)?;
         let topic = kafka.topic(topics::TASK_EVENTS);
         let ends = {
-            let (consumer, topic) = (consumer.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || partition_ends(&consumer, &topic)).await??
+            let topic = topic.clone();
+            consumer.blocking(move |consumer| partition_ends(consumer, &topic)).await??
         };
         let mut assignment = TopicPartitionList::new();
         {
             let mut rings = self.rings();
             for (partition, end) in ends {
                 rings.follow(partition, end);
-                let next = rings.0[&partition].next;
+                let next = rings.partitions[&partition].next;
                 assignment.add_partition_offset(&topic, partition, Offset::Offset(next))?;
             }
         }
         consumer.assign(&assignment).context("cannot assign the partitions of task-events")?;
-        Arc::into_inner(consumer).context("the consumer is still shared")
+        Ok(consumer)
     }
 }
 
@@ -330,7 +350,7 @@ mod tests {
     fn event(partition: i32, offset: i64, owner: Uuid) -> LiveEvent {
         let task = Task::example(owner, "Live");
         let event = TaskEvent::for_change(&TaskChange::Created(task), chrono::Utc::now());
-        LiveEvent { partition, offset, json: serde_json::to_string(&event).unwrap(), event }
+        LiveEvent { partition, offset, epoch: 0, json: serde_json::to_string(&event).unwrap(), event }
     }
 
     #[test]
@@ -372,6 +392,12 @@ mod tests {
             live.publish(event(0, offset, owner));
         }
         assert!(live.subscribe(Some(&seen)).reset, "its events were evicted");
+
+        // The broker came back empty: offsets start again.
+        let before = live.subscribe(None);
+        live.publish(event(1, 0, owner));
+        assert_eq!(live.end().1, before.epoch + 1, "a new epoch");
+        assert!(live.subscribe(Some(&before.position.encode())).reset, "a position of the old epoch");
     }
 
     #[test]

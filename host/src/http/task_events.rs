@@ -69,6 +69,7 @@ pub async fn stream(
         reset: subscription.reset,
         backlog: subscription.backlog.into(),
         position: subscription.position,
+        epoch: subscription.epoch,
         receiver: subscription.live,
         ends_at: ends_at(token.as_ref()),
         recheck: tokio::time::interval_at(Instant::now() + RECHECK, RECHECK),
@@ -101,6 +102,8 @@ struct Feed {
     reset: bool,
     backlog: VecDeque<Arc<LiveEvent>>,
     position: Position,
+    /// The topic's epoch `position` belongs to.
+    epoch: u64,
     receiver: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
     ends_at: Instant,
     recheck: tokio::time::Interval,
@@ -132,15 +135,15 @@ impl Feed {
                     },
                     received = self.receiver.recv() => match received {
                         Ok(event) => event,
-                        Err(RecvError::Lagged(_)) => {
-                            self.position = self.live.end();
-                            return Some(self.reset_event());
-                        }
+                        Err(RecvError::Lagged(_)) => return Some(self.start_over()),
                         Err(RecvError::Closed) => return None,
                     },
                 },
             };
-            if self.position.has_given(&event) {
+            if event.epoch > self.epoch {
+                return Some(self.start_over());
+            }
+            if event.epoch < self.epoch || self.position.has_given(&event) {
                 continue;
             }
             self.position.advance(&event);
@@ -148,6 +151,12 @@ impl Feed {
                 return Some(Event::default().event("task").id(self.position.encode()).data(&event.json));
             }
         }
+    }
+
+    /// Goes on from where the events are now, telling the client to reload.
+    fn start_over(&mut self) -> Event {
+        (self.position, self.epoch) = self.live.end();
+        self.reset_event()
     }
 
     fn reset_event(&self) -> Event {
