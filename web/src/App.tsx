@@ -2,7 +2,7 @@
 // the page the hash names. Pages that need a session show the sign-in form
 // instead (and go on to the page once signed in).
 
-import { useEffect } from 'preact/hooks';
+import { useEffect, useRef } from 'preact/hooks';
 import type { SessionState } from './api/client';
 import { Header } from './components/Header';
 import { StatusRegion } from './components/StatusRegion';
@@ -27,8 +27,13 @@ export function App() {
     else if (session.status === 'signed-in' && (path === '/login' || path === '/signup')) navigate('/tasks', { replace: true });
   }, [path, session.status]);
 
+  // A new page is announced by its title and takes the focus (but the first:
+  // a fresh load starts at the top, as any page does).
+  const shownBefore = useRef(false);
   useEffect(() => {
     document.title = `${titleOf(path)} · todo-host`;
+    if (shownBefore.current) document.getElementById('main')?.focus();
+    shownBefore.current = true;
   }, [path]);
 
   return (
@@ -65,7 +70,7 @@ function Page({ session, path, params }: { session: SessionState; path: string; 
     if (session.claims.role !== 'admin') return <NotFound text="The operator console is for administrators." />;
     return <AdminPage path={path} />;
   }
-  if (path === '/login' || path === '/signup' || path === '/' || path === '') return null;
+  if (path === '/login' || path === '/' || path === '') return null;
   return <NotFound text="There is no page here." />;
 }
 

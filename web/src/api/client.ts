@@ -104,6 +104,11 @@ async function rotateTokens(): Promise<boolean> {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ refresh_token: refreshToken }),
   });
+  // Another tab signed in or changed the password meanwhile (without the
+  // lock, or where there is none): its token is the session now, and this
+  // answer — new tokens of an older login, or its refusal — must not
+  // overwrite or remove it.
+  if (localStorage.getItem(REFRESH_TOKEN_KEY) !== refreshToken) return rotateTokens();
   if (response.ok) {
     adoptTokens(await response.json());
     return true;

@@ -18,6 +18,9 @@ export interface TaskEventHandlers {
   onState(state: LiveState): void;
 }
 
+/** The server follows no broker: polling `GET /tasks` is all there is. */
+const NO_LIVE_EVENTS = '/problems/live-events-unavailable';
+
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 30_000;
 
@@ -49,13 +52,18 @@ async function run(handlers: TaskEventHandlers, signal: AbortSignal): Promise<vo
     try {
       const headers: Record<string, string> = { Accept: 'text/event-stream' };
       if (lastEventId !== undefined) headers['Last-Event-ID'] = lastEventId;
+      const resuming = lastEventId !== undefined;
       const response = await apiFetch('/tasks/events', { headers, signal, cache: 'no-store' });
-      if (isPermanentRefusal(response.status)) {
+      if (await isPermanentRefusal(response)) {
         handlers.onState('unavailable');
         return;
       }
       if (response.ok && response.body) {
         handlers.onState('live');
+        // Without a position to resume from, the stream starts from now:
+        // whatever changed before it (since the list was read, or while
+        // disconnected) is only in a fresh list.
+        if (!resuming) handlers.onReset();
         await readStream(response.body, signal, (text) => {
           // Anything received, keep-alives included, proves the connection
           // healthy: the next outage starts its backoff afresh.
@@ -78,9 +86,14 @@ async function run(handlers: TaskEventHandlers, signal: AbortSignal): Promise<vo
 
 /** A 4xx other than 408/429 will not change by retrying: no route for the
  * stream (404, or 400 where `/tasks/{id}` takes `events` for an id), or a 401
- * after the refresh failed (signed out: the view goes away). */
-function isPermanentRefusal(status: number): boolean {
-  return status >= 400 && status < 500 && status !== 408 && status !== 429;
+ * after the refresh failed (signed out: the view goes away); nor will a
+ * server that follows no broker. */
+async function isPermanentRefusal(response: Response): Promise<boolean> {
+  const status = response.status;
+  if (status >= 400 && status < 500) return status !== 408 && status !== 429;
+  if (status !== 503) return false;
+  const problem = await response.clone().json().catch(() => null) as { type?: string } | null;
+  return problem?.type === NO_LIVE_EVENTS;
 }
 
 async function readStream(body: ReadableStream<Uint8Array>, signal: AbortSignal, onText: (text: string) => void) {

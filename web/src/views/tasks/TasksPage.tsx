@@ -38,7 +38,7 @@ export function TasksPage({ claims }: { claims: Claims }) {
           </button>
         </p>
       </div>
-      {canWrite ? <TaskCreateForm onCreated={list.upsert} /> : null}
+      {canWrite ? <TaskCreateForm onCreated={(task) => list.upsert(task, true)} /> : null}
       <TaskFilters value={form} onChange={setForm} />
       <ProblemAlert problem={list.problem} />
       <p class="list-summary" aria-live="polite">
@@ -47,7 +47,7 @@ export function TasksPage({ claims }: { claims: Claims }) {
       {list.tasks.length > 0 ? (
         <ul class="task-list" aria-label="Tasks">
           {list.tasks.map((task) => (
-            <TaskItem key={task.id} task={task} canWrite={canWrite} onChanged={list.upsert} onDeleted={list.remove}
+            <TaskItem key={task.id} task={task} canWrite={canWrite} onChanged={(task) => list.upsert(task)} onDeleted={list.remove}
               onStale={list.reload} />
           ))}
         </ul>

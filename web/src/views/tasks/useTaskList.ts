@@ -4,6 +4,7 @@
 
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import type { ProblemError } from '../../api/problem';
+import { sessionState } from '../../api/client';
 import { followTaskEvents, type LiveState } from '../../api/taskEvents';
 import { listTasks, type TaskQuery } from '../../api/tasks';
 import type { Task, TaskEvent } from '../../api/types';
@@ -18,8 +19,9 @@ export interface TaskList {
   live: LiveState;
   reload(): void;
   loadMore(): void;
-  /** A task this tab wrote (or read afresh): placed like a change of the stream. */
-  upsert(task: Task): void;
+  /** A task this tab wrote (or read afresh): placed like a change of the
+   * stream (`created`: a new task, which may go on top). */
+  upsert(task: Task, created?: boolean): void;
   remove(id: string): void;
 }
 
@@ -38,7 +40,7 @@ export function useTaskList(query: TaskQuery): TaskList {
   }, [reload]);
 
   const upsert = useCallback(
-    (task: Task) => {
+    (task: Task, created = false) => {
       const current = queryRef.current;
       setTasks((list) => {
         const index = list.findIndex((known) => known.id === task.id);
@@ -50,9 +52,9 @@ export function useTaskList(query: TaskQuery): TaskList {
           return list.map((known) => (known.id === task.id ? task : known));
         }
         if (!matches(task, current)) return list;
-        // New to this list: the newest-first order (the default) places it on top;
-        // any other order asks the server.
-        if (current.sort === 'created_at' && current.order === 'desc') return [task, ...list];
+        // A new task in the newest-first order (the default) goes on top; any
+        // other arrival (an older task now matching, another order) asks the server.
+        if (created && current.sort === 'created_at' && current.order === 'desc') return [task, ...list];
         reloadSoon();
         return list;
       });
@@ -67,8 +69,8 @@ export function useTaskList(query: TaskQuery): TaskList {
       onChange(event: TaskEvent) {
         const task = event.data?.task;
         if (!task) return;
-        if (event.type === 'task.deleted') remove(task.id);
-        else upsert(task);
+        if (event.type === 'task.deleted' || !listedHere(task)) remove(task.id);
+        else upsert(task, event.type === 'task.created');
       },
       onReset: reload,
       onState: setLive,
@@ -90,6 +92,12 @@ export function useTaskList(query: TaskQuery): TaskList {
     upsert,
     remove,
   };
+}
+
+/** A `user` lists their own tasks only: one given away leaves the list. */
+function listedHere(task: Task): boolean {
+  const session = sessionState();
+  return session.status !== 'signed-in' || session.claims.role !== 'user' || task.owner_id === session.claims.sub;
 }
 
 function sortKeyChanged(before: Task, after: Task, query: TaskQuery): boolean {
