@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::{Partition, Statistics};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message};
 
 use crate::config::KafkaConfig;
 
@@ -296,6 +296,23 @@ pub fn headers(headers: &BTreeMap<String, String>) -> OwnedHeaders {
     headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |all, (key, value)| {
         all.insert(Header { key, value: Some(value.as_bytes()) })
     })
+}
+
+/// A record's headers as string pairs (those whose value is UTF-8).
+pub fn record_headers(message: &OwnedMessage) -> BTreeMap<String, String> {
+    let Some(headers) = message.headers() else { return BTreeMap::new() };
+    headers
+        .iter()
+        .filter_map(|header| Some((header.key.to_string(), String::from_utf8(header.value?.to_vec()).ok()?)))
+        .collect()
+}
+
+/// The `dlq-original-*` headers of a dead letter: where `message` was
+/// consumed from.
+pub fn dead_letter_origin(message: &OwnedMessage, headers: &mut BTreeMap<String, String>) {
+    headers.insert("dlq-original-topic".into(), message.topic().to_string());
+    headers.insert("dlq-original-partition".into(), message.partition().to_string());
+    headers.insert("dlq-original-offset".into(), message.offset().to_string());
 }
 
 /// Turns librdkafka's periodic statistics into the `kafka_consumer_lag`

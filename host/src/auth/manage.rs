@@ -81,26 +81,21 @@ impl AccountManager {
 
     /// The account of `id`.
     pub async fn get(&self, id: Uuid) -> Result<User, AuthError> {
-        self.users.find_by_id(id).await.map_err(internal)?.ok_or(AuthError::UserNotFound)
+        self.users.find_by_id(id).await?.ok_or(AuthError::UserNotFound)
     }
 
     /// `PATCH /users/me`.
     pub async fn update_profile(&self, actor: Actor, changes: ProfileChanges) -> Result<User, AuthError> {
-        let display_name = changes
-            .display_name
-            .map(|name| display_name(name, "/display_name"))
-            .transpose()
-            .map_err(|error| AuthError::Invalid(vec![error]))?;
+        let display_name = changed_display_name(changes.display_name)?;
         let changes = AccountChanges { display_name, ..AccountChanges::default() };
-        self.users.update(actor.user_id, &changes).await.map_err(internal)?.ok_or(AuthError::UserNotFound)
+        self.users.update(actor.user_id, &changes).await?.ok_or(AuthError::UserNotFound)
     }
 
     /// `POST /users/me/password`: the current password proven (a wrong one
     /// counts as a failed login), every session ended, the new password
     /// set; answers the caller's new session.
     pub async fn change_password(&self, actor: Actor, change: PasswordChange) -> Result<Tokens, AuthError> {
-        let (user, hash) =
-            self.users.find_with_hash(actor.user_id).await.map_err(internal)?.ok_or(AuthError::UserNotFound)?;
+        let (user, hash) = self.users.find_with_hash(actor.user_id).await?.ok_or(AuthError::UserNotFound)?;
         if hash.is_none() {
             return Err(AuthError::ProviderAccount);
         }
@@ -120,7 +115,7 @@ impl AccountManager {
     /// account around it (see the module's invariants).
     pub(super) async fn set_password(&self, user_id: Uuid, hash: &str) -> Result<(), AuthError> {
         self.sessions.revoke_user(user_id, UserRevocation::Sessions).await?;
-        if !self.users.set_password(user_id, hash).await.map_err(internal)? {
+        if !self.users.set_password(user_id, hash).await? {
             return Err(AuthError::UserNotFound);
         }
         self.sessions.revoke_user(user_id, UserRevocation::Sessions).await
@@ -132,7 +127,7 @@ impl AccountManager {
         let after = cursor.map(open_cursor).transpose()?;
         let search = search.map(|text| text.trim().to_lowercase()).filter(|text| !text.is_empty());
         let limit = limit.clamp(1, MAX_USERS_PAGE);
-        let mut items = self.users.list(search.as_deref(), after.as_deref(), limit + 1).await.map_err(internal)?;
+        let mut items = self.users.list(search.as_deref(), after.as_deref(), limit + 1).await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = more.then(|| items.last().map(|last| URL_SAFE_NO_PAD.encode(&last.email))).flatten();
@@ -145,11 +140,7 @@ impl AccountManager {
         if id == admin.user_id && (changes.disabled == Some(true) || demotes) {
             return Err(AuthError::SelfLockout);
         }
-        let display_name = changes
-            .display_name
-            .map(|name| display_name(name, "/display_name"))
-            .transpose()
-            .map_err(|error| AuthError::Invalid(vec![error]))?;
+        let display_name = changed_display_name(changes.display_name)?;
         let current = self.get(id).await?;
         // The provider's token says an external account's role, every time.
         if current.external && changes.role.is_some_and(|role| role != current.role) {
@@ -164,7 +155,7 @@ impl AccountManager {
             self.sessions.revoke_user(id, what).await?;
         }
         let account = AccountChanges { role: changes.role, disabled: changes.disabled, display_name };
-        let user = self.users.update(id, &account).await.map_err(internal)?.ok_or(AuthError::UserNotFound)?;
+        let user = self.users.update(id, &account).await?.ok_or(AuthError::UserNotFound)?;
         if let Some(what) = ends {
             self.sessions.revoke_user(id, what).await?;
         }
@@ -187,7 +178,7 @@ impl AccountManager {
 
     /// The last step of `DELETE /users/{id}`.
     pub async fn delete(&self, admin: Actor, id: Uuid) -> Result<(), AuthError> {
-        match self.users.delete(id).await.map_err(internal)? {
+        match self.users.delete(id).await? {
             true => {
                 tracing::info!(admin = %admin.user_id, user_id = %id, "account deleted by an admin");
                 Ok(())
@@ -204,8 +195,11 @@ fn open_cursor(cursor: &str) -> Result<String, AuthError> {
     String::from_utf8(bytes).map_err(|_| invalid())
 }
 
-fn internal(error: sqlx::Error) -> AuthError {
-    AuthError::Internal(error.into())
+/// A requested display name, checked as registration checks it (`None`:
+/// not to be changed).
+fn changed_display_name(requested: Option<Option<String>>) -> Result<Option<Option<String>>, AuthError> {
+    let checked = requested.map(|name| display_name(name, "/display_name")).transpose();
+    checked.map_err(|error| AuthError::Invalid(vec![error]))
 }
 
 #[cfg(test)]

@@ -153,22 +153,20 @@ impl PasswordResets {
         )
         .bind(&hash)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(internal)?;
+        .await?;
         let (user_id, email) = account.ok_or(AuthError::InvalidResetToken)?;
         // The policy first: a refused password leaves the token usable.
         let new_hash = self.accounts.new_password_hash(confirmation.new_password, &email).await?;
         // The token's row stays locked while the password changes: a racing
         // confirmation waits, then finds it gone; a failure (Redis down)
         // rolls back and leaves it usable.
-        let mut transaction = self.pool.begin().await.map_err(internal)?;
+        let mut transaction = self.pool.begin().await?;
         let locked: Option<Uuid> = sqlx::query_scalar(
             "SELECT user_id FROM password_reset_tokens WHERE token_hash = $1 AND expires_at > now() FOR UPDATE",
         )
         .bind(&hash)
         .fetch_optional(&mut *transaction)
-        .await
-        .map_err(internal)?;
+        .await?;
         if locked != Some(user_id) {
             return Err(AuthError::InvalidResetToken);
         }
@@ -176,9 +174,8 @@ impl PasswordResets {
         sqlx::query("DELETE FROM password_reset_tokens WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *transaction)
-            .await
-            .map_err(internal)?;
-        transaction.commit().await.map_err(internal)?;
+            .await?;
+        transaction.commit().await?;
         tracing::info!(%user_id, "password reset");
         Ok(())
     }
@@ -197,10 +194,6 @@ fn notification_record(notification: &ResetNotification, trace: &RequestTrace) -
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn internal(error: sqlx::Error) -> AuthError {
-    AuthError::Internal(error.into())
 }
 
 #[cfg(test)]

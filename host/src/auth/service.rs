@@ -72,11 +72,18 @@ pub enum AuthError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The database failing under an account operation: a 500, its cause logged.
+impl From<sqlx::Error> for AuthError {
+    fn from(error: sqlx::Error) -> Self {
+        AuthError::Internal(error.into())
+    }
+}
+
 impl From<UserError> for AuthError {
     fn from(error: UserError) -> Self {
         match error {
             UserError::EmailTaken => AuthError::EmailTaken,
-            UserError::Database(error) => AuthError::Internal(error.into()),
+            UserError::Database(error) => error.into(),
         }
     }
 }

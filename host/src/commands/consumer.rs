@@ -20,7 +20,7 @@
 //!   `task-commands.dlq` — both in one transaction — so it cannot hold up
 //!   the commands behind it forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Headers, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::{Command, wire};
 use crate::config::CommandConfig;
 use crate::db::{HostConnection, HostKey};
-use crate::kafka::{GroupConsumer, Kafka, topics};
+use crate::kafka::{self, GroupConsumer, Kafka, topics};
 use crate::outbox::{self, OutboxRecord, OutboxWaker};
 use crate::plugins::{BeforeCommit, PluginFailure};
 use crate::problem::Problem;
@@ -349,18 +349,10 @@ async fn insert_failure(
 
 /// `message` as it was, with headers saying why it was set aside.
 fn dead_letter_record(message: &OwnedMessage, error: &str, attempts: u32) -> OutboxRecord {
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(original) = message.headers() {
-        for header in original.iter() {
-            let value = header.value.map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default();
-            headers.insert(header.key.to_string(), value);
-        }
-    }
+    let mut headers = kafka::record_headers(message);
     headers.insert("dlq-error".into(), error.to_string());
     headers.insert("dlq-attempts".into(), attempts.to_string());
-    headers.insert("dlq-original-topic".into(), message.topic().to_string());
-    headers.insert("dlq-original-partition".into(), message.partition().to_string());
-    headers.insert("dlq-original-offset".into(), message.offset().to_string());
+    kafka::dead_letter_origin(message, &mut headers);
     OutboxRecord {
         topic: topics::COMMAND_DEAD_LETTERS.to_string(),
         key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()),

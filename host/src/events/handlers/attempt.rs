@@ -46,13 +46,14 @@ pub(super) struct Handler<'a> {
 
 impl Handler<'_> {
     /// One attempt (number `attempt`) at `events`, in order (see the
-    /// module's doc).
+    /// module's doc); how many the handler handled now (the others the
+    /// ledger had).
     pub async fn attempt(
         &self,
         events: &[Handed<'_>],
         attempt: u32,
         shutdown: &CancellationToken,
-    ) -> Result<(), Short> {
+    ) -> Result<usize, Short> {
         let ids: Vec<&str> = events.iter().map(|handed| handed.event.id.as_str()).collect();
         let processed = ledger::processed(self.pool, self.name, &ids).await.map_err(|error| {
             Short::Batch(Attempt::Infrastructure(format!("cannot read the processed-event ledger: {error}")))
@@ -78,14 +79,14 @@ impl Handler<'_> {
         }
         if handled.is_empty() {
             batch.rollback().await;
-            return Ok(());
+            return Ok(0);
         }
         let committed = handled.len();
         batch.commit(ledger::Record { handler: self.name, event_ids: handled }).await.map_err(|error| {
             Short::Batch(Attempt::Infrastructure(format!("the handler's transaction did not commit: {error}")))
         })?;
         metrics::histogram!("event_handler_batch_size", "handler" => self.name.to_string()).record(committed as f64);
-        Ok(())
+        Ok(committed)
     }
 }
 

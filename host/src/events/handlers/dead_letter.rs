@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{HostConnection, HostKey};
-use crate::kafka::topics;
+use crate::kafka::{self, topics};
 use crate::outbox::{self, OutboxRecord, OutboxWaker};
 use crate::plugins::event_handler::Event;
 
@@ -51,9 +51,7 @@ impl DeadLetter {
         headers.insert("dlq-error".into(), self.error.clone());
         headers.insert("dlq-error-kind".into(), self.kind.into());
         headers.insert("dlq-attempts".into(), self.attempts.to_string());
-        headers.insert("dlq-original-topic".into(), message.topic().to_string());
-        headers.insert("dlq-original-partition".into(), message.partition().to_string());
-        headers.insert("dlq-original-offset".into(), message.offset().to_string());
+        kafka::dead_letter_origin(message, &mut headers);
         headers
     }
 }

@@ -20,7 +20,6 @@ use uuid::Uuid;
 use super::attempt::{Handed, Handler, Short, wit_event};
 use super::dead_letter::{DeadLetterRow, DeadLetterView, ROW_COLUMNS};
 use super::delivery::Attempt;
-use super::ledger;
 use crate::plugins::PluginRegistry;
 use crate::tasks::event::TaskEvent;
 use crate::trace::RequestTrace;
@@ -203,15 +202,13 @@ impl DeadLetters {
             Ok(event) => wit_event(&event),
             Err(error) => return Ok((ReplayOutcome::Failed, Some(format!("the record is not a task event: {error}")))),
         };
-        if ledger::processed(&self.pool, &row.handler, &[event.id.as_str()]).await?.contains(&event.id) {
-            return Ok((ReplayOutcome::AlreadyHandled, None));
-        }
         let span = tracing::info_span!("replay", handler = %row.handler, event_id = %event.id);
         let handler = Handler { name: &row.handler, plugin, pool: &self.pool };
         let handed = Handed { trace, event: &event, span: &span };
         let attempt = row.attempts.max(0) as u32 + 1;
         Ok(match handler.attempt(std::slice::from_ref(&handed), attempt, &CancellationToken::new()).await {
-            Ok(()) => (ReplayOutcome::Handled, None),
+            Ok(0) => (ReplayOutcome::AlreadyHandled, None),
+            Ok(_) => (ReplayOutcome::Handled, None),
             Err(Short::Event { outcome, .. } | Short::Batch(outcome)) => (ReplayOutcome::Failed, Some(why(outcome))),
             Err(Short::Interrupted) => (ReplayOutcome::Failed, Some("interrupted".into())),
         })

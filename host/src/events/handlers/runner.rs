@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,7 @@ use super::attempt::{Handed, Handler, Short, wit_event};
 use super::dead_letter::{DeadLetter, DeadLetterRecorder};
 use super::delivery::{Attempt, Delivery, Step};
 use crate::config::EventConfig;
-use crate::kafka::{GroupConsumer, Kafka, topics};
+use crate::kafka::{self, GroupConsumer, Kafka, topics};
 use crate::plugins::event_handler::Event;
 use crate::plugins::{HandlerPlugin, PluginSlot};
 use crate::tasks::event::TaskEvent;
@@ -160,7 +160,7 @@ impl HandlerRunner {
         let tried = self.handler().attempt(&events, 1, shutdown).await;
         drop(events);
         match tried {
-            Ok(()) => {
+            Ok(_) => {
                 self.store_offset(&batch.last().expect("a batch has events").message);
                 Ok(())
             }
@@ -276,7 +276,7 @@ impl HandlerRunner {
 
     async fn attempt_alone(&self, event: &Handed<'_>, attempt: u32, shutdown: &CancellationToken) -> Attempt {
         match self.handler().attempt(std::slice::from_ref(event), attempt, shutdown).await {
-            Ok(()) => Attempt::Handled,
+            Ok(_) => Attempt::Handled,
             Err(Short::Event { outcome, .. } | Short::Batch(outcome)) => outcome,
             Err(Short::Interrupted) => Attempt::Infrastructure("the server is shutting down".into()),
         }
@@ -305,7 +305,7 @@ struct Received {
 
 impl Received {
     fn new(message: OwnedMessage, handler: &str) -> Self {
-        let headers = record_headers(&message);
+        let headers = kafka::record_headers(&message);
         let trace = RequestTrace {
             request_id: headers.get(REQUEST_ID_HEADER).cloned().unwrap_or_default(),
             traceparent: headers.get(TRACEPARENT_HEADER).cloned(),
@@ -334,15 +334,3 @@ impl Received {
 /// are not stored.
 #[derive(Debug)]
 struct Interrupted;
-
-fn record_headers(message: &OwnedMessage) -> BTreeMap<String, String> {
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .filter_map(|header| Some((header.key.to_string(), String::from_utf8(header.value?.to_vec()).ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
