@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::events::unique_prefix;
 use crate::helpers::postgres::TestPostgres;
 use crate::helpers::redis::TestRedis;
-use crate::helpers::{HostOptions, TestApp, send, status_and_json};
+use crate::helpers::{HostOptions, TestApp, create_task, send, status_and_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -146,4 +146,32 @@ async fn a_database_outage_never_opens_the_storage_plugins_circuit() {
     assert_eq!((status, &body["checks"]["storage_plugin"]["status"]), (200, &json!("up")), "{body}");
     let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"outcome="unavailable""#), "the outage is counted as what it is");
+}
+
+/// Connections the server ended while they sat in the host's pools (a
+/// pooler or a failover dropping them, an idle timeout) are found out
+/// before a request is given one: the requests after it succeed.
+#[tokio::test]
+async fn connections_ended_while_idle_are_replaced_before_use() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let task = create_task(&app, &user, json!({ "title": "before the connections ended" })).await;
+    let path = format!("/tasks/{}", task["id"].as_str().unwrap());
+    // Long enough for every pooled connection to count as idle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut db = app.db().await;
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(ended >= 2, "the host's and the storage plugin's connections were ended ({ended})");
+
+    let response = send(&app, &user, Method::GET, &path, None).await;
+    assert_eq!(response.status(), 200, "a read right after: {}", response.text().await.unwrap());
+    let response = send(&app, &user, Method::POST, "/tasks", Some(json!({ "title": "after" }))).await;
+    assert_eq!(response.status(), 201, "a write right after: {}", response.text().await.unwrap());
 }

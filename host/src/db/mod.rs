@@ -15,6 +15,23 @@ use crate::config::{DatabaseConfig, PoolMode};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// A pooled connection idle longer than this is checked (one round trip)
+/// before it is handed out.
+const CHECK_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The options every pool of the host starts from. sqlx checks each
+/// connection as it goes back to the pool, and by default again as it is
+/// handed out: two round trips besides the statement's own, for a
+/// connection released microseconds earlier. Only the time since its return
+/// can have broken it, so only a connection idle for `CHECK_IDLE_FOR` is
+/// checked again (a server that restarted meanwhile was down longer than
+/// that); one that fails the check is closed and another taken.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().test_before_acquire(false).before_acquire(|connection, meta| {
+        Box::pin(async move { Ok(meta.idle_for < CHECK_IDLE_FOR || connection.ping().await.is_ok()) })
+    })
+}
+
 /// The server, database, user and TLS of `DATABASE_URL`: what every
 /// connection of the host, and of its plugins, starts from.
 pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
@@ -124,7 +141,7 @@ fn quote_identifier(name: &str) -> String {
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let settings = SessionSettings::host(config);
     let options = settings.connect_options(connect_options(config)?.application_name("todo-host"));
-    let pool = PgPoolOptions::new()
+    let pool = pool_options()
         .max_connections(config.db_max_connections)
         .acquire_timeout(config.acquire_timeout())
         .idle_timeout(Duration::from_secs(300))

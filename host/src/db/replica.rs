@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
@@ -116,7 +116,7 @@ impl ReadReplica {
     pub fn new(primary: PgPool, url: &str, max_lag: Duration, mode: PoolMode) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse().context("DATABASE_READ_URL is not a valid PostgreSQL URL")?;
         let max_lag_ms = u64::try_from(max_lag.as_millis()).unwrap_or(u64::MAX).max(1);
-        let watch = PgPoolOptions::new()
+        let watch = super::pool_options()
             .max_connections(1)
             .acquire_timeout(max_lag.max(Duration::from_millis(500)))
             .connect_lazy_with(
@@ -165,7 +165,7 @@ impl ReadReplica {
     pub fn pool(&self, options: PgConnectOptions, connections: u32) -> ReplicaPool {
         // Short: a replica that gives no connection at once is skipped, not
         // waited for (the read then takes the primary's).
-        let pool = PgPoolOptions::new()
+        let pool = super::pool_options()
             .max_connections(connections)
             .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(60))
@@ -335,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_read_with_a_position_may_go_to_a_serving_replica() {
-        let primary = PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:9/none").unwrap();
+        let primary = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:9/none").unwrap();
         let replica =
             ReadReplica::new(primary, "postgres://nobody@127.0.0.1:9/none", 5 * SECOND, PoolMode::Session).unwrap();
         assert!(!replica.serves(Freshness::Replayed(0)), "not polled yet");

@@ -25,14 +25,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::capabilities::sql::{check_statement, split_statements};
 use super::manifest::Manifest;
 use crate::config::PoolMode;
 use crate::db::replica::{ReadReplica, ReplicaPool};
-use crate::db::{HostKey, SessionSettings};
+use crate::db::{self, HostKey, SessionSettings};
 
 /// Tables the host's own migrations created for the built-in plugins, by
 /// the first releases (which kept every table in `public`): handed over to
@@ -340,7 +340,7 @@ impl PluginDatabases {
                 base.clone().username(role).password(password).application_name(&format!("todo-host plugin {name}")),
             )
         };
-        let primary = PgPoolOptions::new()
+        let primary = db::pool_options()
             .max_connections(shape.connections)
             .acquire_timeout(Duration::from_millis(shape.deadline_ms))
             .idle_timeout(Duration::from_secs(60))
