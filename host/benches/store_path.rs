@@ -99,12 +99,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         measure(&paths, path, args.concurrency, WARM_UP).await?;
     }
     let (mut native, mut plugin) = (Vec::new(), Vec::new());
+    let (mut native_cpu, mut plugin_cpu) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..2 {
-        native.extend(measure(&paths, Path::Native, args.concurrency, seconds).await?);
-        plugin.extend(measure(&paths, Path::Plugin, args.concurrency, seconds).await?);
+        let (latencies, cpu) = measure(&paths, Path::Native, args.concurrency, seconds).await?;
+        native.extend(latencies);
+        native_cpu += cpu;
+        let (latencies, cpu) = measure(&paths, Path::Plugin, args.concurrency, seconds).await?;
+        plugin.extend(latencies);
+        plugin_cpu += cpu;
     }
     let window = 2.0 * seconds.as_secs_f64();
-    let (native, plugin) = (Summary::of(native, window), Summary::of(plugin, window));
+    let (native, plugin) = (Summary::of(native, window, native_cpu), Summary::of(plugin, window, plugin_cpu));
     println!("GET of one task at concurrency {}, {window:.0} s per path:", args.concurrency);
     println!("  native SQL in the host  {native}");
     println!("  postgres-store plugin   {plugin}");
@@ -114,17 +119,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         plugin.p99 / native.p99,
         plugin.rate / native.rate
     );
+    println!(
+        "  host CPU per call: native {:.0} us, plugin {:.0} us (the database's not counted)",
+        native.cpu_per_call, plugin.cpu_per_call
+    );
     Ok(())
 }
 
 /// `concurrency` readers, each reading one random seeded task after the
-/// other through `path` for `length`; every call's latency.
+/// other through `path` for `length`; every call's latency, and the CPU
+/// time this process spent meanwhile.
 async fn measure(
     paths: &Arc<Paths>,
     path: Path,
     concurrency: usize,
     length: Duration,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let cpu_before = process_cpu()?;
     let until = Instant::now() + length;
     let readers: Vec<_> = (0..concurrency)
         .map(|reader| {
@@ -147,7 +158,17 @@ async fn measure(
     for reader in readers {
         latencies.extend(reader.await??);
     }
-    Ok(latencies)
+    Ok((latencies, process_cpu()? - cpu_before))
+}
+
+/// The user and system CPU time of this process so far (`/proc/self/stat`,
+/// in the kernel's clock ticks of 10 ms).
+fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("no command name")?.1.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 impl Paths {
@@ -193,20 +214,23 @@ fn task_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<Task> {
     })
 }
 
-/// Calls per second and latency quantiles, in microseconds.
+/// Calls per second, latency quantiles and this process's CPU time per
+/// call, in microseconds.
 struct Summary {
     rate: f64,
     p50: f64,
     p99: f64,
+    cpu_per_call: f64,
 }
 
 impl Summary {
-    fn of(mut latencies: Vec<Duration>, seconds: f64) -> Self {
+    fn of(mut latencies: Vec<Duration>, seconds: f64, cpu: Duration) -> Self {
         latencies.sort();
         let at = |quantile: f64| {
             latencies[((latencies.len() as f64 * quantile) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e6
         };
-        Self { rate: latencies.len() as f64 / seconds, p50: at(0.5), p99: at(0.99) }
+        let cpu_per_call = cpu.as_secs_f64() * 1e6 / latencies.len() as f64;
+        Self { rate: latencies.len() as f64 / seconds, p50: at(0.5), p99: at(0.99), cpu_per_call }
     }
 }
 

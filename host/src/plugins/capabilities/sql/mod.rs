@@ -305,8 +305,7 @@ fn decode_rows(rows: &[PgRow]) -> Result<Rows, SqlError> {
 
 fn decode_value(row: &PgRow, index: usize) -> Result<Value, SqlError> {
     let raw = row.try_get_raw(index).map_err(sql_error)?;
-    let type_name = raw.type_info().name().to_string();
-    let value = match type_name.as_str() {
+    let value = match raw.type_info().name() {
         "BOOL" => Value::Bool(row.try_get(index).map_err(sql_error)?),
         "INT2" => Value::Int(row.try_get::<Option<i16>, _>(index).map_err(sql_error)?.map(i64::from)),
         "INT4" => Value::Int(row.try_get::<Option<i32>, _>(index).map_err(sql_error)?.map(i64::from)),
