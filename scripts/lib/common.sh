@@ -192,9 +192,12 @@ start_redis() {
   export REDIS_PORT REDIS_URL REDIS_DIR
 }
 
+# stop_redis: stops the redis-server start_redis started, and waits for it:
+# Redis saves before it exits and refuses to exit when that save fails (as
+# when its directory is removed right after the signal).
 stop_redis() {
   [ -n "${REDIS_DIR:-}" ] && [ -f "$REDIS_DIR/redis.pid" ] || return 0
-  kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+  stop_process "$(cat "$REDIS_DIR/redis.pid")" redis-server 5
 }
 
 # start_tansu DIR [durable]: starts the Tansu broker on a free port,
@@ -346,8 +349,8 @@ stop_pgbouncer() {
   stop_process "$PGBOUNCER_PID" pgbouncer 10
 }
 
-# stop_process PID NAME SECONDS: SIGTERM, then SIGKILL if PID (a child of
-# this shell) has not exited after SECONDS.
+# stop_process PID NAME SECONDS: SIGTERM, then SIGKILL if PID has not
+# exited after SECONDS (reaped when it is a child of this shell).
 stop_process() {
   local pid=$1 name=$2 seconds=$3 waited=0
   kill -TERM "$pid" 2>/dev/null || return 0
