@@ -13,7 +13,9 @@
 //!   cargo bench -p todo-host --bench store_path -- [CONCURRENCY [SECONDS]]
 //!
 //! Runs native, plugin, native, plugin (so drift shows in neither alone) and
-//! prints per path the calls per second, p50 and p99, and the ratios.
+//! prints per path the calls per second, p50 and p99, the ratios, and this
+//! process's CPU time per call (PostgreSQL's, on the same machine, not
+//! counted): what the ratios are made of once the cores are busy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
