@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use todo_host::plugins::PluginEngine;
 use todo_host::plugins::bindings::StoragePre;
 use todo_host::plugins::bindings::todo::plugin::sql::{self, Rows, SqlError, Value};
 use todo_host::plugins::bindings::todo::plugin::{config, log, types};
+use todo_host::plugins::{ArtifactCache, PluginEngine};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 
@@ -82,8 +82,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(wasm_path: &str) -> anyhow::Result<()> {
     let wasm = std::fs::read(wasm_path).map_err(|e| anyhow::anyhow!("cannot read {wasm_path}: {e}"))?;
-    let cache = std::env::temp_dir().join("todo-host-bench-cache");
-    let engine = PluginEngine::new(64, &cache)?;
+    let cache = ArtifactCache::new(&std::env::temp_dir().join("todo-host-bench-cache"), 64 << 20);
+    let engine = PluginEngine::new(64, cache)?;
     let component = engine.compile(&wasm, &hex::encode(Sha256::digest(&wasm)))?;
 
     let mut linker = Linker::<BenchState>::new(engine.engine());

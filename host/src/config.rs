@@ -217,6 +217,11 @@ pub struct PluginConfig {
     #[arg(long, env = "PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
 
+    /// Most bytes of compiled plugins PLUGIN_CACHE_DIR keeps: past it, a
+    /// compilation removes the artifacts loaded the longest ago first.
+    #[arg(long, env = "PLUGIN_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub plugin_cache_max_bytes: u64,
+
     /// The storage plugin serving tasks (a name in PLUGIN_DIR).
     #[arg(long, env = "STORAGE_PLUGIN", default_value = "postgres-store")]
     pub storage_plugin: String,

@@ -36,8 +36,8 @@ use crate::jobs::retention::RetentionJob;
 use crate::kafka::{Kafka, SharedProducer, topics};
 use crate::outbox::OutboxWaker;
 use crate::plugins::{
-    BundleStore, PluginBroadcast, PluginDatabases, PluginDelivery, PluginEngine, PluginRegistry, PluginRuntime, Roster,
-    StorageChanged,
+    ArtifactCache, BundleStore, PluginBroadcast, PluginDatabases, PluginDelivery, PluginEngine, PluginRegistry,
+    PluginRuntime, Roster, StorageChanged,
 };
 use crate::ratelimit::Quota;
 use crate::redis_client::RedisClient;
@@ -457,7 +457,8 @@ pub async fn load_plugins(
     outbox: OutboxWaker,
     replica: Option<ReadReplica>,
 ) -> anyhow::Result<Arc<PluginRegistry>> {
-    let engine = PluginEngine::new(config.plugins.plugin_max_instances, &config.plugins.cache_dir())?;
+    let artifacts = ArtifactCache::new(&config.plugins.cache_dir(), config.plugins.plugin_cache_max_bytes);
+    let engine = PluginEngine::new(config.plugins.plugin_max_instances, artifacts)?;
     let plugin_secret = config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.as_bytes());
     let databases = PluginDatabases::new(
         pool.clone(),

@@ -211,6 +211,39 @@ async fn rollback_returns_to_the_previous_version() {
 }
 
 #[tokio::test]
+async fn the_compiled_plugins_cache_keeps_within_its_budget_and_removed_artifacts_leave_their_versions_serving() {
+    let versions = Versions::new();
+    let cache = ScratchDir::new("plugin-cache");
+    let options = versions.options().env("PLUGIN_CACHE_DIR", path_str(&cache)).env("PLUGIN_CACHE_MAX_BYTES", "1");
+    let app = TestApp::spawn_with(options).await;
+    let user = app.register_user().await;
+    let admin = app.create_user("admin").await;
+    create_task(&app, &user, json!({ "title": "served from a removed artifact" })).await;
+    let artifacts = || {
+        let entries = std::fs::read_dir(&*cache).unwrap().map(|entry| entry.unwrap().file_name());
+        entries.filter(|name| name.to_string_lossy().ends_with(".cwasm")).count()
+    };
+    assert_eq!(artifacts(), 1);
+
+    // Compiling the second version removes the first's artifact.
+    versions.install("store-v2");
+    assert_eq!(reload(&app, &admin, "").await["loaded"][0]["version"], "0.2.0-empty");
+    assert_eq!(artifacts(), 1, "a budget of one byte keeps only the newest");
+    assert_eq!(listed(&app, &user).await, 0);
+
+    // Loading the first version's bytes again compiles them again.
+    versions.install("store-v1");
+    assert_eq!(reload(&app, &admin, "").await["loaded"][0]["version"], "0.1.0");
+    assert_eq!(listed(&app, &user).await, 1);
+    assert_eq!(artifacts(), 1);
+
+    // The second version's artifact is gone; what was loaded from it is not.
+    let rollback = send(&app, &admin, Method::POST, "/admin/plugins/postgres-store/rollback", None).await;
+    assert_eq!(rollback.status(), 200);
+    assert_eq!(listed(&app, &user).await, 0, "the second version serves again");
+}
+
+#[tokio::test]
 async fn a_reload_or_rollback_asked_of_one_replica_reaches_the_others() {
     let versions = Versions::new();
     let shared = versions.options().redis();

@@ -1,13 +1,15 @@
-//! The wasmtime engine shared by every plugin, and the on-disk cache of
-//! compiled components.
+//! The wasmtime engine shared by every plugin, and compilation through the
+//! on-disk cache of compiled components.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::artifacts::ArtifactCache;
 
 /// How often the epoch advances; plugin deadlines are counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -22,7 +24,7 @@ const RESIDENT_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
-    cache_dir: PathBuf,
+    artifacts: Arc<ArtifactCache>,
     /// Distinguishes artifacts of different wasmtime builds and settings.
     compatibility: String,
 }
@@ -30,9 +32,9 @@ pub struct PluginEngine {
 impl PluginEngine {
     /// Builds the engine with a pooling allocator sized for
     /// `max_instances` concurrent instances (falling back to on-demand
-    /// allocation where the pool's address space cannot be reserved) and
-    /// starts the epoch ticker.
-    pub fn new(max_instances: u32, cache_dir: &Path) -> anyhow::Result<Self> {
+    /// allocation where the pool's address space cannot be reserved),
+    /// compiling through `artifacts`, and starts the epoch ticker.
+    pub fn new(max_instances: u32, artifacts: ArtifactCache) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
@@ -79,7 +81,7 @@ impl PluginEngine {
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, cache_dir: cache_dir.to_path_buf() })
+        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, artifacts: Arc::new(artifacts) })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -89,16 +91,16 @@ impl PluginEngine {
     /// Compiles `wasm` (whose SHA-256 is `sha256`), or loads the native code
     /// compiled earlier for the same bytes by the same engine build.
     pub fn compile(&self, wasm: &[u8], sha256: &str) -> anyhow::Result<Component> {
-        let cached = self.cache_dir.join(format!("{sha256}-{}.cwasm", self.compatibility));
-        if cached.exists() {
+        let key = format!("{sha256}-{}", self.compatibility);
+        if let Some(cached) = self.artifacts.lookup(&key) {
             // SAFETY: the cache directory is written only by this host, with
             // artifacts `precompile_component` produced for this engine build
-            // (the file name carries the compatibility hash).
+            // (the key carries the compatibility hash).
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 Ok(component) => return Ok(component),
                 Err(error) => {
                     tracing::warn!(path = %cached.display(), %error, "discarding an unreadable compiled plugin");
-                    let _ = std::fs::remove_file(&cached);
+                    self.artifacts.discard(&cached);
                 }
             }
         }
@@ -108,11 +110,11 @@ impl PluginEngine {
         // Loaded from the file, the native code is mapped, not copied: only
         // the pages calls touch are resident (a Python component's code is
         // tens of MB), as for a component found in the cache.
-        let component = match write_atomically(&self.cache_dir, &cached, &native) {
+        let component = match self.artifacts.store(&key, &native) {
             // SAFETY: the file holds `native`, produced just now by this engine.
-            Ok(()) => unsafe { Component::deserialize_file(&self.engine, &cached) },
+            Ok(stored) => unsafe { Component::deserialize_file(&self.engine, &stored) },
             Err(error) => {
-                tracing::warn!(path = %cached.display(), %error, "cannot cache a compiled plugin");
+                tracing::warn!(key, %error, "cannot cache a compiled plugin");
                 // SAFETY: `native` was produced just now by this engine.
                 unsafe { Component::deserialize(&self.engine, &native) }
             }
@@ -129,11 +131,4 @@ fn release_compiler_memory() {
     // SAFETY: mi_collect only releases memory the allocator holds free.
     rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
     unsafe { libmimalloc_sys::mi_collect(true) };
-}
-
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
 }

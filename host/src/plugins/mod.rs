@@ -25,6 +25,7 @@
 //! - `roster`: which versions each process serves.
 //! - `delivery`: uploads, reloads and rollbacks that reach every replica.
 
+mod artifacts;
 pub mod bindings;
 mod breaker;
 mod broadcast;
@@ -45,6 +46,7 @@ mod state;
 mod stats;
 mod storage;
 
+pub use artifacts::ArtifactCache;
 pub use bindings::event_handler::exports::todo::plugin::handler as event_handler;
 pub use bindings::exports::todo::plugin::task_store;
 pub use bindings::history_handler::exports::todo::plugin::history;

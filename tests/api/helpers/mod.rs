@@ -335,6 +335,9 @@ async fn serve(options: &HostOptions) -> (Command, String) {
         .envs(through_pooler(options, &database))
         .env("PLUGIN_DIR", required_env("TEST_PLUGIN_DIR"))
         .env("PLUGIN_CACHE_DIR", required_env("TEST_PLUGIN_CACHE_DIR"))
+        // Every artifact of the run stays: a test would otherwise wait for
+        // a Python plugin another test's compilation removed to compile again.
+        .env("PLUGIN_CACHE_MAX_BYTES", (4u64 << 30).to_string())
         .env("JWT_SECRET", JWT_SECRET)
         .env("TODO_LISTEN", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
