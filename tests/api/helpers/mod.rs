@@ -230,11 +230,12 @@ impl TestApp {
         self.client.request(method, self.url(path))
     }
 
-    /// The host's resident memory, in KiB (`VmRSS`).
-    pub fn rss_kib(&self) -> u64 {
+    /// The number on the `key:` line of the host's `/proc/PID/{file}`
+    /// (`status`'s `VmRSS` is its resident memory in KiB).
+    pub fn proc_number(&self, file: &str, key: &str) -> u64 {
         let pid = self.process.id().expect("the host is running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+        let line = text.lines().find(|line| line.starts_with(&format!("{key}:"))).expect(key);
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
