@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(wasm_path: &str) -> anyhow::Result<()> {
     let wasm = std::fs::read(wasm_path).map_err(|e| anyhow::anyhow!("cannot read {wasm_path}: {e}"))?;
-    let cache = ArtifactCache::new(&std::env::temp_dir().join("todo-host-bench-cache"), 64 << 20);
+    let cache = ArtifactCache::open(&std::env::temp_dir().join("todo-host-bench-cache"), 64 << 20);
     let engine = PluginEngine::new(64, cache)?;
     let component = engine.compile(&wasm, &hex::encode(Sha256::digest(&wasm)))?;
 

@@ -217,8 +217,8 @@ pub struct PluginConfig {
     #[arg(long, env = "PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
 
-    /// Most bytes of compiled plugins PLUGIN_CACHE_DIR keeps: past it, a
-    /// compilation removes the artifacts loaded the longest ago first.
+    /// Most bytes of compiled plugins PLUGIN_CACHE_DIR keeps: past it, the
+    /// start and each compilation remove those loaded the longest ago first.
     #[arg(long, env = "PLUGIN_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub plugin_cache_max_bytes: u64,
 

@@ -457,7 +457,7 @@ pub async fn load_plugins(
     outbox: OutboxWaker,
     replica: Option<ReadReplica>,
 ) -> anyhow::Result<Arc<PluginRegistry>> {
-    let artifacts = ArtifactCache::new(&config.plugins.cache_dir(), config.plugins.plugin_cache_max_bytes);
+    let artifacts = ArtifactCache::open(&config.plugins.cache_dir(), config.plugins.plugin_cache_max_bytes);
     let engine = PluginEngine::new(config.plugins.plugin_max_instances, artifacts)?;
     let plugin_secret = config.plugins.plugin_db_secret.as_ref().map_or(secret, |secret| secret.as_bytes());
     let databases = PluginDatabases::new(

@@ -5,9 +5,9 @@
 //! - Only this host writes the directory, and an artifact is whole or
 //!   absent: written under a temporary name, then renamed.
 //! - A file's modification time is when a load last used it.
-//! - The cache grows only by `store`, and `store` brings it back within its
-//!   budget by removing the least recently used artifacts first, never the
-//!   one it has just written. Removing an artifact a running plugin was
+//! - The cache is within its budget once opened and after each `store`:
+//!   the least recently used artifacts go first, never the one `store` has
+//!   just written. Removing an artifact a running plugin was
 //!   loaded from is harmless (the mapping keeps the file alive until it is
 //!   unmapped): that plugin's next load compiles again.
 //! - Files that are not artifacts are left alone.
@@ -25,12 +25,16 @@ pub struct ArtifactCache {
 }
 
 impl ArtifactCache {
-    pub fn new(dir: &Path, max_bytes: u64) -> Self {
-        Self { dir: dir.to_path_buf(), max_bytes }
+    /// The cache in `dir`, brought within `max_bytes` (a budget lowered
+    /// since the last start takes effect now).
+    pub fn open(dir: &Path, max_bytes: u64) -> Self {
+        let cache = Self { dir: dir.to_path_buf(), max_bytes };
+        cache.shrink_to_budget(None);
+        cache
     }
 
     /// Where the artifact named `key` is (or would be) kept.
-    pub fn path(&self, key: &str) -> PathBuf {
+    fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.{EXTENSION}"))
     }
 
@@ -56,7 +60,7 @@ impl ArtifactCache {
             let _ = fs::remove_file(&temporary);
             return Err(error);
         }
-        self.shrink_to_budget(&path);
+        self.shrink_to_budget(Some(&path));
         Ok(path)
     }
 
@@ -65,7 +69,7 @@ impl ArtifactCache {
         let _ = fs::remove_file(path);
     }
 
-    fn shrink_to_budget(&self, keep: &Path) {
+    fn shrink_to_budget(&self, keep: Option<&Path>) {
         let mut artifacts = self.artifacts();
         artifacts.sort_by_key(|artifact| artifact.used);
         let mut total: u64 = artifacts.iter().map(|artifact| artifact.bytes).sum();
@@ -73,7 +77,7 @@ impl ArtifactCache {
             if total <= self.max_bytes {
                 break;
             }
-            if artifact.path != keep && fs::remove_file(&artifact.path).is_ok() {
+            if Some(artifact.path.as_path()) != keep && fs::remove_file(&artifact.path).is_ok() {
                 tracing::info!(path = %artifact.path.display(), "removed a compiled plugin unused the longest: the cache is over PLUGIN_CACHE_MAX_BYTES");
                 total -= artifact.bytes;
             }
@@ -124,7 +128,7 @@ mod tests {
 
     fn cache(max_bytes: u64) -> Scratch {
         let dir = std::env::temp_dir().join(format!("todo-host-artifacts-{}", uuid::Uuid::new_v4().simple()));
-        Scratch(ArtifactCache::new(&dir, max_bytes))
+        Scratch(ArtifactCache::open(&dir, max_bytes))
     }
 
     fn used_ago(cache: &ArtifactCache, key: &str, hours: u64) {
@@ -170,6 +174,17 @@ mod tests {
         used_ago(&cache, "old", 1);
         cache.store("new", &[0; 100]).unwrap();
         assert_eq!(kept(&cache), ["new.cwasm"]);
+    }
+
+    #[test]
+    fn opening_a_cache_over_its_budget_brings_it_within() {
+        let cache = cache(1 << 20);
+        cache.store("a", &[0; 100]).unwrap();
+        cache.store("b", &[0; 100]).unwrap();
+        used_ago(&cache, "a", 2);
+        used_ago(&cache, "b", 1);
+        ArtifactCache::open(&cache.dir, 150);
+        assert_eq!(kept(&cache), ["b.cwasm"]);
     }
 
     #[test]
