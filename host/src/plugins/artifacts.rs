@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 const EXTENSION: &str = "cwasm";
 
+#[derive(Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
     max_bytes: u64,

@@ -2,7 +2,6 @@
 //! on-disk cache of compiled components.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,7 +23,7 @@ const RESIDENT_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
-    artifacts: Arc<ArtifactCache>,
+    artifacts: ArtifactCache,
     /// Distinguishes artifacts of different wasmtime builds and settings.
     compatibility: String,
 }
@@ -81,7 +80,7 @@ impl PluginEngine {
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, artifacts: Arc::new(artifacts) })
+        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, artifacts })
     }
 
     pub fn engine(&self) -> &Engine {
