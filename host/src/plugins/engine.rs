@@ -23,6 +23,13 @@ const RESIDENT_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
+    /// `engine`'s settings without its pool (which changes no compiled
+    /// code): each compilation builds a compiler from them and drops it
+    /// when done. A compiler keeps, for good, the buffers Cranelift grew for
+    /// the largest function it compiled, one set per thread that compiled:
+    /// over 100 MB after a Python component, whose interpreter loop is one
+    /// enormous function.
+    compiler_config: Config,
     artifacts: ArtifactCache,
     /// Distinguishes artifacts of different wasmtime builds and settings.
     compatibility: String,
@@ -38,6 +45,7 @@ impl PluginEngine {
         config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
         config.async_stack_size(2 << 20);
+        let compiler_config = config.clone();
 
         let mut pool = PoolingAllocationConfig::default();
         // A Rust (wit-bindgen) component holds one memory, a few tables and
@@ -80,7 +88,7 @@ impl PluginEngine {
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, artifacts })
+        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, compiler_config, artifacts })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -103,18 +111,19 @@ impl PluginEngine {
                 }
             }
         }
-        let native = self.engine.precompile_component(wasm);
+        let native = Engine::new(&self.compiler_config).and_then(|compiler| compiler.precompile_component(wasm));
         release_compiler_memory();
         let native = native.map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))?;
         // Loaded from the file, the native code is mapped, not copied: only
         // the pages calls touch are resident (a Python component's code is
         // tens of MB), as for a component found in the cache.
         let component = match self.artifacts.store(&key, &native) {
-            // SAFETY: the file holds `native`, produced just now by this engine.
+            // SAFETY: the file holds `native`, produced just now with this
+            // engine's settings.
             Ok(stored) => unsafe { Component::deserialize_file(&self.engine, &stored) },
             Err(error) => {
                 tracing::warn!(key, %error, "cannot cache a compiled plugin");
-                // SAFETY: `native` was produced just now by this engine.
+                // SAFETY: `native` was produced just now with this engine's settings.
                 unsafe { Component::deserialize(&self.engine, &native) }
             }
         };
@@ -124,10 +133,31 @@ impl PluginEngine {
 
 /// Hands the memory a compilation freed back to the OS. Cranelift compiles
 /// on rayon's threads, which then sleep, and mimalloc gives a thread's free
-/// pages back only when that thread allocates again: an 18 MB Python
-/// component would otherwise leave ~250 MB resident for good.
+/// pages back only when that thread allocates again: a Python component's
+/// compilation would otherwise leave its working memory resident for good.
 fn release_compiler_memory() {
     // SAFETY: mi_collect only releases memory the allocator holds free.
     rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
     unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    use super::*;
+
+    fn hash(engine: &Engine) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn what_a_compilation_produces_runs_on_the_pooled_engine() {
+        let dir = std::env::temp_dir().join(format!("todo-host-engine-{}", uuid::Uuid::new_v4().simple()));
+        let plugins = PluginEngine::new(4, ArtifactCache::open(&dir, u64::MAX)).unwrap();
+        let compiler = Engine::new(&plugins.compiler_config).unwrap();
+        assert_eq!(hash(&compiler), hash(plugins.engine()));
+    }
 }
