@@ -1,8 +1,11 @@
 //! Operations: request ids in responses and logs, no secrets in logs,
 //! graceful shutdown under load, CORS, the OpenAPI document and Swagger UI,
-//! memory kept in small pages.
+//! memory kept in small pages, plugin code resident only where it ran.
 
-use crate::helpers::{HostOptions, PASSWORD, TestApp, send, send_with_header};
+use std::time::Duration;
+
+use crate::helpers::events::{TopicReader, events_of, path_str, plugin_dir_of, unique_prefix};
+use crate::helpers::{HostOptions, PASSWORD, ScratchDir, TestApp, create_titled, send, send_with_header};
 use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
@@ -232,4 +235,44 @@ async fn the_host_keeps_its_memory_in_small_pages() {
         assert_eq!(created.status(), 201);
     }
     assert_eq!(app.proc_number("smaps_rollup", "AnonHugePages"), before, "no huge page since it started");
+}
+
+#[tokio::test]
+async fn a_python_plugin_leaves_neither_its_compilers_memory_nor_unrun_code_resident() {
+    // search-documents (Python) is turned on by a reload and compiled into a
+    // cache of the test's own (no other process holds its artifact in the
+    // page cache), then handles one change.
+    let (plugins, cache, prefix) =
+        (plugin_dir_of(&["postgres-store", "search-documents"]), ScratchDir::new("plugin-cache"), unique_prefix());
+    let options = HostOptions::default()
+        .kafka(&prefix, &[])
+        .unset("EVENT_HANDLERS")
+        .env("PLUGIN_DIR", path_str(&plugins))
+        .env("PLUGIN_CACHE_DIR", path_str(&cache));
+    let app = TestApp::spawn_with(options).await;
+    let (user, admin) = (app.register_user().await, app.create_user("admin").await);
+    // What the two logins' password hashes (19 MiB each) used is given back
+    // a second after they end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = app.proc_number("status", "RssAnon");
+    let manifest = plugins.join("search-documents.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("enabled = false", "enabled = true");
+    std::fs::write(&manifest, text).unwrap();
+    let reloaded = send(&app, &admin, Method::POST, "/admin/plugins/reload", None).await;
+    assert_eq!(reloaded.status(), 200);
+    // Loading it costs some 30 MiB of heap; Cranelift's buffers for the
+    // interpreter's largest functions, over 100 MiB more when the engine's
+    // own compiler kept them, go with the compilation.
+    let grown = app.proc_number("status", "RssAnon").saturating_sub(before);
+    assert!(grown < 64 << 10, "compiling and loading the Python plugin left {grown} KiB more heap");
+
+    let (task, _) = create_titled(&app, &user, "resident").await;
+    let task_id = task["id"].as_str().unwrap();
+    let mut documents = TopicReader::new(&format!("{prefix}task-documents"));
+    documents.read_until(Duration::from_secs(60), |records| !events_of(records, task_id).is_empty()).await;
+    // Faulted in 2 MiB folios, half of the interpreter's code and data
+    // would be resident after one call.
+    let (mapped, resident) = app.mapped_artifacts_kib();
+    assert!(mapped > 20 << 10, "the Python component's code is mapped: {mapped} KiB");
+    assert!(resident < mapped / 3, "{resident} of {mapped} KiB of plugin code resident after one call");
 }

@@ -11,9 +11,16 @@
 //!   loaded from is harmless (the mapping keeps the file alive until it is
 //!   unmapped): that plugin's next load compiles again.
 //! - Files that are not artifacts are left alone.
+//! - The page cache holds no copy of an artifact when it is handed out to
+//!   be mapped. The kernel keeps a file written or read in one piece in
+//!   folios of up to 2 MiB, and a mapping faults a whole folio in: a
+//!   plugin's code would be resident in 2 MiB pieces (most of a Python
+//!   component's 16 MB), where its calls run a few MB. Read afresh, each
+//!   fault brings in one readahead window.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -46,8 +53,11 @@ impl ArtifactCache {
             return None;
         }
         // Best effort: an artifact whose time cannot be set is only removed
-        // sooner than it would be.
-        let _ = File::options().write(true).open(&path).and_then(|file| file.set_modified(SystemTime::now()));
+        // sooner than it would be, one still cached only uses more memory.
+        if let Ok(file) = File::options().write(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+            drop_cached_pages(&file);
+        }
         Some(path)
     }
 
@@ -57,7 +67,7 @@ impl ArtifactCache {
         let path = self.path(key);
         fs::create_dir_all(&self.dir)?;
         let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(error) = fs::write(&temporary, bytes).and_then(|()| fs::rename(&temporary, &path)) {
+        if let Err(error) = write_uncached(&temporary, bytes).and_then(|()| fs::rename(&temporary, &path)) {
             let _ = fs::remove_file(&temporary);
             return Err(error);
         }
@@ -97,6 +107,24 @@ impl ArtifactCache {
             })
             .collect()
     }
+}
+
+/// Writes `bytes` to `path` and through to the disk (so the file renamed
+/// into place afterwards is whole after a crash too), leaving no copy in
+/// the page cache.
+fn write_uncached(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop_cached_pages(&file);
+    Ok(())
+}
+
+/// Drops the clean pages of `file` the page cache holds and no process
+/// maps (advice: the kernel may keep some).
+fn drop_cached_pages(file: &File) {
+    // SAFETY: posix_fadvise reads nothing from memory; the descriptor is open.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 struct Artifact {

@@ -168,14 +168,31 @@ pub fn plugin_dir_with(extra: &[(&str, &str, &str)]) -> ScratchDir {
     let dir = ScratchDir::new("plugins");
     copy_dir(&source, &dir);
     for (name, copy_of, manifest) in extra {
-        std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
+        install_copy(&source, copy_of, &dir, name);
         std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
-        let migrations = source.join(format!("{copy_of}.migrations"));
-        if migrations.is_dir() {
-            copy_dir(&migrations, &dir.join(format!("{name}.migrations")));
-        }
     }
     dir
+}
+
+/// A plugin directory holding only `names` of the tests' plugins.
+pub fn plugin_dir_of(names: &[&str]) -> ScratchDir {
+    let source = PathBuf::from(required_env("TEST_PLUGIN_DIR"));
+    let dir = ScratchDir::new("plugins");
+    for name in names {
+        install_copy(&source, name, &dir, name);
+        std::fs::copy(source.join(format!("{name}.toml")), dir.join(format!("{name}.toml"))).unwrap();
+    }
+    dir
+}
+
+/// Puts the module and migrations of plugin `copy_of` in `source` into
+/// `dir` as plugin `name`.
+fn install_copy(source: &Path, copy_of: &str, dir: &Path, name: &str) {
+    std::fs::copy(source.join(format!("{copy_of}.wasm")), dir.join(format!("{name}.wasm"))).unwrap();
+    let migrations = source.join(format!("{copy_of}.migrations"));
+    if migrations.is_dir() {
+        copy_dir(&migrations, &dir.join(format!("{name}.migrations")));
+    }
 }
 
 pub fn path_str(path: &Path) -> &str {

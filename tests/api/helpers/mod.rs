@@ -239,6 +239,26 @@ impl TestApp {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// The KiB the host maps read-only from compiled plugins (`.cwasm`
+    /// files: their code and data), and how many of them are resident.
+    pub fn mapped_artifacts_kib(&self) -> (u64, u64) {
+        let pid = self.process.id().expect("the host is running");
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let (mut mapped, mut resident, mut counted) = (0, 0, false);
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [range, permissions, _, _, _, path] if range.contains('-') => {
+                    counted = path.ends_with(".cwasm") && permissions.starts_with('r') && !permissions.contains('w');
+                }
+                ["Size:", kib, "kB"] if counted => mapped += kib.parse::<u64>().unwrap(),
+                ["Rss:", kib, "kB"] if counted => resident += kib.parse::<u64>().unwrap(),
+                _ => {}
+            }
+        }
+        (mapped, resident)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.process.id().expect("the host is running");
