@@ -86,9 +86,7 @@ impl PluginEngine {
             })
             .context("cannot start the epoch ticker")?;
 
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(Self { compatibility: format!("{:016x}", hasher.finish()), engine, compiler_config, artifacts })
+        Ok(Self { compatibility: compatibility(&engine), engine, compiler_config, artifacts })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -111,6 +109,7 @@ impl PluginEngine {
                 }
             }
         }
+        // The compiler is dropped before its memory is given back.
         let native = Engine::new(&self.compiler_config).and_then(|compiler| compiler.precompile_component(wasm));
         release_compiler_memory();
         let native = native.map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))?;
@@ -131,6 +130,13 @@ impl PluginEngine {
     }
 }
 
+/// What tells artifacts of different wasmtime builds and settings apart.
+fn compatibility(engine: &Engine) -> String {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// Hands the memory a compilation freed back to the OS. Cranelift compiles
 /// on rayon's threads, which then sleep, and mimalloc gives a thread's free
 /// pages back only when that thread allocates again: a Python component's
@@ -143,21 +149,13 @@ fn release_compiler_memory() {
 
 #[cfg(test)]
 mod tests {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-
     use super::*;
-
-    fn hash(engine: &Engine) -> u64 {
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        hasher.finish()
-    }
 
     #[test]
     fn what_a_compilation_produces_runs_on_the_pooled_engine() {
         let dir = std::env::temp_dir().join(format!("todo-host-engine-{}", uuid::Uuid::new_v4().simple()));
         let plugins = PluginEngine::new(4, ArtifactCache::open(&dir, u64::MAX)).unwrap();
         let compiler = Engine::new(&plugins.compiler_config).unwrap();
-        assert_eq!(hash(&compiler), hash(plugins.engine()));
+        assert_eq!(compatibility(&compiler), plugins.compatibility);
     }
 }
