@@ -233,8 +233,7 @@ impl TestApp {
     /// The number on the `key:` line of the host's `/proc/PID/{file}`
     /// (`status`'s `VmRSS` is its resident memory in KiB).
     pub fn proc_number(&self, file: &str, key: &str) -> u64 {
-        let pid = self.process.id().expect("the host is running");
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+        let text = self.proc_file(file);
         let line = text.lines().find(|line| line.starts_with(&format!("{key}:"))).expect(key);
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
@@ -242,8 +241,7 @@ impl TestApp {
     /// The KiB the host maps read-only from compiled plugins (`.cwasm`
     /// files: their code and data), and how many of them are resident.
     pub fn mapped_artifacts_kib(&self) -> (u64, u64) {
-        let pid = self.process.id().expect("the host is running");
-        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let smaps = self.proc_file("smaps");
         let (mut mapped, mut resident, mut counted) = (0, 0, false);
         for line in smaps.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -257,6 +255,12 @@ impl TestApp {
             }
         }
         (mapped, resident)
+    }
+
+    /// The host's `/proc/PID/{file}`.
+    fn proc_file(&self, file: &str) -> String {
+        let pid = self.process.id().expect("the host is running");
+        std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
